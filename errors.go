@@ -1,0 +1,59 @@
+package kcm
+
+import "errors"
+
+// Sentinel errors. Errors returned by kcm wrap these with context; test for
+// them with errors.Is.
+var (
+	// ErrClosed is returned by calls on a closed Socket or Mux, and is the
+	// Err of a psock whose mux was closed.
+	ErrClosed = errors.New("kcm: use of closed socket or mux")
+
+	// ErrMessageTooBig aborts a psock whose parser returned a length above
+	// the psock's maximum message size (kernel EMSGSIZE, counter msg_too_big).
+	ErrMessageTooBig = errors.New("kcm: message too big")
+
+	// ErrMessageTimeout aborts a psock whose message was not fully received
+	// within the assembly deadline (kernel ETIMEDOUT, counter msg_timeouts).
+	ErrMessageTimeout = errors.New("kcm: message assembly timed out")
+
+	// ErrBadLength aborts a psock whose parser returned a length that
+	// contradicts the bytes already seen (kernel EPROTO, counter bad_hdr_len).
+	// Parsers also use it for length fields that are invalid by themselves.
+	ErrBadLength = errors.New("kcm: bad message length")
+
+	// ErrParse wraps every error a parser returned, beside the parser's own
+	// error, so both errors.Is(err, ErrParse) and errors.Is(err, parserErr)
+	// hold.
+	ErrParse = errors.New("kcm: parser error")
+
+	// ErrTruncated is returned by a Datagram receive into a buffer shorter
+	// than the message: the buffer is filled and the rest of the message is
+	// discarded (kernel MSG_TRUNC).
+	ErrTruncated = errors.New("kcm: message truncated")
+
+	// ErrAlreadyAttached is returned when attaching a connection that is
+	// already attached to a mux (kernel EALREADY).
+	ErrAlreadyAttached = errors.New("kcm: connection already attached")
+
+	// ErrNotAttached is returned when unattaching a psock that is no longer
+	// in its mux (kernel ENOENT).
+	ErrNotAttached = errors.New("kcm: psock not attached")
+
+	// ErrUnattachInProgress is returned by a second, concurrent Unattach of
+	// the same psock (kernel EALREADY).
+	ErrUnattachInProgress = errors.New("kcm: unattach already in progress")
+
+	// ErrBadConn is returned when attaching a nil or closed connection.
+	ErrBadConn = errors.New("kcm: bad connection")
+
+	// ErrWouldBlock is returned by a receive with the DontWait flag when no
+	// message is ready (kernel EAGAIN).
+	ErrWouldBlock = errors.New("kcm: operation would block")
+
+	// ErrMidMessage is returned with the connection by Unattach when the
+	// stream was cut in the middle of a transmitted message: the message was
+	// sent again on another psock, and the returned stream is no longer at a
+	// message boundary.
+	ErrMidMessage = errors.New("kcm: stream ended mid-message")
+)

@@ -1,0 +1,3 @@
+module github.com/gokcm/kcm
+
+go 1.26.8

@@ -1,0 +1,23 @@
+package kcm
+
+// Parser finds message boundaries in a psock's byte stream, like the BPF
+// program of a kernel KCM attach.
+//
+// Parse is called with the bytes of the next message received so far; b
+// always starts at the message's first byte. It returns the message's total
+// length in bytes (header included) when it can tell, 0 when it needs more
+// bytes, or an error when the stream cannot be parsed. An error, or a length
+// that contradicts what an earlier call saw, aborts the psock.
+//
+// Parse is called again for the same message only after more bytes arrived.
+// It must not retain b. A Parser may be shared by several psocks and is
+// then called concurrently.
+type Parser interface {
+	Parse(b []byte) (int, error)
+}
+
+// ParserFunc adapts an ordinary function to the Parser interface.
+type ParserFunc func(b []byte) (int, error)
+
+// Parse calls f(b).
+func (f ParserFunc) Parse(b []byte) (int, error) { return f(b) }
