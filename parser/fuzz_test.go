@@ -1,0 +1,142 @@
+package parser_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/big"
+	"testing"
+
+	"github.com/gokcm/kcm"
+	"github.com/gokcm/kcm/internal/prototest"
+	"github.com/gokcm/kcm/parser"
+)
+
+// FuzzLengthField builds a LengthField from fuzzed settings and checks Parse
+// against a big-integer reference on fuzzed input: no panic, need-more only
+// while the field is incomplete, and the exact length or error class.
+func FuzzLengthField(f *testing.F) {
+	f.Add(uint8(0), uint8(3), false, int64(6), false, uint32(0), uint32(0), []byte{0, 0, 4, 1, 0, 0, 0, 0, 0})
+	f.Add(uint8(1), uint8(4), false, int64(1), true, uint32(0), uint32(0), []byte{'Q', 0, 0, 0, 9})
+	f.Add(uint8(0), uint8(4), true, int64(0), true, uint32(16), uint32(1000), []byte{20, 0, 0, 0})
+	f.Add(uint8(2), uint8(8), false, int64(-5), false, uint32(0), uint32(0), []byte{1, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add(uint8(1), uint8(0), false, int64(0), false, uint32(0), uint32(300), []byte{0x30, 0x96, 0x01})
+	f.Fuzz(func(t *testing.T, off, sizeSel uint8, le bool, adjust int64, incl bool, minLen, maxLen uint32, b []byte) {
+		sizes := []int{parser.Varint, 1, 2, 3, 4, 8}
+		cfg := parser.LengthField{
+			Offset: int(off % 16), Size: sizes[int(sizeSel)%len(sizes)], LittleEndian: le,
+			Adjust: int(adjust), IncludesHeader: incl, MinLength: int(minLen), MaxLength: int(maxLen),
+		}
+		lf, err := parser.NewLengthField(cfg)
+		if err != nil {
+			if !errors.Is(err, parser.ErrConfig) {
+				t.Fatalf("NewLengthField error %v does not wrap ErrConfig", err)
+			}
+			return
+		}
+		n, err := lf.Parse(b)
+		wantN, wantErr := referenceLengthField(cfg, b)
+		if n != wantN || !errors.Is(err, wantErr) || (err == nil) != (wantErr == nil) {
+			t.Fatalf("%+v on %x: got %d, %v; want %d, %v", cfg, b, n, err, wantN, wantErr)
+		}
+	})
+}
+
+// referenceLengthField computes the LengthField answer with big integers.
+func referenceLengthField(cfg parser.LengthField, b []byte) (int, error) {
+	v := new(big.Int)
+	var hdr int
+	if cfg.Size == parser.Varint {
+		var u uint64
+		n := 0
+		for i, c := range b[min(cfg.Offset, len(b)):] {
+			if i == 10 {
+				return 0, kcm.ErrBadLength
+			}
+			if i == 9 && c > 1 {
+				return 0, kcm.ErrBadLength
+			}
+			u |= uint64(c&0x7f) << (7 * i)
+			if c < 0x80 {
+				n = i + 1
+				break
+			}
+		}
+		if n == 0 {
+			return 0, nil
+		}
+		v.SetUint64(u)
+		hdr = cfg.Offset + n
+	} else {
+		hdr = cfg.Offset + cfg.Size
+		if len(b) < hdr {
+			return 0, nil
+		}
+		var buf [8]byte
+		f := b[cfg.Offset:hdr]
+		if cfg.LittleEndian {
+			copy(buf[:], f)
+			v.SetUint64(binary.LittleEndian.Uint64(buf[:]))
+		} else {
+			copy(buf[8-cfg.Size:], f)
+			v.SetUint64(binary.BigEndian.Uint64(buf[:]))
+		}
+	}
+	total := new(big.Int).Add(v, big.NewInt(int64(cfg.Adjust)))
+	if !cfg.IncludesHeader {
+		total.Add(total, big.NewInt(int64(hdr)))
+	}
+	maxLen := big.NewInt(math.MaxInt)
+	if cfg.MaxLength > 0 {
+		maxLen = big.NewInt(int64(cfg.MaxLength))
+	}
+	if total.Cmp(maxLen) > 0 {
+		return 0, kcm.ErrMessageTooBig
+	}
+	if total.Cmp(big.NewInt(int64(max(hdr, cfg.MinLength)))) < 0 {
+		return 0, kcm.ErrBadLength
+	}
+	return int(total.Int64()), nil
+}
+
+// FuzzBuiltin selects a built-in with the first input byte and checks it on
+// the rest: no panic, no length below the bytes needed to compute it, and
+// the same answer as its LengthField form where it has one.
+func FuzzBuiltin(f *testing.F) {
+	protos := prototest.Protocols()
+	for i := range protos {
+		f.Add(append([]byte{byte(i)}, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+		f.Add([]byte{byte(i), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
+	fields := make([]*parser.LengthField, len(protos))
+	for i, p := range protos {
+		if p.HasField {
+			fields[i] = mustField(f, p.Field)
+		}
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		i := int(in[0]) % len(protos)
+		p, b := protos[i], in[1:]
+		n, err := p.Native.Parse(b)
+		if err == nil && n < 0 {
+			t.Fatalf("%s: negative length %d", p.Name, n)
+		}
+		if err != nil && !errors.Is(err, kcm.ErrBadLength) && !errors.Is(err, kcm.ErrMessageTooBig) {
+			t.Fatalf("%s: error %v wraps neither ErrBadLength nor ErrMessageTooBig", p.Name, err)
+		}
+		// A length must lie beyond the bytes the parser needed: asking it
+		// again with fewer bytes than it returned must not give a
+		// different length.
+		if n > 0 && n <= len(b) {
+			if m, err := p.Native.Parse(b[:n]); m != n || err != nil {
+				t.Fatalf("%s: %d on %x but %d, %v on its own %d bytes", p.Name, n, b, m, err, n)
+			}
+		}
+		if fields[i] != nil {
+			prototest.CheckAgree(t, p, []prototest.Form{{Name: "lengthfield", P: fields[i]}}, b)
+		}
+	})
+}
