@@ -34,7 +34,7 @@ func LoadObject(path, program string) (kcm.Parser, error) {
 	}
 	ps, err := findProgram(spec, program)
 	if err != nil {
-		return nil, fmt.Errorf("bpf: %s: %w", path, err)
+		return nil, fmt.Errorf("%w (in %s)", err, path)
 	}
 	if ps.Type != ebpf.SocketFilter {
 		return nil, fmt.Errorf("%w: %s: program %s has type %s, want a socket filter (SEC(\"socket\"))", ErrInvalidProgram, path, ps.Name, ps.Type)

@@ -150,7 +150,7 @@ func (mongoParser) Parse(b []byte) (int, error) {
 // (2^14 + 2048, TLSCiphertext in RFC 5246 section 6.2.3).
 const TLSMaxRecord = 1<<14 + 2048
 
-// TLSRecord parses TLS (and SSL 3.0 / DTLS-less) records: content type,
+// TLSRecord parses TLS records (SSL 3.0 through TLS 1.3): content type,
 // 2-byte version and a 2-byte big-endian length at offset 3. The total is
 // length + 5; a length above TLSMaxRecord is kcm.ErrMessageTooBig (the peer
 // would answer record_overflow).

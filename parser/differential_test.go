@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/gokcm/kcm/internal/prototest"
-	"github.com/gokcm/kcm/parser"
 )
 
 // TestDifferentialLengthField checks that each built-in and its LengthField
@@ -28,5 +27,3 @@ func TestDifferentialLengthField(t *testing.T) {
 		})
 	}
 }
-
-var _ = parser.Varint

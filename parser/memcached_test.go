@@ -143,7 +143,7 @@ func TestMemcachedRealServer(t *testing.T) {
 			add(mcGetQ, []byte(k), nil, nil, true) // hit: replies
 		}
 	}
-	add(mcGet, []byte("missing"), nil, nil, true)  // miss: error reply
+	add(mcGet, []byte("missing"), nil, nil, true)   // miss: error reply
 	add(mcGetQ, []byte("missing"), nil, nil, false) // quiet miss: no reply
 	add(mcDelete, []byte("key-0"), nil, nil, true)
 	add(mcNoop, nil, nil, nil, true)
