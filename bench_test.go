@@ -1,0 +1,116 @@
+package kcm_test
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+
+	"github.com/gokcm/kcm"
+)
+
+// The benchmarks put kcm beside the same workload on raw TCP (a net.Conn
+// with a 4-byte length prefix, read through bufio, one Write per message)
+// in the same run; compare the pairs with benchstat.
+
+// rawEcho serves length-prefixed messages on c, echoing each.
+func rawEcho(c net.Conn) {
+	r := bufio.NewReader(c)
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := io.ReadFull(r, buf[:4]); err != nil {
+			return
+		}
+		n := 4 + int(binary.BigEndian.Uint32(buf))
+		if n > len(buf) {
+			buf = append(buf, make([]byte, n-len(buf))...)
+		}
+		if _, err := io.ReadFull(r, buf[4:n]); err != nil {
+			return
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// kcmEcho serves messages on a mux of one socket and one psock.
+func kcmEcho(c net.Conn) {
+	m := kcm.NewMux(kcm.Config{})
+	defer m.Close()
+	s := m.NewSocket(kcm.Datagram)
+	p, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		return
+	}
+	go func() { <-p.Done(); s.Close() }()
+	for {
+		msg, err := s.RecvMessage()
+		if err != nil {
+			return
+		}
+		err = s.Send(msg.Bytes())
+		msg.Release()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func BenchmarkRR(b *testing.B) {
+	for _, size := range []int{1, 1024} {
+		req := frame(make([]byte, size))
+		b.Run("raw/"+itoa(size), func(b *testing.B) {
+			c, srv := tcpPair(b)
+			go rawEcho(srv)
+			r := bufio.NewReader(c)
+			buf := make([]byte, len(req))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(r, buf[:4]); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(r, buf[4:4+binary.BigEndian.Uint32(buf)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("kcm/"+itoa(size), func(b *testing.B) {
+			c, srv := tcpPair(b)
+			go kcmEcho(srv)
+			m := kcm.NewMux(kcm.Config{})
+			defer m.Close()
+			s := m.NewSocket(kcm.Datagram)
+			if _, err := m.Attach(c, lenPrefix); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, len(req))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := s.Send(req); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.Recv(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func itoa(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.Itoa(n>>20) + "MiB"
+	case n >= 1024 && n%1024 == 0:
+		return strconv.Itoa(n>>10) + "KiB"
+	}
+	return strconv.Itoa(n) + "B"
+}

@@ -1,0 +1,126 @@
+package kcm
+
+import (
+	"fmt"
+	"time"
+)
+
+// Defaults applied to zero fields of Config and PsockConfig.
+const (
+	// DefaultMaxMessageSize is the largest message a psock accepts when
+	// Config.MaxMessageSize is zero.
+	DefaultMaxMessageSize = 8 << 20
+	// DefaultRecvBuffer bounds received-but-undelivered bytes per mux when
+	// Config.RecvBuffer is zero.
+	DefaultRecvBuffer = 4 << 20
+	// DefaultSendBuffer bounds queued-but-unwritten bytes per mux when
+	// Config.SendBuffer is zero.
+	DefaultSendBuffer = 4 << 20
+)
+
+// Config configures a Mux. The zero value is ready to use.
+type Config struct {
+	// MaxMessageSize is the largest message, header included, a psock
+	// accepts; a longer one aborts the psock with ErrMessageTooBig.
+	// Zero means DefaultMaxMessageSize (8 MiB).
+	MaxMessageSize int
+
+	// MessageTimeout is the whole-message assembly deadline: a message
+	// whose first byte has been buffered must be complete within it, or
+	// the psock aborts with ErrMessageTimeout. Later bytes do not extend it.
+	// Zero disables the deadline.
+	MessageTimeout time.Duration
+
+	// RecvBuffer bounds the bytes of parsed messages waiting in the mux for
+	// a receiver. When it is full, psocks stop reading and TCP flow control
+	// pushes back on the peer. A single message larger than the bound is
+	// still delivered when nothing else is queued.
+	// Zero means DefaultRecvBuffer (4 MiB).
+	RecvBuffer int
+
+	// SendBuffer bounds the bytes of messages the mux has accepted from
+	// senders but not yet written to a connection. A sender that would go
+	// over it waits for room (or its write deadline). A single message
+	// larger than the bound is accepted when nothing else is queued.
+	// Zero means DefaultSendBuffer (4 MiB).
+	SendBuffer int
+
+	// OnPsockError, if set, is called once for each psock that fails (parser
+	// error, size or assembly limit, connection error or peer EOF), after it
+	// has left the mux. It is called from a kcm goroutine and must not
+	// block for long.
+	OnPsockError func(p *Psock, err error)
+}
+
+// PsockConfig overrides the mux's receive limits for one psock. Zero fields
+// take the mux's values.
+type PsockConfig struct {
+	MaxMessageSize int
+	MessageTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.RecvBuffer <= 0 {
+		c.RecvBuffer = DefaultRecvBuffer
+	}
+	if c.SendBuffer <= 0 {
+		c.SendBuffer = DefaultSendBuffer
+	}
+	if c.MessageTimeout < 0 {
+		c.MessageTimeout = 0
+	}
+	return c
+}
+
+// SocketType is the kind of a Socket, after the kernel's socket types.
+type SocketType int
+
+const (
+	// Datagram sockets (SOCK_DGRAM) receive whole messages: a receive into
+	// a short buffer returns ErrTruncated and discards the rest.
+	Datagram SocketType = iota
+	// SeqPacket sockets (SOCK_SEQPACKET) keep the rest of a message that
+	// did not fit the receive buffer for the next receive.
+	SeqPacket
+)
+
+// String returns the kernel's name of the socket type.
+func (t SocketType) String() string {
+	switch t {
+	case Datagram:
+		return "SOCK_DGRAM"
+	case SeqPacket:
+		return "SOCK_SEQPACKET"
+	}
+	return fmt.Sprintf("SocketType(%d)", int(t))
+}
+
+// SendFlags modify SendMsg.
+type SendFlags uint
+
+const (
+	// More says the message continues in the next SendMsg call (MSG_MORE
+	// on a Datagram socket, a record without MSG_EOR on a SeqPacket one).
+	More SendFlags = 1 << iota
+	// Batch holds the message until a send without Batch, then writes the
+	// whole batch together (MSG_BATCH).
+	Batch
+)
+
+// RecvFlags modify RecvMsg and report what it returned.
+type RecvFlags uint
+
+const (
+	// Peek returns the next message without consuming it (MSG_PEEK).
+	Peek RecvFlags = 1 << iota
+	// DontWait returns ErrWouldBlock instead of waiting (MSG_DONTWAIT).
+	DontWait
+	// EOR is reported when the returned bytes end a message (MSG_EOR).
+	EOR
+	// Trunc is reported when a Datagram message did not fit and its rest
+	// was discarded (MSG_TRUNC).
+	Trunc
+)

@@ -1,0 +1,244 @@
+package kcm
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// attachedConns records every connection attached to any mux in the
+// process, so a connection cannot be attached twice (the kernel marks the
+// TCP socket itself). It is the package's only shared state.
+var attachedConns sync.Map
+
+// Mux is a connection multiplexor: it joins Sockets, on which the
+// application sends and receives whole messages, with attached stream
+// connections (psocks). A message sent on any socket is written atomically
+// on one psock; a message parsed from any psock goes to whichever socket is
+// receiving.
+//
+// All methods are safe for concurrent use.
+type Mux struct {
+	cfg   Config
+	pool  *bufPool
+	stats muxCounters
+
+	mu       sync.Mutex
+	closed   bool
+	sockets  []*Socket
+	sockIdx  indexSet
+	psocks   []*Psock
+	psockIdx indexSet
+	rxActive int // psocks attached and not being unattached
+	nPaused  int
+	ready    msgQueue // parsed messages no receiver has taken yet
+	waiters  waitList // receivers blocked in a receive call
+	backlog  backlog  // messages sent while no psock was attached
+	departed PsockStats
+	sockGone SocketStats
+
+	txps atomic.Pointer[[]*Psock] // psocks that take new messages
+	wg   sync.WaitGroup           // background readers and writers
+}
+
+// NewMux returns a mux configured by cfg; zero fields take their
+// documented defaults.
+func NewMux(cfg Config) *Mux {
+	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool()}
+	m.txps.Store(new([]*Psock))
+	m.backlog.init(m)
+	return m
+}
+
+// NewSocket returns a new socket of type t on the mux. Every socket of a
+// mux is equivalent: any may send or receive any message.
+func (m *Mux) NewSocket(t SocketType) *Socket {
+	s := &Socket{mux: m, typ: t}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s.index = m.sockIdx.alloc()
+	if m.closed {
+		s.closed = true
+	}
+	m.sockets = append(m.sockets, s)
+	return s
+}
+
+// Attach attaches the connected stream c to the mux with parser p, using
+// the mux's limits. See AttachConfig.
+func (m *Mux) Attach(c net.Conn, p Parser) (*Psock, error) {
+	return m.AttachConfig(c, p, PsockConfig{})
+}
+
+// AttachConfig attaches the connected stream c to the mux: from now on its
+// bytes are parsed into messages with p, and messages sent on the mux's
+// sockets may be written to it. Bytes already buffered on c are parsed
+// right away. The application must not use c directly until Unattach
+// returns it. A nil or closed connection fails with ErrBadConn, and one
+// that is already attached to a mux with ErrAlreadyAttached.
+func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error) {
+	if c == nil || (reflect.TypeOf(c).Kind() == reflect.Pointer && reflect.ValueOf(c).IsNil()) {
+		return nil, fmt.Errorf("kcm: attach: nil connection: %w", ErrBadConn)
+	}
+	if p == nil {
+		return nil, errors.New("kcm: attach: nil parser")
+	}
+	if !reflect.TypeOf(c).Comparable() {
+		return nil, fmt.Errorf("kcm: attach: connection type %T is not comparable: %w", c, ErrBadConn)
+	}
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		return nil, fmt.Errorf("kcm: attach: %w: %w", ErrBadConn, err)
+	}
+	if _, dup := attachedConns.LoadOrStore(c, struct{}{}); dup {
+		return nil, fmt.Errorf("kcm: attach %v: %w", c.RemoteAddr(), ErrAlreadyAttached)
+	}
+	ps := m.newPsock(c, p, pc)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		attachedConns.Delete(c)
+		return nil, fmt.Errorf("kcm: attach: %w", ErrClosed)
+	}
+	ps.index = m.psockIdx.alloc()
+	m.psocks = append(m.psocks, ps)
+	m.rxActive++
+	m.stats.psockAttach.Add(1)
+	if m.rxActive == 2 {
+		// Receivers lead only a lone psock: one reading the other psock
+		// must let go so the new one's messages cannot wait behind it.
+		for _, q := range m.psocks {
+			m.interruptLocked(q)
+		}
+	}
+	m.startReaderLocked(ps)
+	m.publishTxLocked()
+	m.backlog.flushLocked(ps)
+	return ps, nil
+}
+
+func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
+	ps := &Psock{mux: m, conn: c, done: make(chan struct{})}
+	ps.sp = strparser{
+		parser:  p,
+		max:     m.cfg.MaxMessageSize,
+		timeout: m.cfg.MessageTimeout,
+		pool:    m.pool,
+		stats:   &ps.stats,
+	}
+	if pc.MaxMessageSize > 0 {
+		ps.sp.max = pc.MaxMessageSize
+	}
+	if pc.MessageTimeout > 0 {
+		ps.sp.timeout = pc.MessageTimeout
+	}
+	ps.raw = rawConnOf(c)
+	ps.readFn = ps.rawRead
+	return ps
+}
+
+// Close closes the mux: every socket, and every attached connection
+// (unattach a psock first to keep its connection). Blocked calls return
+// ErrClosed, and Close waits for the mux's own goroutines to end.
+func (m *Mux) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	for len(m.psocks) > 0 {
+		m.failLocked(m.psocks[0], ErrClosed)
+	}
+	for _, s := range m.sockets {
+		s.closed = true
+	}
+	m.waiters.wakeAll()
+	m.dropReadyLocked()
+	m.backlog.dropLocked()
+	m.mu.Unlock()
+	m.wg.Wait()
+	return nil
+}
+
+// dropReadyLocked discards parsed messages nobody can receive any more.
+func (m *Mux) dropReadyLocked() {
+	for m.ready.len() > 0 {
+		msg := m.ready.pop()
+		msg.Release()
+		m.stats.rxReadyDrops.Add(1)
+	}
+}
+
+// Stats returns the mux's counters.
+func (m *Mux) Stats() MuxStats {
+	m.mu.Lock()
+	agg := m.departed
+	for _, p := range m.psocks {
+		agg.add(p.stats.snapshot())
+	}
+	m.mu.Unlock()
+	return MuxStats{
+		RxMsgs:            agg.RxMsgs,
+		RxBytes:           agg.RxBytes,
+		TxMsgs:            agg.TxMsgs,
+		TxBytes:           agg.TxBytes,
+		TxRetries:         m.stats.txRetries.Load(),
+		PsockAttach:       m.stats.psockAttach.Load(),
+		PsockUnattach:     m.stats.psockUnattach.Load(),
+		PsockUnattachRsvd: m.stats.psockUnattachRsvd.Load(),
+		RxReadyDrops:      m.stats.rxReadyDrops.Load(),
+		Psocks:            agg,
+	}
+}
+
+// Psocks returns the psocks attached to the mux, in index order.
+func (m *Mux) Psocks() []*Psock {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps := append([]*Psock(nil), m.psocks...)
+	sortByIndex(ps, func(p *Psock) int { return p.index })
+	return ps
+}
+
+// Sockets returns the mux's open sockets, in index order.
+func (m *Mux) Sockets() []*Socket {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ss := append([]*Socket(nil), m.sockets...)
+	sortByIndex(ss, func(s *Socket) int { return s.index })
+	return ss
+}
+
+// indexSet hands out the lowest free small integer, like the kernel's
+// socket and psock indexes.
+type indexSet struct{ used []bool }
+
+func (x *indexSet) alloc() int {
+	for i, u := range x.used {
+		if !u {
+			x.used[i] = true
+			return i
+		}
+	}
+	x.used = append(x.used, true)
+	return len(x.used) - 1
+}
+
+func (x *indexSet) free(i int) {
+	if i >= 0 && i < len(x.used) {
+		x.used[i] = false
+	}
+}
+
+func sortByIndex[T any](xs []T, idx func(T) int) {
+	for i := 1; i < len(xs); i++ {
+		for j := i; j > 0 && idx(xs[j]) < idx(xs[j-1]); j-- {
+			xs[j], xs[j-1] = xs[j-1], xs[j]
+		}
+	}
+}

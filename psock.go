@@ -1,0 +1,254 @@
+package kcm
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// rxState says who reads a psock's stream at the moment.
+type rxState uint8
+
+const (
+	rxIdle    rxState = iota // nobody; a grace timer starts a background reader
+	rxLed                    // a receiving goroutine reads for itself (no handoff)
+	rxBg                     // the psock's background reader
+	rxPaused                 // the mux's receive queue is full: backpressure
+	rxStopped                // leaving the mux
+)
+
+// graceDelay is how long a psock may go unread while no receiver is waiting
+// before a background reader takes over. Receivers that come back within it
+// read the stream themselves, without a goroutine handoff; past it, the
+// background reader queues messages, notices EOF and enforces deadlines.
+const graceDelay = 5 * time.Millisecond
+
+// Psock is one stream connection attached to a Mux, with its parser, its
+// receive assembly state and its transmit queue.
+//
+// A psock leaves its mux when it is unattached, when the mux closes, or when
+// it fails; Done is then closed and Err says why.
+type Psock struct {
+	mux   *Mux
+	conn  net.Conn
+	index int
+	sp    strparser
+	stats psockCounters
+
+	// Receive ownership, guarded by mux.mu. Whoever holds the read side
+	// (state rxLed or rxBg) owns sp and the fields in the next group.
+	rx         rxState
+	leader     *Socket
+	rxWait     chan struct{} // closed when the reader lets go
+	releases   uint64        // read sessions ended, for the grace timer
+	graceGen   uint64
+	graceArmed bool
+	grace      *time.Timer
+
+	intr       atomic.Bool // the reader must let go and re-check
+	rdl        time.Time   // read deadline last set on conn
+	rdlValid   bool
+	raw        syscall.RawConn
+	readFn     func(fd uintptr) bool
+	rn         int
+	rerr       error
+	keepBuf    bool
+	pendingErr error
+
+	tx txState
+
+	// Lifecycle, guarded by mux.mu.
+	gone        bool
+	unattaching bool
+	err         error
+	done        chan struct{}
+}
+
+// Index returns the psock's index in its mux: the lowest free one when it
+// was attached.
+func (p *Psock) Index() int { return p.index }
+
+// Done returns a channel that is closed when the psock has left its mux.
+func (p *Psock) Done() <-chan struct{} { return p.done }
+
+// Err returns why the psock left its mux: nil while attached and after
+// Unattach, ErrClosed after Mux.Close, io.EOF or io.ErrUnexpectedEOF after
+// the peer ended the stream, or the failure that aborted it.
+func (p *Psock) Err() error {
+	p.mux.mu.Lock()
+	defer p.mux.mu.Unlock()
+	return p.err
+}
+
+// Stats returns the psock's counters.
+func (p *Psock) Stats() PsockStats { return p.stats.snapshot() }
+
+// Conn returns the psock's connection, for its addresses. The application
+// must not read or write it while the psock is attached.
+func (p *Psock) Conn() net.Conn { return p.conn }
+
+// Unattach takes the psock out of its mux without losing anything and
+// returns its connection. Messages already parsed stay deliverable on the
+// mux's sockets; queued transmit messages go out on other psocks. The
+// returned connection's reads first yield every byte read from the stream
+// but not delivered as a message, then the live stream, so the caller can
+// continue exactly where the mux stopped.
+//
+// If a transmitted message was cut by the unattach, it is sent again on
+// another psock, and Unattach returns the connection with an error wrapping
+// ErrMidMessage: the stream no longer ends at a message boundary.
+// Unattach of a psock that already left fails with ErrNotAttached, and a
+// second concurrent Unattach with ErrUnattachInProgress.
+func (p *Psock) Unattach() (net.Conn, error) {
+	m := p.mux
+	m.mu.Lock()
+	switch {
+	case p.gone:
+		m.mu.Unlock()
+		return nil, fmt.Errorf("kcm: unattach psock %d: %w", p.index, ErrNotAttached)
+	case p.unattaching:
+		m.mu.Unlock()
+		return nil, fmt.Errorf("kcm: unattach psock %d: %w", p.index, ErrUnattachInProgress)
+	}
+	p.unattaching = true
+	m.rxActive--
+	m.publishTxLocked()
+	rxDone := m.stopReadLocked(p)
+	m.mu.Unlock()
+	if rxDone != nil {
+		<-rxDone
+	}
+	cut := m.stopTx(p, true)
+
+	m.mu.Lock()
+	if p.gone { // the mux closed meanwhile
+		m.mu.Unlock()
+		return nil, fmt.Errorf("kcm: unattach psock %d: %w", p.index, ErrClosed)
+	}
+	rest := p.sp.takeRest()
+	m.removeLocked(p)
+	m.stats.psockUnattach.Add(1)
+	if cut {
+		m.stats.psockUnattachRsvd.Add(1)
+	}
+	close(p.done)
+	m.mu.Unlock()
+
+	p.conn.SetReadDeadline(time.Time{})
+	p.conn.SetWriteDeadline(time.Time{})
+	var c net.Conn = p.conn
+	if len(rest) > 0 {
+		c = &prefixConn{Conn: p.conn, rest: rest}
+	}
+	if cut {
+		return c, fmt.Errorf("kcm: unattach psock %d: %w", p.index, ErrMidMessage)
+	}
+	return c, nil
+}
+
+// stopReadLocked takes the read side away from whoever has it. It returns
+// a channel to wait on when a reader must first let go.
+func (m *Mux) stopReadLocked(p *Psock) chan struct{} {
+	switch p.rx {
+	case rxLed, rxBg:
+		if p.rxWait == nil {
+			p.rxWait = make(chan struct{})
+		}
+		m.interruptLocked(p)
+		return p.rxWait
+	case rxPaused:
+		m.nPaused--
+	}
+	p.rx = rxStopped
+	if p.grace != nil {
+		p.grace.Stop()
+		p.graceArmed = false
+	}
+	return nil
+}
+
+// aLongTimeAgo is a read deadline in the past, which wakes a blocked reader.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// interruptLocked wakes the goroutine reading p so it lets go of the read
+// side and looks at the mux again.
+func (m *Mux) interruptLocked(p *Psock) {
+	if p.rx != rxLed && p.rx != rxBg {
+		return
+	}
+	p.intr.Store(true)
+	p.conn.SetReadDeadline(aLongTimeAgo)
+}
+
+// failLocked makes p leave the mux because of err, closing its connection.
+// Its queued messages go to other psocks.
+func (m *Mux) failLocked(p *Psock, err error) {
+	if p.gone {
+		return
+	}
+	p.err = err
+	m.removeLocked(p)
+	p.conn.Close()
+	if p.rx != rxLed && p.rx != rxBg {
+		m.stopReadLocked(p)
+		p.sp.takeRest()
+	}
+	m.abortTxLocked(p, err)
+	close(p.done)
+	if cb := m.cfg.OnPsockError; cb != nil && err != ErrClosed {
+		go cb(p, err)
+	}
+}
+
+// removeLocked takes p out of the mux's tables.
+func (m *Mux) removeLocked(p *Psock) {
+	if p.gone {
+		return
+	}
+	p.gone = true
+	if !p.unattaching {
+		m.rxActive--
+	}
+	for i, q := range m.psocks {
+		if q == p {
+			m.psocks = append(m.psocks[:i], m.psocks[i+1:]...)
+			break
+		}
+	}
+	m.psockIdx.free(p.index)
+	m.publishTxLocked()
+	if p.grace != nil {
+		p.grace.Stop()
+		p.graceArmed = false
+	}
+	m.departed.add(p.stats.snapshot())
+	attachedConns.Delete(p.conn)
+}
+
+// prefixConn is a connection handed back by Unattach: its reads first
+// return the bytes the mux had read but not delivered.
+type prefixConn struct {
+	net.Conn
+	mu   sync.Mutex
+	rest []byte
+}
+
+// Read returns the bytes left over from the mux first, then reads the
+// connection.
+func (c *prefixConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	if len(c.rest) > 0 {
+		n := copy(b, c.rest)
+		c.rest = c.rest[n:]
+		c.mu.Unlock()
+		return n, nil
+	}
+	c.mu.Unlock()
+	return c.Conn.Read(b)
+}
+
+// NetConn returns the underlying connection.
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }

@@ -1,0 +1,29 @@
+package kcm
+
+
+
+// fill reads more bytes of the stream into the psock's strparser. keep says
+// whether the read buffer may stay borrowed while the read waits for data:
+// readers serving a waiting receiver keep it, background readers give it
+// back so an idle psock holds no buffer.
+func (p *Psock) fill(keep bool) error {
+	if err := p.pendingErr; err != nil {
+		p.pendingErr = nil
+		return err
+	}
+	if p.raw != nil {
+		return p.fillRaw(keep)
+	}
+	n, err := p.conn.Read(p.sp.space())
+	if n > 0 {
+		p.sp.commit(n)
+		// Deliver what arrived with the error first; report it next time.
+		p.pendingErr = err
+		return nil
+	}
+	if err == nil {
+		return nil
+	}
+	return err
+}
+

@@ -1,0 +1,16 @@
+//go:build !unix
+
+package kcm
+
+import (
+	"net"
+	"syscall"
+)
+
+// rawConnOf returns nil: outside unix every connection is read through its
+// Read method.
+func rawConnOf(net.Conn) syscall.RawConn { return nil }
+
+func (p *Psock) rawRead(uintptr) bool { return true }
+
+func (p *Psock) fillRaw(bool) error { panic("kcm: raw reads are unix-only") }

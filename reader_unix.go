@@ -1,0 +1,66 @@
+//go:build unix
+
+package kcm
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// rawConnOf returns the raw connection of the standard library's own
+// stream connections, whose readiness can be awaited without a buffer.
+// Other connections (TLS, wrappers, pipes) are read through their Read
+// method.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	var sc syscall.Conn
+	switch c := c.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// rawRead is the callback of syscall.RawConn.Read: it borrows a buffer only
+// when data is there, and hands it back before the goroutine parks.
+func (p *Psock) rawRead(fd uintptr) bool {
+	b := p.sp.space()
+	for {
+		n, err := syscall.Read(int(fd), b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			if !p.keepBuf {
+				p.sp.dropIfEmpty()
+			}
+			return false
+		}
+		p.rn, p.rerr = n, err
+		return true
+	}
+}
+
+func (p *Psock) fillRaw(keep bool) error {
+	p.keepBuf = keep
+	if err := p.raw.Read(p.readFn); err != nil {
+		return err
+	}
+	if p.rerr != nil {
+		return os.NewSyscallError("read", p.rerr)
+	}
+	if p.rn == 0 {
+		return io.EOF
+	}
+	p.sp.commit(p.rn)
+	return nil
+}

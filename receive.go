@@ -1,0 +1,460 @@
+package kcm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// The receive path. A message goes only to a goroutine blocked in a
+// receive call or to the mux's bounded ready queue, never to a socket that
+// is not receiving.
+//
+// Who reads a psock: when the mux has a single psock, a receiving goroutine
+// reads it itself ("leads" it) and returns the first message it parses, so
+// a request/response exchange costs no goroutine handoff. Receivers that
+// arrive while it leads wait as followers and get the further messages it
+// parses, or the lead when it returns. A psock that no receiver reads for
+// graceDelay, and every psock of a mux with several, is read by a
+// background goroutine that hands messages to followers or queues them.
+
+// errInterrupted is how a reader learns that it must let go of a psock.
+var errInterrupted = errors.New("kcm: read interrupted")
+
+// waiter is one goroutine blocked in a receive call.
+type waiter struct {
+	s          *Socket
+	ch         chan struct{}
+	msg        Message // handed over by a reader
+	lead       *Psock  // or: lead this psock
+	prev, next *waiter
+	queued     bool
+	timer      *time.Timer
+}
+
+func (w *waiter) signal() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
+
+// wait blocks until signalled or until the deadline dl passes.
+func (w *waiter) wait(dl time.Time) {
+	if dl.IsZero() {
+		<-w.ch
+		return
+	}
+	d := time.Until(dl)
+	if d <= 0 {
+		return
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+	} else {
+		w.timer.Reset(d)
+	}
+	select {
+	case <-w.ch:
+	case <-w.timer.C:
+	}
+	w.timer.Stop()
+}
+
+// waitList is a FIFO of waiters, guarded by mux.mu.
+type waitList struct{ head, tail *waiter }
+
+func (l *waitList) push(w *waiter) {
+	w.prev, w.next, w.queued = l.tail, nil, true
+	if l.tail != nil {
+		l.tail.next = w
+	} else {
+		l.head = w
+	}
+	l.tail = w
+}
+
+func (l *waitList) remove(w *waiter) {
+	if !w.queued {
+		return
+	}
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		l.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		l.tail = w.prev
+	}
+	w.prev, w.next, w.queued = nil, nil, false
+}
+
+// follower returns the first waiter that may take a message.
+func (l *waitList) follower() *waiter {
+	for w := l.head; w != nil; w = w.next {
+		if !w.s.disabled {
+			return w
+		}
+	}
+	return nil
+}
+
+func (l *waitList) wakeAll() {
+	for w := l.head; w != nil; w = w.next {
+		w.signal()
+	}
+}
+
+func (l *waitList) wakeSocket(s *Socket) {
+	for w := l.head; w != nil; w = w.next {
+		if w.s == s {
+			w.signal()
+		}
+	}
+}
+
+// recv returns up to len(out) messages for s, at least one unless err is
+// set. With dontWait it returns ErrWouldBlock instead of blocking.
+func (m *Mux) recv(s *Socket, out []Message, dontWait bool) (int, error) {
+	m.mu.Lock()
+	for {
+		if s.closed {
+			m.mu.Unlock()
+			return 0, ErrClosed
+		}
+		if s.partial.b != nil {
+			out[0], s.partial = s.partial, Message{}
+			m.mu.Unlock()
+			return 1, nil
+		}
+		if !s.disabled {
+			if m.ready.len() > 0 {
+				n := m.popReadyLocked(out)
+				m.mu.Unlock()
+				return n, nil
+			}
+			if p := m.leadableLocked(); p != nil {
+				p.rx, p.leader = rxLed, s
+				if n := m.lead(p, s, out); n > 0 {
+					m.mu.Unlock()
+					return n, nil
+				}
+				continue
+			}
+		}
+		if dontWait {
+			m.mu.Unlock()
+			return 0, ErrWouldBlock
+		}
+		dl := s.rdl
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			m.mu.Unlock()
+			return 0, os.ErrDeadlineExceeded
+		}
+		w := s.getWaiter()
+		m.waiters.push(w)
+		m.watchAllLocked()
+		m.mu.Unlock()
+		w.wait(dl)
+		m.mu.Lock()
+		m.waiters.remove(w)
+		msg, p := w.msg, w.lead
+		w.msg, w.lead = Message{}, nil
+		s.putWaiter(w)
+		if msg.b != nil {
+			out[0] = msg
+			m.mu.Unlock()
+			return 1, nil
+		}
+		if p != nil {
+			if n := m.lead(p, s, out); n > 0 {
+				m.mu.Unlock()
+				return n, nil
+			}
+		}
+	}
+}
+
+// popReadyLocked moves up to len(out) queued messages to out.
+func (m *Mux) popReadyLocked(out []Message) int {
+	n := 0
+	for n < len(out) && m.ready.len() > 0 {
+		out[n] = m.ready.pop()
+		n++
+	}
+	if m.nPaused > 0 && m.ready.bytes < m.cfg.RecvBuffer/2 {
+		m.resumeLocked()
+	}
+	return n
+}
+
+// resumeLocked restarts reading on psocks paused by a full queue.
+func (m *Mux) resumeLocked() {
+	for _, p := range m.psocks {
+		if p.rx == rxPaused {
+			m.nPaused--
+			m.startReaderLocked(p)
+		}
+	}
+}
+
+// leadableLocked returns the mux's only receiving psock if nobody reads it.
+func (m *Mux) leadableLocked() *Psock {
+	if m.rxActive != 1 {
+		return nil
+	}
+	for _, p := range m.psocks {
+		if !p.unattaching {
+			if p.rx == rxIdle {
+				return p
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// watchAllLocked makes sure every psock is read while receivers wait.
+func (m *Mux) watchAllLocked() {
+	for _, p := range m.psocks {
+		if p.rx == rxIdle {
+			m.startReaderLocked(p)
+		}
+	}
+}
+
+func (m *Mux) startReaderLocked(p *Psock) {
+	p.rx = rxBg
+	m.wg.Add(1)
+	go m.background(p)
+}
+
+// lead reads p for receiver s until s has at least one message. It is
+// called and returns with m.mu held, p.rx == rxLed on entry. It returns 0
+// when s must look at the mux again (p failed, was interrupted, or s's
+// deadline passed).
+func (m *Mux) lead(p *Psock, s *Socket, out []Message) int {
+	sdl := s.rdl
+	m.mu.Unlock()
+	for {
+		msg, ok, err := p.sp.next(p)
+		if ok {
+			n := 1
+			out[0] = msg
+			for n < len(out) {
+				if out[n], ok, _ = p.sp.next(p); !ok {
+					break
+				}
+				n++
+			}
+			m.mu.Lock()
+			m.shareLocked(p)
+			m.releaseReadLocked(p)
+			return n
+		}
+		if err == nil {
+			if err = p.waitRead(sdl, true); err == nil {
+				continue
+			}
+		}
+		m.mu.Lock()
+		m.readFailedLocked(p, err)
+		return 0
+	}
+}
+
+// background is the goroutine that reads p when no receiver does.
+func (m *Mux) background(p *Psock) {
+	defer m.wg.Done()
+	for {
+		msg, ok, err := p.sp.next(p)
+		if ok {
+			m.mu.Lock()
+			handed := m.deliverLocked(msg)
+			switch {
+			case p.intr.Load() || p.gone || p.unattaching,
+				// A receiver took it and none waits: let the next one lead.
+				handed && m.waiters.follower() == nil && m.rxActive == 1,
+				m.ready.bytes >= m.cfg.RecvBuffer && m.waiters.follower() == nil:
+				m.releaseReadLocked(p)
+				m.mu.Unlock()
+				return
+			}
+			m.mu.Unlock()
+			continue
+		}
+		if err == nil {
+			if err = p.waitRead(time.Time{}, false); err == nil {
+				continue
+			}
+		}
+		m.mu.Lock()
+		m.readFailedLocked(p, err)
+		m.mu.Unlock()
+		return
+	}
+}
+
+// deliverLocked hands msg to the first follower, or queues it.
+func (m *Mux) deliverLocked(msg Message) (handed bool) {
+	if w := m.waiters.follower(); w != nil {
+		m.waiters.remove(w)
+		w.msg = msg
+		w.signal()
+		return true
+	}
+	m.ready.push(msg)
+	return false
+}
+
+// shareLocked gives followers the complete messages a leader has buffered
+// beyond its own.
+func (m *Mux) shareLocked(p *Psock) {
+	for {
+		w := m.waiters.follower()
+		if w == nil {
+			return
+		}
+		msg, ok, _ := p.sp.next(p)
+		if !ok {
+			return
+		}
+		m.waiters.remove(w)
+		w.msg = msg
+		w.signal()
+	}
+}
+
+// waitRead reads more of p's stream. sdl is the receiving socket's
+// deadline. It returns errInterrupted when the reader must let go.
+func (p *Psock) waitRead(sdl time.Time, keep bool) error {
+	if p.intr.Load() {
+		return errInterrupted
+	}
+	asm := p.sp.deadline()
+	dl := earliest(sdl, asm)
+	if !p.rdlValid || !dl.Equal(p.rdl) {
+		if err := p.conn.SetReadDeadline(dl); err != nil {
+			return err
+		}
+		p.rdl, p.rdlValid = dl, true
+		if p.intr.Load() {
+			return errInterrupted
+		}
+	}
+	err := p.fill(keep)
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if p.intr.Load() {
+		return errInterrupted
+	}
+	now := time.Now()
+	if !asm.IsZero() && !now.Before(asm) {
+		p.stats.msgTimeouts.Add(1)
+		return fmt.Errorf("kcm: psock %d: %w after %v", p.index, ErrMessageTimeout, p.sp.timeout)
+	}
+	if !sdl.IsZero() && !now.Before(sdl) {
+		return errInterrupted // the receiver's deadline: it reports the timeout
+	}
+	return nil
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// readFailedLocked handles a reader's error: an interrupt just ends the
+// read session; anything else makes the psock fail.
+func (m *Mux) readFailedLocked(p *Psock, err error) {
+	if err != errInterrupted && !p.gone && !p.unattaching {
+		if err == io.EOF && p.sp.buffered() > 0 {
+			err = io.ErrUnexpectedEOF
+		} else if err != io.EOF && !errors.Is(err, ErrParse) && !errors.Is(err, ErrMessageTimeout) &&
+			!errors.Is(err, ErrMessageTooBig) && !errors.Is(err, ErrBadLength) {
+			err = fmt.Errorf("kcm: psock %d: read: %w", p.index, err)
+		} else if err != io.EOF {
+			err = fmt.Errorf("kcm: psock %d: %w", p.index, err)
+		}
+		m.failLocked(p, err)
+	}
+	m.releaseReadLocked(p)
+}
+
+// releaseReadLocked ends a read session on p and decides who reads next.
+func (m *Mux) releaseReadLocked(p *Psock) {
+	p.leader = nil
+	p.releases++
+	if p.intr.Swap(false) {
+		p.rdlValid = false // the interrupt moved the connection's deadline
+	}
+	if p.rxWait != nil {
+		close(p.rxWait)
+		p.rxWait = nil
+	}
+	if p.gone || p.unattaching {
+		p.rx = rxStopped
+		if p.gone {
+			p.sp.takeRest()
+		}
+		return
+	}
+	p.rx = rxIdle
+	if w := m.waiters.follower(); w != nil {
+		if m.rxActive == 1 {
+			m.waiters.remove(w)
+			p.rx, p.leader = rxLed, w.s
+			w.lead = p
+			w.signal()
+			return
+		}
+		m.startReaderLocked(p)
+		return
+	}
+	if m.ready.bytes >= m.cfg.RecvBuffer {
+		p.rx = rxPaused
+		m.nPaused++
+		return
+	}
+	m.armGraceLocked(p)
+}
+
+// armGraceLocked starts the grace timer of an idle psock.
+func (m *Mux) armGraceLocked(p *Psock) {
+	if p.graceArmed {
+		return
+	}
+	p.graceArmed = true
+	p.graceGen = p.releases
+	if p.grace == nil {
+		p.grace = time.AfterFunc(graceDelay, func() { m.graceExpired(p) })
+	} else {
+		p.grace.Reset(graceDelay)
+	}
+}
+
+// graceExpired starts a background reader on a psock that stayed unread,
+// unless receivers kept using it, in which case it waits another period.
+func (m *Mux) graceExpired(p *Psock) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !p.graceArmed || p.gone || p.unattaching || m.closed {
+		return
+	}
+	p.graceArmed = false
+	if p.rx != rxIdle {
+		return
+	}
+	if p.releases != p.graceGen {
+		m.armGraceLocked(p)
+		return
+	}
+	m.startReaderLocked(p)
+}

@@ -1,0 +1,462 @@
+package kcm
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Socket is the application's handle on a Mux: it sends and receives
+// whole messages. Any socket of a mux may send or receive any message.
+//
+// *Socket implements net.Conn: Write sends one message, Read returns one
+// message or, if b is too short, the next piece of it. All methods are safe
+// for concurrent use; concurrent sends are each atomic.
+type Socket struct {
+	mux   *Mux
+	typ   SocketType
+	index int
+	stats socketCounters
+	txp   atomic.Pointer[Psock] // the psock reserved for transmit
+	rot   atomic.Uint32
+
+	// Guarded by mux.mu.
+	closed   bool
+	disabled bool
+	rdl      time.Time
+	partial  Message // rest of a SeqPacket message, or a peeked one
+	free     []*waiter
+
+	txmu    sync.Mutex  // builds multi-call messages and batches
+	held    atomic.Bool // open or batch hold something
+	wdl     atomic.Pointer[time.Time]
+	open    []byte   // a message being built with More
+	batch   [][]byte // messages held by Batch
+	batchSz int
+}
+
+// Index returns the socket's index in its mux: the lowest free one when it
+// was created.
+func (s *Socket) Index() int { return s.index }
+
+// Type returns the socket's type.
+func (s *Socket) Type() SocketType { return s.typ }
+
+// Mux returns the socket's mux.
+func (s *Socket) Mux() *Mux { return s.mux }
+
+// Clone returns a new socket of the same type on the same mux
+// (SIOCKCMCLONE).
+func (s *Socket) Clone() *Socket { return s.mux.NewSocket(s.typ) }
+
+// Stats returns the socket's counters.
+func (s *Socket) Stats() SocketStats { return s.stats.snapshot() }
+
+// Send sends msg as one message, written contiguously on one psock. It
+// returns once msg has been written to a connection or queued in the mux
+// (copied, when it must wait); msg may be reused when Send returns. With
+// no psock attached, messages wait in the mux (up to Config.SendBuffer,
+// then senders block until the write deadline) and go out, in order, on
+// the first psock attached. A zero-length msg sends nothing; it ends a
+// batch opened with the Batch flag.
+func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
+
+// SendMsg sends msg with flags: More keeps the message open so the next
+// calls append to it, Batch holds complete messages until a send without
+// Batch writes them all together.
+func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
+	if flags == 0 && !s.held.Load() {
+		if len(msg) == 0 {
+			return nil
+		}
+		return s.sendOne(msg)
+	}
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
+	defer func() { s.held.Store(s.open != nil || s.batch != nil) }()
+	if flags&More != 0 {
+		s.open = append(s.open, msg...)
+		if s.open == nil {
+			s.open = []byte{}
+		}
+		return nil
+	}
+	if s.open != nil {
+		msg = append(s.open, msg...)
+		s.open = nil
+	}
+	if flags&Batch != 0 {
+		if len(msg) > 0 {
+			s.batch = append(s.batch, append([]byte(nil), msg...))
+		}
+		return nil
+	}
+	msgs := s.batch
+	s.batch = nil
+	if len(msg) > 0 {
+		msgs = append(msgs, msg)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return s.SendBatch(msgs)
+}
+
+func (s *Socket) sendOne(msg []byte) error {
+	if err := s.sendCheck(); err != nil {
+		return err
+	}
+	s.stats.txMsgs.Add(1)
+	s.stats.txBytes.Add(uint64(len(msg)))
+	if err := s.mux.transmit(s, msg, s.writeDeadline()); err != nil {
+		return s.opError("send", err)
+	}
+	return nil
+}
+
+// SendBatch sends several messages together (sendmmsg): on an idle psock
+// small messages are coalesced into one write and larger ones go in one
+// writev. Each message is atomic on its own. Empty messages are skipped.
+func (s *Socket) SendBatch(msgs [][]byte) error {
+	if err := s.sendCheck(); err != nil {
+		return err
+	}
+	nonEmpty := msgs[:0:0]
+	n, bytes := 0, 0
+	for _, b := range msgs {
+		if len(b) > 0 {
+			n++
+			bytes += len(b)
+		}
+	}
+	if n != len(msgs) {
+		for _, b := range msgs {
+			if len(b) > 0 {
+				nonEmpty = append(nonEmpty, b)
+			}
+		}
+		msgs = nonEmpty
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	s.stats.txMsgs.Add(uint64(n))
+	s.stats.txBytes.Add(uint64(bytes))
+	if err := s.mux.transmitBatch(s, msgs, s.writeDeadline()); err != nil {
+		return s.opError("send", err)
+	}
+	return nil
+}
+
+func (s *Socket) sendCheck() error {
+	s.mux.mu.Lock()
+	closed := s.closed
+	s.mux.mu.Unlock()
+	if closed {
+		return s.opError("send", ErrClosed)
+	}
+	return nil
+}
+
+func (s *Socket) writeDeadline() time.Time {
+	if dl := s.wdl.Load(); dl != nil {
+		return *dl
+	}
+	return time.Time{}
+}
+
+// reserve makes p the socket's transmit psock, counting the change.
+func (s *Socket) reserve(p *Psock) {
+	if old := s.txp.Swap(p); old != p {
+		if old != nil {
+			old.stats.unreserved.Add(1)
+		}
+		p.stats.reserved.Add(1)
+	}
+}
+
+// Recv receives one message into b and returns its length. A Datagram
+// socket discards what does not fit and returns len(b) with ErrTruncated;
+// a SeqPacket socket keeps the rest for the next receive (RecvMsg reports
+// where the message ends). Recv blocks until a message arrives, the read
+// deadline passes or the socket closes.
+func (s *Socket) Recv(b []byte) (int, error) {
+	n, _, err := s.RecvMsg(b, 0)
+	return n, err
+}
+
+// RecvMsg is Recv with flags: Peek leaves the message queued, DontWait
+// returns ErrWouldBlock instead of blocking. The returned flags report EOR
+// when the bytes returned end a message and Trunc when a Datagram message
+// was cut.
+func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, err error) {
+	var one [1]Message
+	if _, err := s.mux.recv(s, one[:], flags&DontWait != 0); err != nil {
+		return 0, 0, s.opError("recv", err)
+	}
+	msg := &one[0]
+	n = copy(b, msg.b)
+	if flags&Peek != 0 {
+		s.putBack(*msg, true)
+		if n < len(msg.b) && s.typ == Datagram {
+			return n, Trunc, nil
+		}
+		if n == len(msg.b) {
+			rflags = EOR
+		}
+		return n, rflags, nil
+	}
+	s.stats.rxBytes.Add(uint64(n))
+	switch {
+	case n == len(msg.b):
+		rflags = EOR
+		s.stats.rxMsgs.Add(1)
+	case s.typ == SeqPacket:
+		msg.b = msg.b[n:]
+		s.putBack(*msg, false)
+		return n, 0, nil
+	default:
+		rflags = EOR | Trunc
+		s.stats.rxMsgs.Add(1)
+		err = s.opError("recv", ErrTruncated)
+	}
+	msg.Release()
+	return n, rflags, err
+}
+
+// putBack returns a message the socket did not consume: the rest of a
+// SeqPacket message stays with the socket, a peeked whole message goes back
+// to the head of the mux's queue for any socket.
+func (s *Socket) putBack(msg Message, peeked bool) {
+	m := s.mux
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.closed {
+		msg.Release()
+		return
+	}
+	if s.partial.b == nil && (!peeked || s.typ == SeqPacket) {
+		s.partial = msg
+		return
+	}
+	m.ready.pushFront(msg)
+	if w := m.waiters.follower(); w != nil {
+		w.signal()
+	}
+}
+
+// RecvMessage receives one message without copying it: the Message lends
+// its bytes from a pooled buffer until Release.
+func (s *Socket) RecvMessage() (Message, error) {
+	var one [1]Message
+	if _, err := s.mux.recv(s, one[:], false); err != nil {
+		return Message{}, s.opError("recv", err)
+	}
+	s.stats.rxMsgs.Add(1)
+	s.stats.rxBytes.Add(uint64(len(one[0].b)))
+	return one[0], nil
+}
+
+// RecvBatch receives up to len(ms) messages without copying them, blocking
+// only for the first. It returns how many it stored; release each.
+func (s *Socket) RecvBatch(ms []Message) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
+	n, err := s.mux.recv(s, ms, false)
+	if err != nil {
+		return 0, s.opError("recv", err)
+	}
+	bytes := 0
+	for i := range ms[:n] {
+		bytes += len(ms[i].b)
+	}
+	s.stats.rxMsgs.Add(uint64(n))
+	s.stats.rxBytes.Add(uint64(bytes))
+	return n, nil
+}
+
+// Read implements net.Conn: it returns one message, or the next piece of
+// one that does not fit b, whatever the socket's type.
+func (s *Socket) Read(b []byte) (int, error) {
+	var one [1]Message
+	if _, err := s.mux.recv(s, one[:], false); err != nil {
+		return 0, s.opError("read", err)
+	}
+	msg := &one[0]
+	n := copy(b, msg.b)
+	s.stats.rxBytes.Add(uint64(n))
+	if n < len(msg.b) {
+		msg.b = msg.b[n:]
+		s.putBack(*msg, false)
+		return n, nil
+	}
+	s.stats.rxMsgs.Add(1)
+	msg.Release()
+	return n, nil
+}
+
+// Write implements net.Conn: it sends b as one message.
+func (s *Socket) Write(b []byte) (int, error) {
+	if err := s.Send(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// SetRecvDisabled stops (true) or resumes (false) receiving on the socket
+// (KCM_RECV_DISABLE). A disabled socket takes no messages; whatever it
+// would have taken goes to other sockets or waits in the mux, and is
+// offered to it first when it is enabled again.
+func (s *Socket) SetRecvDisabled(disabled bool) {
+	m := s.mux
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s.disabled = disabled
+	m.kickLeaderLocked(s)
+	m.waiters.wakeSocket(s)
+}
+
+// kickLeaderLocked interrupts the psock read that s is leading, so it looks
+// at the mux again.
+func (m *Mux) kickLeaderLocked(s *Socket) {
+	for _, p := range m.psocks {
+		if p.rx == rxLed && p.leader == s {
+			m.interruptLocked(p)
+		}
+	}
+}
+
+// Close closes the socket. Blocked calls on it return ErrClosed. Messages
+// it has not received stay with the mux for its other sockets; they are
+// dropped when no socket remains.
+func (s *Socket) Close() error {
+	m := s.mux
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.partial.Release()
+	m.kickLeaderLocked(s)
+	m.waiters.wakeSocket(s)
+	for i, o := range m.sockets {
+		if o == s {
+			m.sockets = append(m.sockets[:i], m.sockets[i+1:]...)
+			break
+		}
+	}
+	m.sockIdx.free(s.index)
+	st := s.stats.snapshot()
+	m.sockGone.RxMsgs += st.RxMsgs
+	m.sockGone.RxBytes += st.RxBytes
+	m.sockGone.TxMsgs += st.TxMsgs
+	m.sockGone.TxBytes += st.TxBytes
+	if len(m.sockets) == 0 {
+		m.dropReadyLocked()
+	}
+	if p := s.txp.Swap(nil); p != nil {
+		p.stats.unreserved.Add(1)
+	}
+	return nil
+}
+
+// SetDeadline sets the read and write deadlines (net.Conn).
+func (s *Socket) SetDeadline(t time.Time) error {
+	s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the deadline for receive calls, including those
+// already blocked. An expired deadline returns an error that matches
+// os.ErrDeadlineExceeded; the message stays queued. Zero means none.
+func (s *Socket) SetReadDeadline(t time.Time) error {
+	m := s.mux
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s.rdl = t
+	m.kickLeaderLocked(s)
+	m.waiters.wakeSocket(s)
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for sends that must wait: for room
+// in the send buffer, for a psock, or for their turn on a busy psock. A
+// message whose writing has begun is always written whole. Zero means none.
+func (s *Socket) SetWriteDeadline(t time.Time) error {
+	s.wdl.Store(&t)
+	return nil
+}
+
+// Addr is the address of a kcm socket: its mux and index.
+type Addr struct {
+	Mux   *Mux
+	Index int
+}
+
+// Network returns "kcm".
+func (a Addr) Network() string { return "kcm" }
+
+// String returns "kcm-<index>".
+func (a Addr) String() string { return fmt.Sprintf("kcm-%d", a.Index) }
+
+// LocalAddr returns the socket's Addr.
+func (s *Socket) LocalAddr() net.Addr { return Addr{Mux: s.mux, Index: s.index} }
+
+// RemoteAddr returns the remote address of the mux's first psock, or nil
+// when none is attached.
+func (s *Socket) RemoteAddr() net.Addr {
+	ps := *s.mux.txps.Load()
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps[0].conn.RemoteAddr()
+}
+
+// opError wraps err with the operation and socket, keeping errors.Is and
+// the Timeout method of deadline errors.
+func (s *Socket) opError(op string, err error) error {
+	if err == os.ErrDeadlineExceeded {
+		return err
+	}
+	return &OpError{Op: op, Socket: s.index, Err: err}
+}
+
+// OpError is the error returned by a Socket's methods.
+type OpError struct {
+	Op     string // "send", "recv", "read"
+	Socket int    // socket index
+	Err    error
+}
+
+func (e *OpError) Error() string { return fmt.Sprintf("kcm: %s on kcm-%d: %v", e.Op, e.Socket, e.Err) }
+
+// Unwrap returns the underlying error.
+func (e *OpError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the error is a deadline expiry.
+func (e *OpError) Timeout() bool {
+	t, ok := e.Err.(interface{ Timeout() bool })
+	return ok && t.Timeout()
+}
+
+func (s *Socket) getWaiter() *waiter {
+	if n := len(s.free); n > 0 {
+		w := s.free[n-1]
+		s.free = s.free[:n-1]
+		return w
+	}
+	return &waiter{s: s, ch: make(chan struct{}, 1)}
+}
+
+func (s *Socket) putWaiter(w *waiter) {
+	select {
+	case <-w.ch:
+	default:
+	}
+	s.free = append(s.free, w)
+}

@@ -1,0 +1,97 @@
+package kcm
+
+import "sync/atomic"
+
+// MuxStats are a mux's counters, named after the kernel's kcm_mux_stats.
+// Message and byte counts are those of every psock the mux ever had.
+type MuxStats struct {
+	RxMsgs            uint64 // messages parsed from psocks
+	RxBytes           uint64 // bytes of those messages
+	TxMsgs            uint64 // messages completely written to psocks
+	TxBytes           uint64 // bytes of those messages
+	TxRetries         uint64 // messages restarted on another psock after a failure
+	PsockAttach       uint64 // psocks attached
+	PsockUnattach     uint64 // psocks unattached
+	PsockUnattachRsvd uint64 // psocks unattached in the middle of a transmitted message
+	RxReadyDrops      uint64 // parsed messages dropped because no socket remained
+	// Psocks sums the counters of every psock the mux ever had, attached
+	// or gone (the kernel's aggregated psock statistics).
+	Psocks PsockStats
+}
+
+// PsockStats are a psock's counters, named after the kernel's
+// kcm_psock_stats and strp_stats.
+type PsockStats struct {
+	RxMsgs      uint64 // messages parsed
+	RxBytes     uint64 // bytes of those messages
+	TxMsgs      uint64 // messages completely written
+	TxBytes     uint64 // bytes of those messages
+	Reserved    uint64 // times a socket reserved the psock for transmit
+	Unreserved  uint64 // times a socket released its reservation
+	TxAborts    uint64 // transmits aborted by a failure, restarted elsewhere
+	NeedMoreHdr uint64 // parser calls that asked for more bytes
+	MsgTooBig   uint64 // aborts on a message over the size limit
+	MsgTimeouts uint64 // aborts on the assembly deadline
+	BadHdrLen   uint64 // aborts on a contradictory or invalid length
+	Interrupted uint64 // parser errors on the first look at a message
+	UnrecovIntr uint64 // parser errors after part of the message was buffered
+	MemFail     uint64 // buffer allocation failures (always 0 in Go)
+}
+
+// SocketStats are a socket's counters, named after the kernel's kcm_stats.
+type SocketStats struct {
+	RxMsgs  uint64 // messages received by the application
+	RxBytes uint64 // bytes copied (or lent) to the application
+	TxMsgs  uint64 // messages sent by the application
+	TxBytes uint64 // bytes of those messages
+}
+
+// psockCounters are updated by whichever goroutine owns the psock's receive
+// or transmit side at the time and read by Stats from anywhere.
+type psockCounters struct {
+	rxMsgs, rxBytes, txMsgs, txBytes            atomic.Uint64
+	reserved, unreserved, txAborts, needMoreHdr atomic.Uint64
+	msgTooBig, msgTimeouts, badHdrLen           atomic.Uint64
+	interrupted, unrecovIntr, memFail           atomic.Uint64
+}
+
+func (c *psockCounters) snapshot() PsockStats {
+	return PsockStats{
+		RxMsgs: c.rxMsgs.Load(), RxBytes: c.rxBytes.Load(),
+		TxMsgs: c.txMsgs.Load(), TxBytes: c.txBytes.Load(),
+		Reserved: c.reserved.Load(), Unreserved: c.unreserved.Load(),
+		TxAborts: c.txAborts.Load(), NeedMoreHdr: c.needMoreHdr.Load(),
+		MsgTooBig: c.msgTooBig.Load(), MsgTimeouts: c.msgTimeouts.Load(),
+		BadHdrLen: c.badHdrLen.Load(), Interrupted: c.interrupted.Load(),
+		UnrecovIntr: c.unrecovIntr.Load(), MemFail: c.memFail.Load(),
+	}
+}
+
+func (s *PsockStats) add(o PsockStats) {
+	s.RxMsgs += o.RxMsgs
+	s.RxBytes += o.RxBytes
+	s.TxMsgs += o.TxMsgs
+	s.TxBytes += o.TxBytes
+	s.Reserved += o.Reserved
+	s.Unreserved += o.Unreserved
+	s.TxAborts += o.TxAborts
+	s.NeedMoreHdr += o.NeedMoreHdr
+	s.MsgTooBig += o.MsgTooBig
+	s.MsgTimeouts += o.MsgTimeouts
+	s.BadHdrLen += o.BadHdrLen
+	s.Interrupted += o.Interrupted
+	s.UnrecovIntr += o.UnrecovIntr
+	s.MemFail += o.MemFail
+}
+
+type socketCounters struct {
+	rxMsgs, rxBytes, txMsgs, txBytes atomic.Uint64
+}
+
+func (c *socketCounters) snapshot() SocketStats {
+	return SocketStats{RxMsgs: c.rxMsgs.Load(), RxBytes: c.rxBytes.Load(), TxMsgs: c.txMsgs.Load(), TxBytes: c.txBytes.Load()}
+}
+
+type muxCounters struct {
+	txRetries, psockAttach, psockUnattach, psockUnattachRsvd, rxReadyDrops atomic.Uint64
+}

@@ -1,0 +1,176 @@
+package kcm
+
+import (
+	"fmt"
+	"time"
+)
+
+// strparser reassembles messages from a psock's byte stream, like the
+// kernel's strparser: it buffers bytes, asks the parser for the length of
+// the message at the start of the buffered bytes, and carves complete
+// messages out of the buffer without copying them.
+//
+// It is owned by whoever currently reads the psock; it has no lock.
+type strparser struct {
+	parser  Parser
+	max     int           // largest accepted message
+	timeout time.Duration // assembly deadline, 0 for none
+	pool    *bufPool
+	stats   *psockCounters
+
+	buf        *rbuf
+	start, end int // buffered, unconsumed bytes are buf.b[start:end]
+	need       int       // total length of the message at start, 0 while unknown
+	seen       int       // bytes the parser saw when it last returned 0
+	since      time.Time // when the first byte of the message at start arrived
+	lastRead   time.Time // when the last read returned (kept only with a timeout)
+	err        error     // sticky: once the stream is unparsable it stays so
+}
+
+// buffered returns the number of bytes read but not yet carved out.
+func (sp *strparser) buffered() int { return sp.end - sp.start }
+
+// next carves the next complete message out of the buffer. It returns
+// ok=false when more bytes are needed, and an error when the stream cannot
+// be parsed; the error aborts the psock.
+func (sp *strparser) next(p *Psock) (m Message, ok bool, err error) {
+	if sp.err != nil {
+		return m, false, sp.err
+	}
+	avail := sp.end - sp.start
+	if avail == 0 {
+		return m, false, nil
+	}
+	if sp.need == 0 {
+		if err := sp.parse(); err != nil {
+			sp.err = err
+			return m, false, err
+		}
+		if sp.need == 0 {
+			return m, false, nil
+		}
+	}
+	if avail < sp.need {
+		return m, false, nil
+	}
+	m.b = sp.buf.b[sp.start : sp.start+sp.need : sp.start+sp.need]
+	m.buf = sp.buf
+	m.p = p
+	sp.buf.ref()
+	sp.start += sp.need
+	sp.need, sp.seen = 0, 0
+	sp.since = sp.lastRead // leftover bytes, if any, came with the last read
+	sp.stats.rxMsgs.Add(1)
+	sp.stats.rxBytes.Add(uint64(len(m.b)))
+	return m, true, nil
+}
+
+func (sp *strparser) parse() error {
+	b := sp.buf.b[sp.start:sp.end]
+	n, err := sp.parser.Parse(b)
+	switch {
+	case err != nil:
+		if sp.seen > 0 {
+			sp.stats.unrecovIntr.Add(1)
+		} else {
+			sp.stats.interrupted.Add(1)
+		}
+		return fmt.Errorf("%w: %w", ErrParse, err)
+	case n < 0:
+		sp.stats.badHdrLen.Add(1)
+		return fmt.Errorf("%w: parser returned %d", ErrBadLength, n)
+	case n == 0:
+		sp.stats.needMoreHdr.Add(1)
+		if len(b) >= sp.max {
+			sp.stats.msgTooBig.Add(1)
+			return fmt.Errorf("%w: no length after %d bytes (limit %d)", ErrMessageTooBig, len(b), sp.max)
+		}
+		sp.seen = len(b)
+		return nil
+	case n > sp.max:
+		sp.stats.msgTooBig.Add(1)
+		return fmt.Errorf("%w: %d bytes (limit %d)", ErrMessageTooBig, n, sp.max)
+	case n <= sp.seen:
+		sp.stats.badHdrLen.Add(1)
+		return fmt.Errorf("%w: parser returned %d after needing more than %d bytes", ErrBadLength, n, sp.seen)
+	}
+	sp.need = n
+	return nil
+}
+
+// space returns the free part of the buffer to read into, moving or
+// growing the buffer so the message being assembled fits in one piece.
+func (sp *strparser) space() []byte {
+	if sp.buf == nil {
+		sp.buf = sp.pool.get(max(sp.need, minBufSize))
+		sp.start, sp.end = 0, 0
+		return sp.buf.b
+	}
+	pending := sp.end - sp.start
+	if pending == 0 && sp.buf.refs.Load() == 1 {
+		sp.start, sp.end = 0, 0 // nobody else looks at the old bytes: reuse
+	}
+	want := sp.need
+	if want == 0 {
+		want = pending + minBufSize/4 // unknown length: ask for a useful amount of room
+	}
+	if len(sp.buf.b)-sp.start >= want && len(sp.buf.b)-sp.end >= min(want-pending, minBufSize/4) {
+		return sp.buf.b[sp.end:]
+	}
+	size := max(want, minBufSize)
+	if sp.buf.refs.Load() == 1 && size <= len(sp.buf.b) {
+		copy(sp.buf.b, sp.buf.b[sp.start:sp.end])
+	} else {
+		nb := sp.pool.get(size)
+		copy(nb.b, sp.buf.b[sp.start:sp.end])
+		sp.buf.release()
+		sp.buf = nb
+	}
+	sp.start, sp.end = 0, pending
+	return sp.buf.b[sp.end:]
+}
+
+// commit accounts n bytes read into the slice space returned.
+func (sp *strparser) commit(n int) {
+	if sp.timeout > 0 && n > 0 {
+		sp.lastRead = time.Now()
+		if sp.end == sp.start {
+			sp.since = sp.lastRead
+		}
+	}
+	sp.end += n
+}
+
+// deadline returns when the message being assembled must be complete, or
+// the zero time when there is none.
+func (sp *strparser) deadline() time.Time {
+	if sp.timeout == 0 || sp.end == sp.start {
+		return time.Time{}
+	}
+	return sp.since.Add(sp.timeout)
+}
+
+// dropIfEmpty gives the buffer back when no bytes are pending, so an idle
+// psock holds no memory.
+func (sp *strparser) dropIfEmpty() {
+	if sp.buf != nil && sp.start == sp.end {
+		sp.buf.release()
+		sp.buf = nil
+		sp.start, sp.end = 0, 0
+	}
+}
+
+// takeRest returns a copy of every buffered, undelivered byte and resets
+// the parser; the buffer goes back to its pool.
+func (sp *strparser) takeRest() []byte {
+	var rest []byte
+	if sp.buf != nil {
+		if sp.end > sp.start {
+			rest = append([]byte(nil), sp.buf.b[sp.start:sp.end]...)
+		}
+		sp.buf.release()
+		sp.buf = nil
+	}
+	sp.start, sp.end, sp.need, sp.seen = 0, 0, 0, 0
+	return rest
+}

@@ -1,0 +1,644 @@
+package kcm
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The transmit path. A sender that finds its psock idle writes its message
+// itself, with no copy and no handoff. Senders that find it busy append
+// their message to the psock's queue (small messages are copied and the
+// sender returns; large ones, or any once the send buffer is full, wait
+// uncopied), and the writing goroutine flushes the whole queue in one
+// writev before it lets go. A message is never interleaved with another:
+// each psock has at most one writer.
+
+const (
+	// copyLimit is the largest message copied into a queue; a larger one
+	// waits for its turn uncopied.
+	copyLimit = 64 << 10
+	// flushBudget bounds how much of other senders' data a sender writes
+	// before a goroutine takes over, so no caller is held hostage.
+	flushBudget = 1 << 20
+	// coalesceLimit is the batch size up to which a batch of small messages
+	// is copied into one buffer and written with one write.
+	coalesceLimit = 64 << 10
+)
+
+// errRetry tells a waiting sender its message must go to another psock.
+var errRetry = errors.New("kcm: retry on another psock")
+
+// txEntry is one queued message.
+type txEntry struct {
+	off, n int       // the message is cbuf[off:off+n], unless ext is set
+	ext    []byte    // the message, outside cbuf
+	w      *txWaiter // the sender waiting for ext to be written, if any
+	owned  bool      // the mux holds the bytes: they count in the send buffer
+}
+
+func (e *txEntry) bytes(cbuf []byte) []byte {
+	if e.ext != nil {
+		return e.ext
+	}
+	return cbuf[e.off : e.off+e.n]
+}
+
+// txWaiter is a sender waiting for its uncopied message to be written.
+type txWaiter struct {
+	done  chan error
+	taken bool // a writer has it: it can no longer be withdrawn
+	timer *time.Timer
+}
+
+// wait blocks until the message is written or must be retried, or the
+// deadline passes while it is still queued (withdraw is then called, under
+// the queue's lock, to take it out).
+func (w *txWaiter) wait(dl time.Time, mu *sync.Mutex, withdraw func() bool) error {
+	if dl.IsZero() {
+		return <-w.done
+	}
+	d := time.Until(dl)
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+	} else {
+		w.timer.Reset(d)
+	}
+	defer w.timer.Stop()
+	select {
+	case err := <-w.done:
+		return err
+	case <-w.timer.C:
+	}
+	mu.Lock()
+	if !w.taken && withdraw() {
+		mu.Unlock()
+		return os.ErrDeadlineExceeded
+	}
+	mu.Unlock()
+	return <-w.done
+}
+
+var txWaiterPool = sync.Pool{New: func() any { return &txWaiter{done: make(chan error, 1)} }}
+
+func getTxWaiter() *txWaiter {
+	w := txWaiterPool.Get().(*txWaiter)
+	w.taken = false
+	return w
+}
+
+// txState is a psock's transmit side.
+type txState struct {
+	mu       sync.Mutex
+	writing  bool // a goroutine is writing; only it may write
+	stopped  bool // the psock is leaving: nothing more is written
+	q        []txEntry
+	cbuf     []byte
+	spareQ   []txEntry
+	spareBuf []byte
+	idle     chan struct{} // closed when the writer stops, for Unattach
+	cut      bool          // a write stopped in the middle of a message
+
+	load atomic.Int64 // bytes queued or being written, for psock choice
+	iov  net.Buffers  // writer's scratch
+	wv   net.Buffers
+	wbuf []byte
+}
+
+func (t *txState) enqueueCopy(b []byte) {
+	off := len(t.cbuf)
+	t.cbuf = append(t.cbuf, b...)
+	t.q = append(t.q, txEntry{off: off, n: len(b), owned: true})
+	t.load.Add(int64(len(b)))
+}
+
+// withdraw removes w's entry from the queue; t.mu is held.
+func (t *txState) withdraw(w *txWaiter) bool {
+	for i := range t.q {
+		if t.q[i].w == w {
+			t.load.Add(-int64(len(t.q[i].ext)))
+			t.q = append(t.q[:i], t.q[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// transmit sends one message from s, retrying on other psocks until it
+// is written or queued.
+func (m *Mux) transmit(s *Socket, b []byte, dl time.Time) error {
+	for {
+		p := m.pickTx(s)
+		if p == nil {
+			err := m.backlog.add(b, dl)
+			if err == errRetry {
+				continue
+			}
+			return err
+		}
+		t := &p.tx
+		t.mu.Lock()
+		if t.stopped {
+			t.mu.Unlock()
+			if err := m.closedErr(); err != nil {
+				return err
+			}
+			continue
+		}
+		if !t.writing {
+			t.writing = true
+			t.mu.Unlock()
+			n, err := p.conn.Write(b)
+			if err == nil || n == len(b) {
+				p.stats.txMsgs.Add(1)
+				p.stats.txBytes.Add(uint64(len(b)))
+				m.flushQueued(p)
+				return nil
+			}
+			m.writeFailed(p, err, n > 0)
+			m.flushQueued(p)
+			if err := m.closedErr(); err != nil {
+				return err
+			}
+			p.stats.txAborts.Add(1)
+			m.stats.txRetries.Add(1)
+			continue
+		}
+		if len(b) <= copyLimit && m.backlog.reserve(len(b)) {
+			t.enqueueCopy(b)
+			t.mu.Unlock()
+			return nil
+		}
+		w := getTxWaiter()
+		t.q = append(t.q, txEntry{ext: b, w: w})
+		t.load.Add(int64(len(b)))
+		t.mu.Unlock()
+		err := w.wait(dl, &t.mu, func() bool { return t.withdraw(w) })
+		txWaiterPool.Put(w)
+		if err != errRetry {
+			return err
+		}
+	}
+}
+
+// transmitBatch writes msgs together on one psock when one is idle: small
+// messages are coalesced into one write, others go in one writev. Each
+// message stays atomic; a failure restarts the unwritten ones elsewhere.
+func (m *Mux) transmitBatch(s *Socket, msgs [][]byte, dl time.Time) error {
+	for len(msgs) > 0 {
+		p := m.pickTx(s)
+		if p == nil {
+			break
+		}
+		t := &p.tx
+		t.mu.Lock()
+		if t.stopped || t.writing {
+			t.mu.Unlock()
+			break
+		}
+		t.writing = true
+		t.mu.Unlock()
+		done, err := p.writeBatch(msgs)
+		msgs = msgs[done:]
+		if err == nil {
+			m.flushQueued(p)
+			return nil
+		}
+		m.writeFailed(p, err, true)
+		m.flushQueued(p)
+		if err := m.closedErr(); err != nil {
+			return err
+		}
+		p.stats.txAborts.Add(1)
+		m.stats.txRetries.Add(1)
+	}
+	for _, b := range msgs {
+		if err := m.transmit(s, b, dl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeBatch writes msgs on p, which the caller holds for writing. It
+// returns how many messages were completely written.
+func (p *Psock) writeBatch(msgs [][]byte) (int, error) {
+	t := &p.tx
+	total := 0
+	for _, b := range msgs {
+		total += len(b)
+	}
+	var n int
+	var err error
+	if total <= coalesceLimit && total/len(msgs) < 512 {
+		t.wbuf = t.wbuf[:0]
+		for _, b := range msgs {
+			t.wbuf = append(t.wbuf, b...)
+		}
+		n, err = p.conn.Write(t.wbuf)
+	} else {
+		t.wv = append(t.iov[:0], msgs...)
+		t.iov = t.wv
+		var n64 int64
+		n64, err = t.wv.WriteTo(p.conn)
+		n = int(n64)
+	}
+	done, sent := 0, 0
+	for _, b := range msgs {
+		if sent+len(b) > n {
+			break
+		}
+		sent += len(b)
+		done++
+	}
+	p.stats.txMsgs.Add(uint64(done))
+	p.stats.txBytes.Add(uint64(sent))
+	if err != nil && done == len(msgs) {
+		err = nil
+	}
+	return done, err
+}
+
+// flushQueued writes what other senders queued while the caller wrote,
+// then lets go of the psock. The caller holds p for writing.
+func (m *Mux) flushQueued(p *Psock) {
+	t := &p.tx
+	budget := flushBudget
+	for {
+		t.mu.Lock()
+		if t.stopped || len(t.q) == 0 {
+			t.writing = false
+			if t.idle != nil {
+				close(t.idle)
+				t.idle = nil
+			}
+			t.mu.Unlock()
+			return
+		}
+		if budget <= 0 {
+			t.mu.Unlock()
+			m.wg.Add(1)
+			go m.flushInBackground(p)
+			return
+		}
+		q, buf := t.q, t.cbuf
+		t.q, t.cbuf = t.spareQ[:0], t.spareBuf[:0]
+		t.spareQ, t.spareBuf = nil, nil
+		for i := range q {
+			if q[i].w != nil {
+				q[i].w.taken = true
+			}
+		}
+		t.mu.Unlock()
+		n, err := p.writeQueue(q, buf)
+		budget -= n
+		m.completeQueue(p, q, buf, n, err)
+		clear(q)
+		t.mu.Lock()
+		t.spareQ, t.spareBuf = q[:0], buf[:0]
+		t.mu.Unlock()
+	}
+}
+
+func (m *Mux) flushInBackground(p *Psock) {
+	defer m.wg.Done()
+	m.flushQueued(p)
+}
+
+// writeQueue writes queued entries with one write or writev: adjacent
+// copied messages are one contiguous piece of buf.
+func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
+	t := &p.tx
+	iov := t.iov[:0]
+	start, end := -1, -1
+	for i := range q {
+		e := &q[i]
+		if e.ext == nil {
+			if start < 0 {
+				start = e.off
+			}
+			end = e.off + e.n
+			continue
+		}
+		if start >= 0 {
+			iov = append(iov, buf[start:end])
+			start = -1
+		}
+		iov = append(iov, e.ext)
+	}
+	if start >= 0 {
+		iov = append(iov, buf[start:end])
+	}
+	t.iov = iov
+	if len(iov) == 1 {
+		return p.conn.Write(iov[0])
+	}
+	t.wv = iov
+	n, err := t.wv.WriteTo(p.conn)
+	return int(n), err
+}
+
+// completeQueue accounts a queue write of n bytes: written messages are
+// done, the rest go to other psocks when err is set.
+func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error) {
+	sent, msgs, bytes := 0, 0, 0
+	i := 0
+	for ; i < len(q); i++ {
+		e := &q[i]
+		size := len(e.bytes(buf))
+		if sent+size > n {
+			break
+		}
+		sent += size
+		msgs++
+		bytes += size
+		m.finishEntry(p, e, nil)
+	}
+	p.stats.txMsgs.Add(uint64(msgs))
+	p.stats.txBytes.Add(uint64(bytes))
+	if i == len(q) {
+		return
+	}
+	cut := n > sent
+	if err == nil {
+		err = errors.New("short write")
+	}
+	m.writeFailed(p, err, cut)
+	m.mu.Lock()
+	for ; i < len(q); i++ {
+		p.stats.txAborts.Add(1)
+		m.requeueLocked(p, &q[i], buf)
+	}
+	m.mu.Unlock()
+}
+
+// finishEntry ends a queued message: its sender is told err, its bytes
+// leave the send buffer.
+func (m *Mux) finishEntry(p *Psock, e *txEntry, err error) {
+	size := e.n
+	if e.ext != nil {
+		size = len(e.ext)
+	}
+	p.tx.load.Add(-int64(size))
+	if e.owned {
+		m.backlog.unreserve(size)
+	}
+	if e.w != nil {
+		e.w.done <- err
+	}
+}
+
+// requeueLocked moves an unwritten message of a failed psock to another
+// one, or to the backlog; with the mux closed it is dropped.
+func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
+	if m.closed {
+		m.finishEntry(from, e, ErrClosed)
+		return
+	}
+	if e.w != nil {
+		m.finishEntry(from, e, errRetry) // the sender retries itself
+		return
+	}
+	b := e.bytes(buf)
+	from.tx.load.Add(-int64(len(b)))
+	m.stats.txRetries.Add(1)
+	for {
+		p := m.pickTx(nil)
+		if p == nil {
+			m.backlog.q = append(m.backlog.q, txEntry{ext: append([]byte(nil), b...), owned: true})
+			return
+		}
+		t := &p.tx
+		t.mu.Lock()
+		if t.stopped {
+			t.mu.Unlock()
+			continue
+		}
+		t.enqueueCopy(b)
+		m.kickLocked(p)
+		t.mu.Unlock()
+		return
+	}
+}
+
+// kickLocked starts a writer goroutine for p's queue if nobody writes;
+// p.tx.mu is held.
+func (m *Mux) kickLocked(p *Psock) {
+	if p.tx.writing || len(p.tx.q) == 0 {
+		return
+	}
+	p.tx.writing = true
+	m.wg.Add(1)
+	go m.flushInBackground(p)
+}
+
+// writeFailed handles a write error on p: the psock fails, unless it is
+// being unattached (the error is then the unattach's interrupt).
+func (m *Mux) writeFailed(p *Psock, err error, cut bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.unattaching {
+		p.tx.mu.Lock()
+		p.tx.cut = p.tx.cut || cut
+		p.tx.mu.Unlock()
+		return
+	}
+	m.failLocked(p, fmt.Errorf("kcm: psock %d: write: %w", p.index, err))
+}
+
+// abortTxLocked stops p's transmit side for good and moves its queue to
+// other psocks.
+func (m *Mux) abortTxLocked(p *Psock, _ error) {
+	t := &p.tx
+	t.mu.Lock()
+	t.stopped = true
+	q, buf := t.q, t.cbuf
+	t.q, t.cbuf = nil, nil
+	t.mu.Unlock()
+	for i := range q {
+		m.requeueLocked(p, &q[i], buf)
+	}
+}
+
+// stopTx stops p's transmit side for Unattach: queued messages move to
+// other psocks and a write in progress is interrupted. It reports whether
+// a message was cut.
+func (m *Mux) stopTx(p *Psock, interrupt bool) bool {
+	m.mu.Lock()
+	m.abortTxLocked(p, nil)
+	t := &p.tx
+	t.mu.Lock()
+	var idle chan struct{}
+	if t.writing {
+		t.idle = make(chan struct{})
+		idle = t.idle
+	}
+	t.mu.Unlock()
+	m.mu.Unlock()
+	if idle != nil {
+		if interrupt {
+			p.conn.SetWriteDeadline(aLongTimeAgo)
+		}
+		<-idle
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cut
+}
+
+// publishTxLocked updates the list of psocks that take new messages.
+func (m *Mux) publishTxLocked() {
+	ps := make([]*Psock, 0, len(m.psocks))
+	for _, p := range m.psocks {
+		if !p.unattaching && !p.gone {
+			ps = append(ps, p)
+		}
+	}
+	m.txps.Store(&ps)
+}
+
+// pickTx chooses the psock for s's next message: s keeps the psock it
+// reserved while that psock is no busier than any other, otherwise the
+// least loaded psock is reserved.
+func (m *Mux) pickTx(s *Socket) *Psock {
+	ps := *m.txps.Load()
+	switch len(ps) {
+	case 0:
+		return nil
+	case 1:
+		if s != nil && s.txp.Load() != ps[0] {
+			s.reserve(ps[0])
+		}
+		return ps[0]
+	}
+	var cur *Psock
+	if s != nil {
+		cur = s.txp.Load()
+	}
+	var best *Psock
+	bestLoad := int64(-1)
+	start := 0
+	if s != nil {
+		start = int(s.rot.Add(1))
+	}
+	for i := range ps {
+		p := ps[(start+i)%len(ps)]
+		l := p.tx.load.Load()
+		if p == cur {
+			l-- // ties go to the reserved psock
+		}
+		if bestLoad < 0 || l < bestLoad {
+			best, bestLoad = p, l
+		}
+	}
+	if s != nil && best != cur {
+		s.reserve(best)
+	}
+	return best
+}
+
+func (m *Mux) closedErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// backlog holds messages sent while no psock takes messages, and accounts
+// the send buffer of the whole mux. Its queue is guarded by mux.mu.
+type backlog struct {
+	m      *Mux
+	queued atomic.Int64 // bytes the mux holds for senders, everywhere
+	q      []txEntry
+}
+
+func (b *backlog) init(m *Mux) { b.m = m }
+
+// reserve takes room for n bytes in the send buffer; a message larger than
+// the buffer fits when nothing else is held.
+func (b *backlog) reserve(n int) bool {
+	limit := int64(b.m.cfg.SendBuffer)
+	for {
+		q := b.queued.Load()
+		if q > 0 && q+int64(n) > limit {
+			return false
+		}
+		if b.queued.CompareAndSwap(q, q+int64(n)) {
+			return true
+		}
+	}
+}
+
+func (b *backlog) unreserve(n int) { b.queued.Add(-int64(n)) }
+
+// add holds a message while no psock is attached. It returns errRetry if a
+// psock appeared meanwhile.
+func (b *backlog) add(msg []byte, dl time.Time) error {
+	m := b.m
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	if len(*m.txps.Load()) > 0 {
+		m.mu.Unlock()
+		return errRetry
+	}
+	if b.reserve(len(msg)) {
+		b.q = append(b.q, txEntry{ext: append([]byte(nil), msg...), owned: true})
+		m.mu.Unlock()
+		return nil
+	}
+	w := getTxWaiter()
+	b.q = append(b.q, txEntry{ext: msg, w: w})
+	m.mu.Unlock()
+	err := w.wait(dl, &m.mu, func() bool {
+		for i := range b.q {
+			if b.q[i].w == w {
+				b.q = append(b.q[:i], b.q[i+1:]...)
+				return true
+			}
+		}
+		return false
+	})
+	txWaiterPool.Put(w)
+	return err
+}
+
+// flushLocked moves the backlog, in order, to a newly attached psock.
+func (b *backlog) flushLocked(p *Psock) {
+	if len(b.q) == 0 {
+		return
+	}
+	t := &p.tx
+	t.mu.Lock()
+	for _, e := range b.q {
+		if e.w != nil {
+			e.w.taken = true
+		}
+		t.q = append(t.q, e)
+		t.load.Add(int64(len(e.ext)))
+	}
+	b.q = nil
+	b.m.kickLocked(p)
+	t.mu.Unlock()
+}
+
+// dropLocked discards the backlog when the mux closes.
+func (b *backlog) dropLocked() {
+	for _, e := range b.q {
+		if e.owned {
+			b.unreserve(len(e.ext))
+		}
+		if e.w != nil {
+			e.w.done <- ErrClosed
+		}
+	}
+	b.q = nil
+}
