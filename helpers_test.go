@@ -1,0 +1,175 @@
+package kcm_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gokcm/kcm"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// lenPrefix is the test framing: a 4-byte big-endian payload length, then
+// the payload.
+var lenPrefix = kcm.ParserFunc(func(b []byte) (int, error) {
+	if len(b) < 4 {
+		return 0, nil
+	}
+	return 4 + int(binary.BigEndian.Uint32(b)), nil
+})
+
+func frame(payload []byte) []byte {
+	b := make([]byte, 4+len(payload))
+	binary.BigEndian.PutUint32(b, uint32(len(payload)))
+	copy(b[4:], payload)
+	return b
+}
+
+// msgOf returns a framed message whose payload says who sent it and is
+// filled with a pattern that reveals interleaving.
+func msgOf(id uint32, size int) []byte {
+	if size < 8 {
+		size = 8
+	}
+	p := make([]byte, size)
+	binary.BigEndian.PutUint32(p, id)
+	binary.BigEndian.PutUint32(p[4:], uint32(size))
+	for i := 8; i < size; i++ {
+		p[i] = byte(id) ^ byte(i)
+	}
+	return frame(p)
+}
+
+// checkMsg verifies a message built by msgOf and returns its id.
+func checkMsg(t testing.TB, m []byte) uint32 {
+	t.Helper()
+	if len(m) < 12 {
+		t.Fatalf("message too short: %d bytes", len(m))
+	}
+	p := m[4:]
+	id := binary.BigEndian.Uint32(p)
+	if int(binary.BigEndian.Uint32(p[4:])) != len(p) {
+		t.Fatalf("message %d: size field %d, payload %d", id, binary.BigEndian.Uint32(p[4:]), len(p))
+	}
+	for i := 8; i < len(p); i++ {
+		if p[i] != byte(id)^byte(i) {
+			t.Fatalf("message %d corrupt at byte %d", id, i)
+		}
+	}
+	return id
+}
+
+// tcpPair returns both ends of a loopback TCP connection, closed at the
+// end of the test.
+func tcpPair(t testing.TB) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { client.Close(); r.c.Close() })
+	return client, r.c
+}
+
+// newMux returns a mux closed at the end of the test.
+func newMux(t testing.TB, cfg kcm.Config) *kcm.Mux {
+	m := kcm.NewMux(cfg)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// attachPeer attaches one end of a new TCP pair to m and returns the
+// psock and the other end, which plays the peer.
+func attachPeer(t testing.TB, m *kcm.Mux) (*kcm.Psock, net.Conn) {
+	t.Helper()
+	c, peer := tcpPair(t)
+	p, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, peer
+}
+
+// readMsg reads one framed message from a raw peer connection.
+func readMsg(t testing.TB, c net.Conn) []byte {
+	t.Helper()
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		t.Fatalf("peer read: %v", err)
+	}
+	m := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
+	copy(m, hdr[:])
+	if _, err := io.ReadFull(c, m[4:]); err != nil {
+		t.Fatalf("peer read: %v", err)
+	}
+	return m
+}
+
+// recvWithin receives one message, failing the test if none comes soon.
+func recvWithin(t testing.TB, s *kcm.Socket, d time.Duration) []byte {
+	t.Helper()
+	s.SetReadDeadline(time.Now().Add(d))
+	defer s.SetReadDeadline(time.Time{})
+	buf := make([]byte, 4<<20)
+	n, err := s.Recv(buf)
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	return buf[:n]
+}
+
+// waitDone waits for a psock to leave its mux.
+func waitDone(t testing.TB, p *kcm.Psock) error {
+	t.Helper()
+	select {
+	case <-p.Done():
+		return p.Err()
+	case <-time.After(10 * time.Second):
+		t.Fatal("psock did not leave the mux")
+		return nil
+	}
+}
+
+// writeChunked writes b to c in random pieces.
+func writeChunked(c net.Conn, b []byte, rng *rand.Rand) error {
+	for len(b) > 0 {
+		n := 1 + rng.Intn(min(len(b), 3000))
+		if _, err := c.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+var _ = bytes.Equal
