@@ -45,4 +45,3 @@ func TestSmokeRR(t *testing.T) {
 		}
 	}
 }
-

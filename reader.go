@@ -1,7 +1,5 @@
 package kcm
 
-
-
 // fill reads more bytes of the stream into the psock's strparser. keep says
 // whether the read buffer may stay borrowed while the read waits for data:
 // readers serving a waiting receiver keep it, background readers give it
@@ -26,4 +24,3 @@ func (p *Psock) fill(keep bool) error {
 	}
 	return err
 }
-

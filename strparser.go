@@ -19,7 +19,7 @@ type strparser struct {
 	stats   *psockCounters
 
 	buf        *rbuf
-	start, end int // buffered, unconsumed bytes are buf.b[start:end]
+	start, end int       // buffered, unconsumed bytes are buf.b[start:end]
 	need       int       // total length of the message at start, 0 while unknown
 	seen       int       // bytes the parser saw when it last returned 0
 	since      time.Time // when the first byte of the message at start arrived
