@@ -114,3 +114,73 @@ func itoa(n int) string {
 	}
 	return strconv.Itoa(n) + "B"
 }
+
+// BenchmarkStream sends b.N messages one way over one connection. raw is a
+// hand-written bufio length-prefix loop on both ends; kcm sends batches
+// with SendBatch and receives with RecvBatch (zero copy).
+func BenchmarkStream(b *testing.B) {
+	for _, size := range []int{64, 4096} {
+		msg := frame(make([]byte, size-4))
+		b.Run("raw/"+itoa(size), func(b *testing.B) {
+			c, srv := tcpPair(b)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			go func() {
+				w := bufio.NewWriterSize(c, 64<<10)
+				for i := 0; i < b.N; i++ {
+					w.Write(msg)
+				}
+				w.Flush()
+			}()
+			r := bufio.NewReaderSize(srv, 64<<10)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				hdr, err := r.Peek(4)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n := 4 + int(binary.BigEndian.Uint32(hdr))
+				if _, err := r.Peek(n); err != nil {
+					b.Fatal(err)
+				}
+				r.Discard(n)
+			}
+		})
+		b.Run("kcm/"+itoa(size), func(b *testing.B) {
+			c, srv := tcpPair(b)
+			tx, rx := kcm.NewMux(kcm.Config{}), kcm.NewMux(kcm.Config{})
+			defer tx.Close()
+			defer rx.Close()
+			if _, err := tx.Attach(c, lenPrefix); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := rx.Attach(srv, lenPrefix); err != nil {
+				b.Fatal(err)
+			}
+			ts, rs := tx.NewSocket(kcm.Datagram), rx.NewSocket(kcm.Datagram)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			go func() {
+				batch := make([][]byte, 64)
+				for i := range batch {
+					batch[i] = msg
+				}
+				for left := b.N; left > 0; left -= len(batch) {
+					if err := ts.SendBatch(batch[:min(left, len(batch))]); err != nil {
+						return
+					}
+				}
+			}()
+			ms := make([]kcm.Message, 64)
+			b.ResetTimer()
+			for got := 0; got < b.N; {
+				n, err := rs.RecvBatch(ms)
+				if err != nil {
+					b.Fatal(err)
+				}
+				kcm.ReleaseBatch(ms[:n])
+				got += n
+			}
+		})
+	}
+}

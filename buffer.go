@@ -89,6 +89,26 @@ func (m *Message) Release() {
 	*m = Message{}
 }
 
+// ReleaseBatch releases every message of ms, as Release does, with one
+// buffer update per run of messages that share a buffer (a batch received
+// together usually shares one).
+func ReleaseBatch(ms []Message) {
+	for i := 0; i < len(ms); {
+		buf := ms[i].buf
+		j := i + 1
+		for j < len(ms) && ms[j].buf == buf {
+			j++
+		}
+		if buf != nil {
+			if buf.refs.Add(-int32(j-i)) == 0 && buf.pool != nil {
+				buf.pool.Put(buf)
+			}
+		}
+		clear(ms[i:j])
+		i = j
+	}
+}
+
 // msgQueue is a FIFO of messages: a growable ring.
 type msgQueue struct {
 	q          []Message

@@ -243,14 +243,8 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message) int {
 	for {
 		msg, ok, err := p.sp.next(p)
 		if ok {
-			n := 1
 			out[0] = msg
-			for n < len(out) {
-				if out[n], ok, _ = p.sp.next(p); !ok {
-					break
-				}
-				n++
-			}
+			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			m.shareLocked(p)
 			m.releaseReadLocked(p)

@@ -30,39 +30,69 @@ type strparser struct {
 // buffered returns the number of bytes read but not yet carved out.
 func (sp *strparser) buffered() int { return sp.end - sp.start }
 
-// next carves the next complete message out of the buffer. It returns
-// ok=false when more bytes are needed, and an error when the stream cannot
-// be parsed; the error aborts the psock.
+// next carves the next complete message out of the buffer, takes a
+// reference on the buffer for it and counts it. It returns ok=false when
+// more bytes are needed, and an error when the stream cannot be parsed;
+// the error aborts the psock and stays.
 func (sp *strparser) next(p *Psock) (m Message, ok bool, err error) {
+	b, ok, err := sp.carve()
+	if !ok {
+		return m, false, err
+	}
+	sp.buf.ref()
+	sp.stats.rxMsgs.Add(1)
+	sp.stats.rxBytes.Add(uint64(len(b)))
+	return Message{b: b, buf: sp.buf, p: p}, true, nil
+}
+
+// nextBatch carves up to len(out) complete messages, with one reference
+// and one counter update for all of them. It never reads.
+func (sp *strparser) nextBatch(p *Psock, out []Message) int {
+	n, bytes := 0, 0
+	for n < len(out) {
+		b, ok, _ := sp.carve()
+		if !ok {
+			break
+		}
+		out[n] = Message{b: b, buf: sp.buf, p: p}
+		bytes += len(b)
+		n++
+	}
+	if n > 0 {
+		sp.buf.refs.Add(int32(n))
+		sp.stats.rxMsgs.Add(uint64(n))
+		sp.stats.rxBytes.Add(uint64(bytes))
+	}
+	return n
+}
+
+// carve returns the bytes of the next complete message and consumes them.
+func (sp *strparser) carve() (b []byte, ok bool, err error) {
 	if sp.err != nil {
-		return m, false, sp.err
+		return nil, false, sp.err
 	}
 	avail := sp.end - sp.start
 	if avail == 0 {
-		return m, false, nil
+		return nil, false, nil
 	}
 	if sp.need == 0 {
 		if err := sp.parse(); err != nil {
 			sp.err = err
-			return m, false, err
+			return nil, false, err
 		}
 		if sp.need == 0 {
-			return m, false, nil
+			return nil, false, nil
 		}
 	}
 	if avail < sp.need {
-		return m, false, nil
+		return nil, false, nil
 	}
-	m.b = sp.buf.b[sp.start : sp.start+sp.need : sp.start+sp.need]
-	m.buf = sp.buf
-	m.p = p
-	sp.buf.ref()
-	sp.start += sp.need
+	end := sp.start + sp.need
+	b = sp.buf.b[sp.start:end:end]
+	sp.start = end
 	sp.need, sp.seen = 0, 0
 	sp.since = sp.lastRead // leftover bytes, if any, came with the last read
-	sp.stats.rxMsgs.Add(1)
-	sp.stats.rxBytes.Add(uint64(len(m.b)))
-	return m, true, nil
+	return b, true, nil
 }
 
 func (sp *strparser) parse() error {
