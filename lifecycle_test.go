@@ -363,3 +363,78 @@ func memInUse() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse + ms.StackInuse
 }
+
+// Concurrent Unattach calls: exactly one wins; the others fail with
+// ErrUnattachInProgress or, once it is done, ErrNotAttached.
+func TestConcurrentUnattach(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	p, _ := attachPeer(t, m)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := p.Unattach()
+			if err == nil {
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	wins := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case errors.Is(err, kcm.ErrUnattachInProgress), errors.Is(err, kcm.ErrNotAttached):
+		default:
+			t.Fatalf("unexpected error %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d unattaches succeeded", wins)
+	}
+}
+
+// A socket closed while it is blocked receiving returns ErrClosed, and the
+// psock it was reading goes on serving the other sockets.
+func TestSocketCloseWhileReceiving(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	a := m.NewSocket(kcm.Datagram)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.Recv(make([]byte, 100))
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // a is blocked, reading the psock
+	a.Close()
+	if err := <-errc; !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("recv on closed socket: %v", err)
+	}
+	msg := msgOf(4, 10)
+	peer.Write(msg)
+	if got := recvWithin(t, b, 5*time.Second); !bytes.Equal(got, msg) {
+		t.Fatal("message lost")
+	}
+}
+
+// When the last socket closes, queued messages are dropped and counted.
+func TestLastSocketCloseDropsReady(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	p, peer := attachPeer(t, m)
+	peer.Write(msgOf(1, 10))
+	peer.Write(msgOf(2, 10))
+	for p.Stats().RxMsgs < 2 { // the background reader queues both
+		time.Sleep(time.Millisecond)
+	}
+	s.Close()
+	if st := m.Stats(); st.RxReadyDrops != 2 {
+		t.Fatalf("RxReadyDrops = %d", st.RxReadyDrops)
+	}
+}

@@ -1,0 +1,101 @@
+package kcm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand"
+	"testing"
+)
+
+// FuzzReassembly feeds a stream of 2-byte-length-prefixed messages to the
+// strparser in random chunks, keeping every message lent until the end,
+// and checks the messages are exactly the reference split: no byte lost,
+// duplicated or overwritten by buffer reuse, and the size limit enforced.
+func FuzzReassembly(f *testing.F) {
+	f.Add(int64(1), []byte{0, 3, 'a', 'b', 'c', 0, 0, 0, 1, 'x'})
+	f.Add(int64(7), bytes.Repeat([]byte{0, 200}, 300))
+	f.Add(int64(3), append([]byte{0xff, 0xff}, make([]byte, 100)...))
+	f.Fuzz(func(t *testing.T, seed int64, stream []byte) {
+		const limit = 40000
+		want, wantErr := referenceSplit(stream, limit)
+		rng := rand.New(rand.NewSource(seed))
+		var stats psockCounters
+		sp := strparser{
+			parser: ParserFunc(func(b []byte) (int, error) {
+				if len(b) < 2 {
+					return 0, nil
+				}
+				return 2 + int(binary.BigEndian.Uint16(b)), nil
+			}),
+			max:   limit,
+			pool:  newBufPool(),
+			stats: &stats,
+		}
+		var got []Message
+		var err error
+		rest := stream
+		for err == nil {
+			var m Message
+			var ok bool
+			m, ok, err = sp.next(nil)
+			if ok {
+				got = append(got, m)
+				continue
+			}
+			if err != nil || len(rest) == 0 {
+				break
+			}
+			space := sp.space()
+			n := min(len(space), len(rest), 1+rng.Intn(5000))
+			copy(space, rest[:n])
+			sp.commit(n)
+			rest = rest[n:]
+			if rng.Intn(4) == 0 {
+				sp.dropIfEmpty()
+			}
+		}
+		if (err != nil) != (wantErr != nil) || (err != nil && !errors.Is(err, wantErr)) {
+			t.Fatalf("error %v, want %v", err, wantErr)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d messages, want %d", len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i].b, want[i]) {
+				t.Fatalf("message %d differs", i)
+			}
+		}
+		if err == nil && sp.buffered() != len(stream)-consumed(want) {
+			t.Fatalf("%d bytes buffered, want %d", sp.buffered(), len(stream)-consumed(want))
+		}
+		for i := range got {
+			got[i].Release()
+		}
+		sp.takeRest()
+	})
+}
+
+func referenceSplit(stream []byte, limit int) ([][]byte, error) {
+	var msgs [][]byte
+	for len(stream) >= 2 {
+		n := 2 + int(binary.BigEndian.Uint16(stream))
+		if n > limit {
+			return msgs, ErrMessageTooBig
+		}
+		if len(stream) < n {
+			break
+		}
+		msgs = append(msgs, stream[:n])
+		stream = stream[n:]
+	}
+	return msgs, nil
+}
+
+func consumed(msgs [][]byte) int {
+	n := 0
+	for _, m := range msgs {
+		n += len(m)
+	}
+	return n
+}
