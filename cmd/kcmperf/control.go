@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// target is the server a client run talks to: its data address and a
+// control connection that reports the server's CPU time per measured interval.
+type target struct {
+	addr string
+	ctrl *controlClient
+}
+
+func dialTarget(addr string) (*target, error) {
+	ctrl, err := dialControl(addr)
+	if err != nil {
+		return nil, err
+	}
+	return &target{addr: addr, ctrl: ctrl}, nil
+}
+
+func (t *target) Close() error { return t.ctrl.Close() }
+
+// dial opens a data connection to the server and says what it is for.
+func (t *target) dial(kind byte, size int) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	if _, err := c.Write(hello{kind: kind, size: size}.marshal()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+type controlClient struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialControl(addr string) (*controlClient, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(hello{kind: kindControl}.marshal()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &controlClient{c: c, br: bufio.NewReader(c)}, nil
+}
+
+func (cc *controlClient) Close() error { return cc.c.Close() }
+
+func (cc *controlClient) do(cmd string) (string, error) {
+	if _, err := io.WriteString(cc.c, cmd+"\n"); err != nil {
+		return "", err
+	}
+	line, err := cc.br.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimSpace(line)
+	if strings.HasPrefix(line, "error") {
+		return "", errors.New("kcmperf server: " + line)
+	}
+	return line, nil
+}
+
+// stop returns the server's CPU time since the last start.
+func (cc *controlClient) stop() (time.Duration, error) {
+	line, err := cc.do("stop")
+	if err != nil {
+		return 0, err
+	}
+	ns, err := strconv.ParseInt(strings.TrimPrefix(line, "cpu "), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("kcmperf server: bad stop reply %q", line)
+	}
+	return time.Duration(ns), nil
+}
+
+// child is a "kcmperf server" in a child process: the default, so that client
+// and server each have their own Go runtime, scheduler and GC, as two
+// programs talking over loopback would.
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	addr  string
+}
+
+// childEnv marks a child process; tests use it to turn the test binary into
+// a server.
+const childEnv = "KCMPERF_CHILD"
+
+func startChild(cpuprofile string) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"server", "-listen", "127.0.0.1:0", "-stdin-exit"}
+	if cpuprofile != "" {
+		args = append(args, "-cpuprofile", cpuprofile)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ch := &child{cmd: cmd, stdin: stdin}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), listeningPrefix)
+	if err != nil || !ok {
+		ch.Close()
+		return nil, fmt.Errorf("kcmperf: child server did not start (%q, %v)", line, err)
+	}
+	ch.addr = addr
+	return ch, nil
+}
+
+// Close ends the child by closing its stdin (it exits on EOF, which also
+// happens if this process dies) and waits for it.
+func (ch *child) Close() error {
+	ch.stdin.Close()
+	return ch.cmd.Wait()
+}
+
+// cpu is the child's total CPU time, valid after Close.
+func (ch *child) cpu() time.Duration {
+	if ch.cmd.ProcessState == nil {
+		return 0
+	}
+	return ch.cmd.ProcessState.UserTime() + ch.cmd.ProcessState.SystemTime()
+}

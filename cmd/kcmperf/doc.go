@@ -1,0 +1,34 @@
+// Command kcmperf measures kcm against raw TCP on the same machine, in the
+// same run, in the spirit of netperf TCP_RR and the RFC's kcmperf and
+// super_kcmperf.
+//
+// With no arguments it starts its own server in a child process (so that
+// client and server do not share one Go runtime and its scheduler), runs the
+// default suite on loopback for about 30 seconds and prints a table:
+//
+//	go run ./cmd/kcmperf
+//
+// Every configuration is measured as interleaved pairs (raw, kcm, raw, kcm,
+// ...) and reported as medians; the kcm/raw ratio is the median of the
+// per-pair ratios, because on small shared machines absolute figures swing
+// far more between runs than between two adjacent runs.
+//
+// Tests:
+//
+//	-t rr       request/response, one outstanding per instance (netperf TCP_RR);
+//	            -instances N runs N independent muxes of one socket and one
+//	            psock against N raw TCP connections (super_kcmperf).
+//	-t stream   one-way messages from the server to the client: msgs/s, bytes/s.
+//	-t shared   N sockets over M psocks of one mux (provisional until replies
+//	            can be steered back to the socket that sent the request).
+//
+// A server for remote runs is started with "kcmperf server -listen :PORT" and
+// named on the client with -H host:port. "kcmperf -peer sockperf" drives an
+// unmodified sockperf server with kcm and prints sockperf's own ping-pong
+// result beside it.
+//
+// Wire format of rr and stream: each message is a 4-byte big-endian payload
+// length followed by the payload. Every data connection starts with a fixed
+// 12-byte hello (see proto.go) that tells the server what to do with it; one
+// listening port serves every test and the control connection.
+package main

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// options are the client's command-line settings.
+type options struct {
+	tests      []string // rr, stream, shared; empty: the default suite
+	req, resp  int      // rr payload sizes in bytes
+	sizes      []int    // stream payload sizes
+	instances  []int    // rr: independent instances; shared: sockets; stream: connections
+	psocks     int      // shared: psocks of the one mux
+	duration   time.Duration
+	warmup     time.Duration
+	reps       int
+	host       string // remote "kcmperf server"; empty: start a child
+	json       bool
+	plot       string
+	peer       string
+	cpuprofile string // client CPU profile
+	srvprofile string // server (child) CPU profile
+	peerTime   time.Duration
+}
+
+// config is one measured configuration: both raw and kcm run it reps times.
+type config struct {
+	Test      string `json:"test"`
+	Instances int    `json:"instances"`
+	Psocks    int    `json:"psocks,omitempty"`
+	ReqSize   int    `json:"req_size"`
+	RespSize  int    `json:"resp_size"`
+}
+
+func (c config) String() string {
+	switch c.Test {
+	case "stream":
+		return fmt.Sprintf("stream x%d %dB", c.Instances, c.ReqSize)
+	case "shared":
+		return fmt.Sprintf("shared %dx%d %d/%dB", c.Instances, c.Psocks, c.ReqSize, c.RespSize)
+	}
+	return fmt.Sprintf("rr x%d %d/%dB", c.Instances, c.ReqSize, c.RespSize)
+}
+
+func parseFlags(args []string, out io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("kcmperf", flag.ContinueOnError)
+	fs.SetOutput(out)
+	tests := fs.String("t", "", "tests to run, comma-separated: rr, stream, shared (default: the standard suite)")
+	rr := fs.String("r", "1,1", "rr request,response payload sizes in bytes (netperf -r)")
+	sizes := fs.String("m", "64,4096", "stream message payload sizes in bytes, comma-separated")
+	inst := fs.String("instances", "", "instances, comma-separated for a sweep (rr default 1; shared default 200 sockets)")
+	fs.IntVar(&o.psocks, "psocks", 4, "shared: psocks (TCP connections) of the one mux")
+	fs.DurationVar(&o.duration, "l", time.Second, "measured duration of each run")
+	fs.DurationVar(&o.warmup, "w", 200*time.Millisecond, "warm-up before each measured run")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of each raw/kcm pair")
+	fs.StringVar(&o.host, "H", "", "host:port of a remote 'kcmperf server' (default: start one in a child process)")
+	fs.BoolVar(&o.json, "json", false, "print the results as JSON")
+	fs.StringVar(&o.plot, "plot", "", "draw rr tps and CPU per transaction against instances into FILE.png or FILE.svg")
+	fs.StringVar(&o.peer, "peer", "", "drive a real peer instead of the suite: sockperf")
+	fs.DurationVar(&o.peerTime, "peer-time", 5*time.Second, "duration of each peer measurement")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the client's CPU profile to this file")
+	fs.StringVar(&o.srvprofile, "server-cpuprofile", "", "write the child server's CPU profile to this file")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: kcmperf [flags]\n       kcmperf server [-listen addr]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *tests != "" {
+		for _, t := range strings.Split(*tests, ",") {
+			switch t = strings.TrimSpace(t); t {
+			case "rr", "stream", "shared":
+				o.tests = append(o.tests, t)
+			default:
+				return nil, fmt.Errorf("unknown test %q (want rr, stream or shared)", t)
+			}
+		}
+	}
+	rs, err := parseInts(*rr)
+	if err != nil || len(rs) < 1 || len(rs) > 2 {
+		return nil, fmt.Errorf("-r wants req[,resp] sizes: %q", *rr)
+	}
+	o.req, o.resp = rs[0], rs[0]
+	if len(rs) == 2 {
+		o.resp = rs[1]
+	}
+	if o.sizes, err = parseInts(*sizes); err != nil || len(o.sizes) == 0 {
+		return nil, fmt.Errorf("-m wants sizes: %q", *sizes)
+	}
+	if *inst != "" {
+		if o.instances, err = parseInts(*inst); err != nil || len(o.instances) == 0 {
+			return nil, fmt.Errorf("-instances wants counts: %q", *inst)
+		}
+		for _, n := range o.instances {
+			if n < 1 {
+				return nil, errors.New("-instances must be at least 1")
+			}
+		}
+	}
+	switch {
+	case o.reps < 1:
+		return nil, errors.New("-reps must be at least 1")
+	case o.duration <= 0:
+		return nil, errors.New("-l must be positive")
+	case o.warmup < 0:
+		return nil, errors.New("-w must not be negative")
+	case o.psocks < 1:
+		return nil, errors.New("-psocks must be at least 1")
+	case o.peer != "" && o.peer != "sockperf":
+		return nil, fmt.Errorf("unknown peer %q (want sockperf)", o.peer)
+	}
+	for _, n := range append([]int{o.req, o.resp}, o.sizes...) {
+		if n < 0 || n > maxMessageSize-hdrLen {
+			return nil, fmt.Errorf("size %d out of range", n)
+		}
+	}
+	return o, nil
+}
+
+// parseInts parses "1,10,200"; sizes may end in k or K (KiB).
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		mul := 1
+		if strings.HasSuffix(f, "k") || strings.HasSuffix(f, "K") {
+			f, mul = f[:len(f)-1], 1024
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n*mul)
+	}
+	return out, nil
+}
+
+// configs expands the options into the list of configurations to measure.
+func (o *options) configs() []config {
+	if len(o.tests) == 0 {
+		// The README's main job: the RFC's two rr figures and two stream sizes.
+		return []config{
+			{Test: "rr", Instances: 1, ReqSize: o.req, RespSize: o.resp},
+			{Test: "rr", Instances: 200, ReqSize: o.req, RespSize: o.resp},
+			{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64},
+			{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096},
+		}
+	}
+	var cs []config
+	for _, t := range o.tests {
+		inst := o.instances
+		switch t {
+		case "rr":
+			if inst == nil {
+				inst = []int{1}
+			}
+			for _, n := range inst {
+				cs = append(cs, config{Test: t, Instances: n, ReqSize: o.req, RespSize: o.resp})
+			}
+		case "stream":
+			if inst == nil {
+				inst = []int{1}
+			}
+			for _, n := range inst {
+				for _, sz := range o.sizes {
+					cs = append(cs, config{Test: t, Instances: n, ReqSize: sz, RespSize: sz})
+				}
+			}
+		case "shared":
+			if inst == nil {
+				inst = []int{200}
+			}
+			// Requests carry a 4-byte id so the raw baseline can route replies.
+			req, resp := max(o.req, 4), max(o.resp, 4)
+			for _, n := range inst {
+				cs = append(cs, config{Test: t, Instances: n, Psocks: o.psocks, ReqSize: req, RespSize: resp})
+			}
+		}
+	}
+	return cs
+}

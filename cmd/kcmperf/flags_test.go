@@ -1,0 +1,79 @@
+package main
+
+import (
+	"io"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestFlagsDefaultSuite(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.reps != 3 || o.duration != time.Second || o.req != 1 || o.resp != 1 {
+		t.Errorf("defaults: reps %d l %v r %d,%d", o.reps, o.duration, o.req, o.resp)
+	}
+	want := []config{
+		{Test: "rr", Instances: 1, ReqSize: 1, RespSize: 1},
+		{Test: "rr", Instances: 200, ReqSize: 1, RespSize: 1},
+		{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64},
+		{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096},
+	}
+	if got := o.configs(); !slices.Equal(got, want) {
+		t.Errorf("default suite %v, want %v", got, want)
+	}
+	if e := o.estimate(); e < 20*time.Second || e > 40*time.Second {
+		t.Errorf("default run takes %v, want about 30s", e)
+	}
+}
+
+func TestFlagsSweep(t *testing.T) {
+	o, err := parseFlags([]string{"-t", "rr,shared", "-instances", "1,10,50,200", "-r", "64,1k", "-psocks", "8", "-H", "h:1"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := o.configs()
+	if len(cs) != 8 {
+		t.Fatalf("%d configs, want 8: %v", len(cs), cs)
+	}
+	if c := cs[3]; c.Test != "rr" || c.Instances != 200 || c.ReqSize != 64 || c.RespSize != 1024 {
+		t.Errorf("config 3: %+v", c)
+	}
+	if c := cs[4]; c.Test != "shared" || c.Instances != 1 || c.Psocks != 8 {
+		t.Errorf("config 4: %+v", c)
+	}
+	if o.host != "h:1" {
+		t.Errorf("host %q", o.host)
+	}
+}
+
+func TestFlagsSharedIDRoom(t *testing.T) {
+	o, err := parseFlags([]string{"-t", "shared"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.configs()[0]
+	if c.ReqSize < 4 || c.RespSize < 4 || c.Instances != 200 || c.Psocks != 4 {
+		t.Errorf("shared config %+v: requests must hold a 4-byte id", c)
+	}
+}
+
+func TestFlagsErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-t", "bogus"},
+		{"-r", "x"},
+		{"-r", "1,2,3"},
+		{"-instances", "0"},
+		{"-reps", "0"},
+		{"-l", "0s"},
+		{"-peer", "netperf"},
+		{"-m", "-1"},
+		{"extra"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}

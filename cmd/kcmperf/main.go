@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "server" {
+		os.Exit(serverMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	os.Exit(clientMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// listeningPrefix starts the one line a server prints on stdout; a parent
+// reads its address from it.
+const listeningPrefix = "kcmperf server listening on "
+
+// serverMain is "kcmperf server": it serves until interrupted, told to quit
+// on a control connection, or (with -stdin-exit, as a child) until its stdin
+// closes, which also ends it when the parent dies.
+func serverMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kcmperf server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", ":12866", "address to listen on")
+	stdinExit := fs.Bool("stdin-exit", false, "exit when stdin reaches EOF (used when run as a child)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole server run to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cpuprofile != "" {
+		stop, err := startProfile(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(stderr, "kcmperf server:", err)
+			return 1
+		}
+		defer stop()
+	}
+	s, err := startServer(*listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "kcmperf server:", err)
+		return 1
+	}
+	defer s.Close()
+	fmt.Fprintln(stdout, listeningPrefix+s.Addr())
+
+	done := make(chan struct{})
+	if *stdinExit {
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			close(done)
+		}()
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case <-done:
+	case <-sig:
+	case <-s.Quit():
+	}
+	return 0
+}
+
+func clientMain(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kcmperf:", err)
+		return 2
+	}
+	if err := runClient(o, args, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "kcmperf:", err)
+		return 1
+	}
+	return 0
+}
+
+func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) {
+	if o.cpuprofile != "" {
+		stop, err := startProfile(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if o.peer == "sockperf" {
+		return runSockperf(o, stdout)
+	}
+
+	rep := &Report{
+		Command:   strings.Join(append([]string{"kcmperf"}, args...), " "),
+		GoVersion: runtime.Version(),
+		CPU:       cpuModel(),
+		NumCPU:    runtime.NumCPU(),
+		Reps:      o.reps,
+		Duration:  o.duration,
+		Warmup:    o.warmup,
+	}
+	addr := o.host
+	rep.Server = addr
+	if addr == "" {
+		ch, err := startChild(o.srvprofile)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := ch.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("child server: %w", cerr)
+			}
+		}()
+		addr, rep.Server = ch.addr, "child process on "+ch.addr
+	}
+	t, err := dialTarget(addr)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+
+	var prog *progress
+	if f, ok := stdout.(*os.File); ok && !o.json {
+		prog = newProgress(f, true)
+		if prog.enabled {
+			fmt.Fprintf(f, "kcmperf: about %v of measurement\n", o.estimate().Round(1e9))
+		}
+	}
+	rep.Rows, err = runSuite(t, o, prog)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		err = rep.writeJSON(stdout)
+	} else {
+		err = rep.writeTable(stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if o.plot != "" {
+		if err := writePlot(o.plot, rep.Rows); err != nil {
+			return err
+		}
+		if !o.json {
+			fmt.Fprintln(stdout, "plot written to", o.plot)
+		}
+	}
+	return nil
+}
+
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// cpuModel is the machine's CPU model name, for the report.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+// rrRaw is netperf TCP_RR in Go: per instance one TCP connection, one Write
+// per request and a bufio.Reader for the response, one transaction in flight.
+func rrRaw(t *target, cfg config) (*workload, error) {
+	conns, err := dialN(t, cfg.Instances, kindRawEcho, cfg.RespSize)
+	if err != nil {
+		return nil, err
+	}
+	return &workload{
+		workers: len(conns),
+		latency: true,
+		close:   closeAll(conns),
+		run: func(i int, w *worker) error {
+			c := conns[i]
+			req := newMessage(cfg.ReqSize, 'q')
+			resp := make([]byte, cfg.RespSize)
+			br := bufio.NewReader(c)
+			var hdr [hdrLen]byte
+			for !w.stopped() {
+				start := time.Now()
+				if _, err := c.Write(req); err != nil {
+					return err
+				}
+				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					return err
+				}
+				if n := int(binary.BigEndian.Uint32(hdr[:])); n != len(resp) {
+					return fmt.Errorf("response of %d bytes, want %d", n, len(resp))
+				}
+				if _, err := io.ReadFull(br, resp); err != nil {
+					return err
+				}
+				w.record(start)
+			}
+			return nil
+		},
+	}, nil
+}
+
+// rrKCM is super_kcmperf: per instance its own mux with one socket and one
+// psock, Send of the request and Recv of the response.
+func rrKCM(t *target, cfg config) (*workload, error) {
+	muxes := make([]*perfMux, 0, cfg.Instances)
+	socks := make([]*kcm.Socket, 0, cfg.Instances)
+	cleanup := func() {
+		for _, m := range muxes {
+			m.Close()
+		}
+	}
+	for range cfg.Instances {
+		c, err := t.dial(kindKCMEcho, cfg.RespSize)
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		m := newPerfMux()
+		muxes = append(muxes, m)
+		if _, err := m.attach(c, lengthPrefix); err != nil {
+			c.Close()
+			cleanup()
+			return nil, err
+		}
+		socks = append(socks, m.NewSocket(kcm.Datagram))
+	}
+	return &workload{
+		workers: len(socks),
+		latency: true,
+		close:   cleanup,
+		run: func(i int, w *worker) error {
+			s := socks[i]
+			req := newMessage(cfg.ReqSize, 'q')
+			want := hdrLen + cfg.RespSize
+			resp := make([]byte, want+1) // one spare byte tells a longer message apart
+			for !w.stopped() {
+				start := time.Now()
+				if err := s.Send(req); err != nil {
+					return err
+				}
+				n, err := s.Recv(resp)
+				if err != nil {
+					return err
+				}
+				if n != want {
+					return fmt.Errorf("response of %d bytes, want %d", n, want)
+				}
+				w.record(start)
+			}
+			return nil
+		},
+	}, nil
+}
+
+func dialN(t *target, n int, kind byte, size int) ([]net.Conn, error) {
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := t.dial(kind, size)
+		if err != nil {
+			closeAll(conns)()
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+func closeAll(conns []net.Conn) func() {
+	return func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}

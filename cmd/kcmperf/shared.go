@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+// shared: N request/response goroutines over M connections.
+//
+// The raw baseline is the hand-written multiplexer Go programs use: a write
+// mutex per connection and one reader goroutine per connection that routes
+// each reply to its goroutine by the 4-byte id at the start of the payload
+// (the server echoes it).
+//
+// The kcm side is provisional: N socket clones of one mux whose M psocks lead
+// to a kcm echo server. kcm cannot yet steer a reply to the socket that sent
+// the request, so each goroutine sends its request and takes whichever reply
+// reaches it; transactions are still one reply per request, and latency is
+// from a send to the next reply that goroutine receives.
+
+func sharedRaw(t *target, cfg config) (*workload, error) {
+	conns, err := dialN(t, cfg.Psocks, kindRawEcho, cfg.RespSize)
+	if err != nil {
+		return nil, err
+	}
+	wmu := make([]sync.Mutex, len(conns))
+	replies := make([]chan struct{}, cfg.Instances)
+	for i := range replies {
+		replies[i] = make(chan struct{}, 1)
+	}
+	done := make(chan struct{})
+	var readers sync.WaitGroup
+	for _, c := range conns {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			br := bufio.NewReader(c)
+			body := make([]byte, cfg.RespSize)
+			var hdr [hdrLen]byte
+			for {
+				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					return
+				}
+				if _, err := io.ReadFull(br, body); err != nil {
+					return
+				}
+				id := binary.BigEndian.Uint32(body)
+				if int(id) >= len(replies) {
+					return
+				}
+				replies[id] <- struct{}{}
+			}
+		}()
+	}
+	var once sync.Once
+	return &workload{
+		workers: cfg.Instances,
+		latency: true,
+		close: func() {
+			once.Do(func() {
+				close(done)
+				closeAll(conns)()
+				readers.Wait()
+			})
+		},
+		run: func(i int, w *worker) error {
+			ci := i % len(conns)
+			c := conns[ci]
+			req := newMessage(cfg.ReqSize, 'q')
+			binary.BigEndian.PutUint32(req[hdrLen:], uint32(i))
+			for !w.stopped() {
+				start := time.Now()
+				wmu[ci].Lock()
+				_, err := c.Write(req)
+				wmu[ci].Unlock()
+				if err != nil {
+					return err
+				}
+				select {
+				case <-replies[i]:
+				case <-done:
+					return nil
+				}
+				w.record(start)
+			}
+			return nil
+		},
+	}, nil
+}
+
+func sharedKCM(t *target, cfg config) (*workload, error) {
+	m := newPerfMux()
+	for range cfg.Psocks {
+		c, err := t.dial(kindKCMEcho, cfg.RespSize)
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		if _, err := m.attach(c, lengthPrefix); err != nil {
+			c.Close()
+			m.Close()
+			return nil, err
+		}
+	}
+	socks := make([]*kcm.Socket, cfg.Instances)
+	socks[0] = m.NewSocket(kcm.Datagram)
+	for i := 1; i < len(socks); i++ {
+		socks[i] = socks[0].Clone()
+	}
+	return &workload{
+		workers: len(socks),
+		latency: true,
+		close:   func() { m.Close() },
+		run: func(i int, w *worker) error {
+			s := socks[i]
+			req := newMessage(cfg.ReqSize, 'q')
+			binary.BigEndian.PutUint32(req[hdrLen:], uint32(i))
+			want := hdrLen + cfg.RespSize
+			resp := make([]byte, want+1)
+			for !w.stopped() {
+				start := time.Now()
+				if err := s.Send(req); err != nil {
+					return err
+				}
+				n, err := s.Recv(resp)
+				if err != nil {
+					return err
+				}
+				if n != want {
+					return fmt.Errorf("response of %d bytes, want %d", n, want)
+				}
+				w.record(start)
+			}
+			return nil
+		},
+	}, nil
+}

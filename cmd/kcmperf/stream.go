@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/gokcm/kcm"
+)
+
+// The server streams messages to the client, so that the receiver being
+// measured runs in this process and counts locally.
+
+// publishEvery is how many messages a stream receiver counts locally before
+// it publishes them: one atomic add per message would be a visible share of
+// a 20 ns message.
+const publishEvery = 256
+
+// streamRaw is the baseline receiver: a tight loop over a bufio.Reader that
+// reads each length prefix, then each payload into the application's buffer.
+func streamRaw(t *target, cfg config) (*workload, error) {
+	conns, err := dialN(t, cfg.Instances, kindRawStream, cfg.ReqSize)
+	if err != nil {
+		return nil, err
+	}
+	return &workload{
+		workers: len(conns),
+		close:   closeAll(conns),
+		run: func(i int, w *worker) error {
+			br := bufio.NewReaderSize(conns[i], 64<<10)
+			body := make([]byte, cfg.ReqSize)
+			var hdr [hdrLen]byte
+			var n, bytes uint64
+			defer func() { w.n.Add(n); w.bytes.Add(bytes) }()
+			for !w.stopped() {
+				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					return err
+				}
+				if m := int(binary.BigEndian.Uint32(hdr[:])); m != len(body) {
+					return fmt.Errorf("message of %d bytes, want %d", m, len(body))
+				}
+				if _, err := io.ReadFull(br, body); err != nil {
+					return err
+				}
+				if w.measuring() {
+					n++
+					bytes += uint64(hdrLen + len(body))
+					if n == publishEvery {
+						w.n.Add(n)
+						w.bytes.Add(bytes)
+						n, bytes = 0, 0
+					}
+				}
+			}
+			return nil
+		},
+	}, nil
+}
+
+// streamKCM receives with RecvBatch, which lends pooled buffers that are
+// released right away: kcm's zero-copy batch path.
+func streamKCM(t *target, cfg config) (*workload, error) {
+	muxes := make([]*perfMux, 0, cfg.Instances)
+	socks := make([]*kcm.Socket, 0, cfg.Instances)
+	cleanup := func() {
+		for _, m := range muxes {
+			m.Close()
+		}
+	}
+	for range cfg.Instances {
+		c, err := t.dial(kindKCMStream, cfg.ReqSize)
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		m := newPerfMux()
+		muxes = append(muxes, m)
+		if _, err := m.attach(c, lengthPrefix); err != nil {
+			c.Close()
+			cleanup()
+			return nil, err
+		}
+		socks = append(socks, m.NewSocket(kcm.Datagram))
+	}
+	return &workload{
+		workers: len(socks),
+		close:   cleanup,
+		run: func(i int, w *worker) error {
+			s := socks[i]
+			ms := make([]kcm.Message, streamBatch)
+			want := hdrLen + cfg.ReqSize
+			var n, bytes uint64
+			defer func() { w.n.Add(n); w.bytes.Add(bytes) }()
+			for !w.stopped() {
+				k, err := s.RecvBatch(ms)
+				if err != nil {
+					return err
+				}
+				for j := range ms[:k] {
+					if l := len(ms[j].Bytes()); l != want {
+						return fmt.Errorf("message of %d bytes, want %d", l, want)
+					}
+					ms[j].Release()
+				}
+				if w.measuring() {
+					n += uint64(k)
+					bytes += uint64(k * want)
+					if n >= publishEvery {
+						w.n.Add(n)
+						w.bytes.Add(bytes)
+						n, bytes = 0, 0
+					}
+				}
+			}
+			return nil
+		},
+	}, nil
+}
