@@ -32,6 +32,10 @@ func (t *target) Close() error { return t.ctrl.Close() }
 
 // dial opens a data connection to the server and says what it is for.
 func (t *target) dial(kind byte, size int) (net.Conn, error) {
+	return t.dialHello(hello{kind: kind, size: size})
+}
+
+func (t *target) dialHello(h hello) (net.Conn, error) {
 	c, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -39,7 +43,7 @@ func (t *target) dial(kind byte, size int) (net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	if _, err := c.Write(hello{kind: kind, size: size}.marshal()); err != nil {
+	if _, err := c.Write(h.marshal()); err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +28,12 @@ type options struct {
 	cpuprofile string // client CPU profile
 	srvprofile string // server (child) CPU profile
 	peerTime   time.Duration
+	batch      int    // stream: messages per kcm SendBatch / RecvBatch
+	sender     string // stream: kcm or raw sender for the kcm receiver
 }
+
+// defaultPort is where "kcmperf server" listens unless told otherwise.
+const defaultPort = "12866"
 
 // config is one measured configuration: both raw and kcm run it reps times.
 type config struct {
@@ -36,12 +42,18 @@ type config struct {
 	Psocks    int    `json:"psocks,omitempty"`
 	ReqSize   int    `json:"req_size"`
 	RespSize  int    `json:"resp_size"`
+	Batch     int    `json:"batch,omitempty"`  // stream: messages per kcm SendBatch and RecvBatch
+	Sender    string `json:"sender,omitempty"` // stream: what sends to the kcm receiver, kcm or raw
 }
 
 func (c config) String() string {
 	switch c.Test {
 	case "stream":
-		return fmt.Sprintf("stream x%d %dB", c.Instances, c.ReqSize)
+		s := fmt.Sprintf("stream x%d %dB", c.Instances, c.ReqSize)
+		if c.Sender == "raw" {
+			s += " raw-sender"
+		}
+		return s
 	case "shared":
 		return fmt.Sprintf("shared %dx%d %d/%dB", c.Instances, c.Psocks, c.ReqSize, c.RespSize)
 	}
@@ -60,7 +72,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "l", time.Second, "measured duration of each run")
 	fs.DurationVar(&o.warmup, "w", 200*time.Millisecond, "warm-up before each measured run")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of each raw/kcm pair")
-	fs.StringVar(&o.host, "H", "", "host:port of a remote 'kcmperf server' (default: start one in a child process)")
+	fs.IntVar(&o.batch, "batch", defaultBatch, "stream: messages per kcm SendBatch and RecvBatch")
+	fs.StringVar(&o.sender, "stream-sender", "kcm", "stream: sender for the kcm receiver, kcm (SendBatch) or raw (the baseline's bufio.Writer)")
+	fs.StringVar(&o.host, "H", "", "host[:port] of a remote 'kcmperf server' (default: start one in a child process)")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON")
 	fs.StringVar(&o.plot, "plot", "", "draw rr tps and CPU per transaction against instances into FILE.png or FILE.svg")
 	fs.StringVar(&o.peer, "peer", "", "drive a real peer instead of the suite: sockperf")
@@ -117,8 +131,17 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("-w must not be negative")
 	case o.psocks < 1:
 		return nil, errors.New("-psocks must be at least 1")
+	case o.batch < 1 || o.batch > maxBatch:
+		return nil, fmt.Errorf("-batch must be in 1..%d", maxBatch)
+	case o.sender != "kcm" && o.sender != "raw":
+		return nil, fmt.Errorf("-stream-sender wants kcm or raw, got %q", o.sender)
 	case o.peer != "" && o.peer != "sockperf":
 		return nil, fmt.Errorf("unknown peer %q (want sockperf)", o.peer)
+	}
+	if o.host != "" {
+		if _, _, err := net.SplitHostPort(o.host); err != nil {
+			o.host = net.JoinHostPort(o.host, defaultPort)
+		}
 	}
 	for _, n := range append([]int{o.req, o.resp}, o.sizes...) {
 		if n < 0 || n > maxMessageSize-hdrLen {
@@ -153,8 +176,8 @@ func (o *options) configs() []config {
 		return []config{
 			{Test: "rr", Instances: 1, ReqSize: o.req, RespSize: o.resp},
 			{Test: "rr", Instances: 200, ReqSize: o.req, RespSize: o.resp},
-			{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64},
-			{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096},
+			{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64, Batch: o.batch, Sender: o.sender},
+			{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096, Batch: o.batch, Sender: o.sender},
 		}
 	}
 	var cs []config
@@ -174,7 +197,7 @@ func (o *options) configs() []config {
 			}
 			for _, n := range inst {
 				for _, sz := range o.sizes {
-					cs = append(cs, config{Test: t, Instances: n, ReqSize: sz, RespSize: sz})
+					cs = append(cs, config{Test: t, Instances: n, ReqSize: sz, RespSize: sz, Batch: o.batch, Sender: o.sender})
 				}
 			}
 		case "shared":

@@ -18,8 +18,8 @@ func TestFlagsDefaultSuite(t *testing.T) {
 	want := []config{
 		{Test: "rr", Instances: 1, ReqSize: 1, RespSize: 1},
 		{Test: "rr", Instances: 200, ReqSize: 1, RespSize: 1},
-		{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64},
-		{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096},
+		{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64, Batch: 64, Sender: "kcm"},
+		{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096, Batch: 64, Sender: "kcm"},
 	}
 	if got := o.configs(); !slices.Equal(got, want) {
 		t.Errorf("default suite %v, want %v", got, want)
@@ -47,6 +47,9 @@ func TestFlagsSweep(t *testing.T) {
 	if o.host != "h:1" {
 		t.Errorf("host %q", o.host)
 	}
+	if o, _ := parseFlags([]string{"-H", "example.net"}, io.Discard); o.host != "example.net:"+defaultPort {
+		t.Errorf("-H without port: %q", o.host)
+	}
 }
 
 func TestFlagsSharedIDRoom(t *testing.T) {
@@ -70,6 +73,8 @@ func TestFlagsErrors(t *testing.T) {
 		{"-l", "0s"},
 		{"-peer", "netperf"},
 		{"-m", "-1"},
+		{"-batch", "0"},
+		{"-stream-sender", "udp"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {

@@ -30,7 +30,7 @@ const listeningPrefix = "kcmperf server listening on "
 func serverMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kcmperf server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", ":12866", "address to listen on")
+	listen := fs.String("listen", ":"+defaultPort, "address to listen on")
 	stdinExit := fs.Bool("stdin-exit", false, "exit when stdin reaches EOF (used when run as a child)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole server run to this file")
 	if err := fs.Parse(args); err != nil {

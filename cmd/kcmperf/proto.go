@@ -23,20 +23,25 @@ const (
 	helloLen       = 12
 	helloMagic     = "kcmp"
 	maxMessageSize = 16 << 20
+	defaultBatch   = 64 // messages per SendBatch / RecvBatch in stream mode
+	maxBatch       = 4096
 )
 
 // hello is the first thing written on every connection to the server:
-// magic(4) kind(1) pad(3) size(4). size is the response size for echo kinds
-// and the message payload size for stream kinds.
+// magic(4) kind(1) pad(1) batch(2) size(4). size is the response size for
+// echo kinds and the message payload size for stream kinds; batch is the
+// number of messages per SendBatch of a kcm stream sender.
 type hello struct {
-	kind byte
-	size int
+	kind  byte
+	batch int
+	size  int
 }
 
 func (h hello) marshal() []byte {
 	b := make([]byte, helloLen)
 	copy(b, helloMagic)
 	b[4] = h.kind
+	binary.BigEndian.PutUint16(b[6:], uint16(h.batch))
 	binary.BigEndian.PutUint32(b[8:], uint32(h.size))
 	return b
 }
@@ -49,7 +54,10 @@ func readHello(r io.Reader) (hello, error) {
 	if string(b[:4]) != helloMagic {
 		return hello{}, errors.New("kcmperf: bad hello magic")
 	}
-	h := hello{kind: b[4], size: int(binary.BigEndian.Uint32(b[8:]))}
+	h := hello{kind: b[4], batch: int(binary.BigEndian.Uint16(b[6:])), size: int(binary.BigEndian.Uint32(b[8:]))}
+	if h.batch < 1 {
+		h.batch = defaultBatch
+	}
 	if h.size > maxMessageSize-hdrLen {
 		return hello{}, fmt.Errorf("kcmperf: size %d too large", h.size)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -118,19 +119,23 @@ func (rep *Report) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "kcmperf: raw TCP vs kcm, server %s, %d reps x %v (+%v warm-up), medians; %s, %d CPUs, %s\n",
 		rep.Server, rep.Reps, rep.Duration, rep.Warmup, rep.GoVersion, rep.NumCPU, rep.CPU)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "test\tside\ttps\tkcm/raw\tMB/s\tcpu s/Mtx cli\tsrv\tcpu kcm/raw\tallocs/tx\tp50 us\tp99 us\tp99.9 us\t")
+	fmt.Fprintln(tw, "test\tside\ttps\tkcm/raw\tMB/s\tcpu s/Mtx cli\tsrv\tcpu kcm/raw\tallocs/tx\tp50 us\tp99 us\tp99.9 us\tpair ratios\t")
 	for _, r := range rep.Rows {
 		name := r.config.String()
 		if r.Provisional {
 			name += " (provisional)"
 		}
-		line := func(name, side string, s Side, ratio, cpuRatio string) {
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t\n",
+		line := func(name, side string, s Side, ratio, cpuRatio, pairs string) {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t%s\t\n",
 				name, side, s.TPS, ratio, mbps(s.BytesPerSec), s.ClientCPUPerM, s.ServerCPUPerM,
-				cpuRatio, s.AllocsPerTx, lat(s.P50us), lat(s.P99us), lat(s.P999us))
+				cpuRatio, s.AllocsPerTx, lat(s.P50us), lat(s.P99us), lat(s.P999us), pairs)
 		}
-		line(name, "raw", r.Raw, "", "")
-		line("", "kcm", r.KCM, fmt.Sprintf("%.3f", r.Ratio), fmt.Sprintf("%.3f", r.CPURatio))
+		var pairs []string
+		for _, p := range r.PairRatios {
+			pairs = append(pairs, fmt.Sprintf("%.2f", p))
+		}
+		line(name, "raw", r.Raw, "", "", "")
+		line("", "kcm", r.KCM, fmt.Sprintf("%.3f", r.Ratio), fmt.Sprintf("%.3f", r.CPURatio), strings.Join(pairs, " "))
 	}
 	return tw.Flush()
 }

@@ -205,7 +205,7 @@ func (s *server) serveKCM(c net.Conn, h hello) {
 	case kindKCMEcho:
 		kcmEcho(sock, h.size)
 	case kindKCMStream:
-		kcmStream(sock, h.size)
+		kcmStream(sock, h.size, h.batch)
 	}
 }
 
@@ -229,12 +229,11 @@ func kcmEcho(sock *kcm.Socket, respSize int) {
 	}
 }
 
-// streamBatch is how many messages one SendBatch carries in stream mode.
-const streamBatch = 64
-
-func kcmStream(sock *kcm.Socket, size int) {
+// kcmStream sends the same message n at a time with SendBatch until the
+// client leaves.
+func kcmStream(sock *kcm.Socket, size, n int) {
 	msg := newMessage(size, 't')
-	batch := make([][]byte, streamBatch)
+	batch := make([][]byte, n)
 	for i := range batch {
 		batch[i] = msg
 	}

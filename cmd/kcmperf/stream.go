@@ -59,7 +59,8 @@ func streamRaw(t *target, cfg config) (*workload, error) {
 }
 
 // streamKCM receives with RecvBatch, which lends pooled buffers that are
-// released right away: kcm's zero-copy batch path.
+// released right away: kcm's zero-copy batch path. The server sends with
+// SendBatch, cfg.Batch messages at a time.
 func streamKCM(t *target, cfg config) (*workload, error) {
 	muxes := make([]*perfMux, 0, cfg.Instances)
 	socks := make([]*kcm.Socket, 0, cfg.Instances)
@@ -69,7 +70,13 @@ func streamKCM(t *target, cfg config) (*workload, error) {
 		}
 	}
 	for range cfg.Instances {
-		c, err := t.dial(kindKCMStream, cfg.ReqSize)
+		// The sender is kcm (SendBatch) unless -stream-sender raw isolates
+		// the receive path against the very sender the baseline gets.
+		kind := byte(kindKCMStream)
+		if cfg.Sender == "raw" {
+			kind = kindRawStream
+		}
+		c, err := t.dialHello(hello{kind: kind, size: cfg.ReqSize, batch: cfg.Batch})
 		if err != nil {
 			cleanup()
 			return nil, err
@@ -88,7 +95,7 @@ func streamKCM(t *target, cfg config) (*workload, error) {
 		close:   cleanup,
 		run: func(i int, w *worker) error {
 			s := socks[i]
-			ms := make([]kcm.Message, streamBatch)
+			ms := make([]kcm.Message, cfg.Batch)
 			want := hdrLen + cfg.ReqSize
 			var n, bytes uint64
 			defer func() { w.n.Add(n); w.bytes.Add(bytes) }()
