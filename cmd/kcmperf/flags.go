@@ -30,6 +30,7 @@ type options struct {
 	peerTime   time.Duration
 	batch      int    // stream: messages per kcm SendBatch / RecvBatch
 	sender     string // stream: kcm or raw sender for the kcm receiver
+	only       string // run one side only (profiling): raw or kcm
 }
 
 // defaultPort is where "kcmperf server" listens unless told otherwise.
@@ -80,6 +81,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.peer, "peer", "", "drive a real peer instead of the suite: sockperf")
 	fs.DurationVar(&o.peerTime, "peer-time", 5*time.Second, "duration of each peer measurement")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the client's CPU profile to this file")
+	fs.StringVar(&o.only, "only", "", "run only one side, raw or kcm (for profiling; no ratios)")
 	fs.StringVar(&o.srvprofile, "server-cpuprofile", "", "write the child server's CPU profile to this file")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: kcmperf [flags]\n       kcmperf server [-listen addr]\n\n")
@@ -135,6 +137,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-batch must be in 1..%d", maxBatch)
 	case o.sender != "kcm" && o.sender != "raw":
 		return nil, fmt.Errorf("-stream-sender wants kcm or raw, got %q", o.sender)
+	case o.only != "" && o.only != "raw" && o.only != "kcm":
+		return nil, fmt.Errorf("-only wants raw or kcm, got %q", o.only)
 	case o.peer != "" && o.peer != "sockperf":
 		return nil, fmt.Errorf("unknown peer %q (want sockperf)", o.peer)
 	}

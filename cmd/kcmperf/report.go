@@ -134,8 +134,17 @@ func (rep *Report) writeTable(w io.Writer) error {
 		for _, p := range r.PairRatios {
 			pairs = append(pairs, fmt.Sprintf("%.2f", p))
 		}
-		line(name, "raw", r.Raw, "", "", "")
-		line("", "kcm", r.KCM, fmt.Sprintf("%.3f", r.Ratio), fmt.Sprintf("%.3f", r.CPURatio), strings.Join(pairs, " "))
+		if r.Raw.TPS > 0 {
+			line(name, "raw", r.Raw, "", "", "")
+			name = ""
+		}
+		if r.KCM.TPS > 0 {
+			ratio, cpuRatio := "", ""
+			if len(pairs) > 0 {
+				ratio, cpuRatio = fmt.Sprintf("%.3f", r.Ratio), fmt.Sprintf("%.3f", r.CPURatio)
+			}
+			line(name, "kcm", r.KCM, ratio, cpuRatio, strings.Join(pairs, " "))
+		}
 	}
 	return tw.Flush()
 }

@@ -32,6 +32,9 @@ func runConfig(t *target, cfg config, o *options, prog *progress) (Row, error) {
 	var runs [2][]runResult
 	for rep := range o.reps {
 		for si, side := range sides {
+			if o.only != "" && o.only != side {
+				continue
+			}
 			wl, err := newWorkload(t, cfg, side)
 			if err != nil {
 				return Row{}, fmt.Errorf("%s %s: setup: %w", cfg, side, err)
