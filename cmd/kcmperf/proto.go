@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/gokcm/kcm"
+	"github.com/gokcm/kcm/parser"
 )
 
 // hdrLen is the size of the length prefix of every rr and stream message.
@@ -75,15 +76,13 @@ func newMessage(size int, fill byte) []byte {
 }
 
 // lengthPrefix parses the 4-byte big-endian length prefix framing: the
-// message is the 4-byte header plus the payload length it names. It stands in
-// for parser.LengthField until that package lands, and costs no allocation.
-var lengthPrefix kcm.Parser = kcm.ParserFunc(func(b []byte) (int, error) {
-	if len(b) < hdrLen {
-		return 0, nil
+// message is the 4-byte header plus the payload length it names.
+var lengthPrefix kcm.Parser = mustLengthField(parser.LengthField{Size: hdrLen, MaxLength: maxMessageSize})
+
+func mustLengthField(cfg parser.LengthField) kcm.Parser {
+	p, err := parser.NewLengthField(cfg)
+	if err != nil {
+		panic(err)
 	}
-	n := int(binary.BigEndian.Uint32(b))
-	if n > maxMessageSize-hdrLen {
-		return 0, fmt.Errorf("kcmperf: message length %d too large", n)
-	}
-	return hdrLen + n, nil
-})
+	return p
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gokcm/kcm"
+	"github.com/gokcm/kcm/parser"
 )
 
 // sockperf's message header (packed): sequence number u64 @0, flags u16 @8,
@@ -24,23 +25,14 @@ import (
 // server answers a message whose flags say "client" and "pong request", with
 // the same bytes and the client flag cleared; it ignores warm-up messages.
 const (
-	sockperfHdrLen     = 14
+	sockperfHdrLen     = parser.SockperfHeaderSize
 	sockperfFlagClient = 1
 	sockperfFlagPong   = 2
 )
 
-// sockperfFraming finds sockperf messages in a stream. It stands in for
-// parser.Sockperf until the parser package lands.
-var sockperfFraming kcm.Parser = kcm.ParserFunc(func(b []byte) (int, error) {
-	if len(b) < sockperfHdrLen {
-		return 0, nil
-	}
-	n := int(binary.BigEndian.Uint32(b[10:]))
-	if n < sockperfHdrLen || n > maxMessageSize {
-		return 0, fmt.Errorf("sockperf message length %d out of range", n)
-	}
-	return n, nil
-})
+// sockperfFraming finds sockperf messages in a stream: the parser package's
+// built-in.
+var sockperfFraming = parser.Sockperf()
 
 // peerResult is one ping-pong client's figures against the sockperf server.
 // Latencies are one-way (RTT/2), as sockperf reports them by default.
