@@ -62,7 +62,7 @@ func kcmEcho(c net.Conn) {
 func BenchmarkRR(b *testing.B) {
 	for _, size := range []int{1, 1024} {
 		req := frame(make([]byte, size))
-		b.Run("raw/"+itoa(size), func(b *testing.B) {
+		b.Run("size="+itoa(size)+"/impl=raw", func(b *testing.B) {
 			c, srv := tcpPair(b)
 			go rawEcho(srv)
 			r := bufio.NewReader(c)
@@ -81,7 +81,7 @@ func BenchmarkRR(b *testing.B) {
 				}
 			}
 		})
-		b.Run("kcm/"+itoa(size), func(b *testing.B) {
+		b.Run("size="+itoa(size)+"/impl=kcm", func(b *testing.B) {
 			c, srv := tcpPair(b)
 			go kcmEcho(srv)
 			m := kcm.NewMux(kcm.Config{})
@@ -121,7 +121,7 @@ func itoa(n int) string {
 func BenchmarkStream(b *testing.B) {
 	for _, size := range []int{64, 4096} {
 		msg := frame(make([]byte, size-4))
-		b.Run("raw/"+itoa(size), func(b *testing.B) {
+		b.Run("size="+itoa(size)+"/impl=raw", func(b *testing.B) {
 			c, srv := tcpPair(b)
 			b.SetBytes(int64(len(msg)))
 			b.ReportAllocs()
@@ -146,7 +146,7 @@ func BenchmarkStream(b *testing.B) {
 				r.Discard(n)
 			}
 		})
-		b.Run("kcm/"+itoa(size), func(b *testing.B) {
+		b.Run("size="+itoa(size)+"/impl=kcm", func(b *testing.B) {
 			c, srv := tcpPair(b)
 			tx, rx := kcm.NewMux(kcm.Config{}), kcm.NewMux(kcm.Config{})
 			defer tx.Close()

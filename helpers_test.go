@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,13 +136,16 @@ func recvWithin(t testing.TB, s *kcm.Socket, d time.Duration) []byte {
 	t.Helper()
 	s.SetReadDeadline(time.Now().Add(d))
 	defer s.SetReadDeadline(time.Time{})
-	buf := make([]byte, 4<<20)
-	n, err := s.Recv(buf)
+	buf := recvBufs.Get().(*[]byte)
+	defer recvBufs.Put(buf)
+	n, err := s.Recv(*buf)
 	if err != nil {
 		t.Fatalf("recv: %v", err)
 	}
-	return buf[:n]
+	return append([]byte(nil), (*buf)[:n]...)
 }
+
+var recvBufs = sync.Pool{New: func() any { b := make([]byte, 17<<20); return &b }}
 
 // waitDone waits for a psock to leave its mux.
 func waitDone(t testing.TB, p *kcm.Psock) error {

@@ -20,11 +20,16 @@ const (
 	rxStopped                // leaving the mux
 )
 
-// graceDelay is how long a psock may go unread while no receiver is waiting
+// A psock may go unread for a grace period while no receiver is waiting
 // before a background reader takes over. Receivers that come back within it
 // read the stream themselves, without a goroutine handoff; past it, the
 // background reader queues messages, notices EOF and enforces deadlines.
-const graceDelay = 5 * time.Millisecond
+// The period doubles, up to graceMax, while receivers keep coming back, so
+// a busy psock costs few timer wake-ups.
+const (
+	graceMin = 5 * time.Millisecond
+	graceMax = 160 * time.Millisecond
+)
 
 // Psock is one stream connection attached to a Mux, with its parser, its
 // receive assembly state and its transmit queue.
@@ -46,6 +51,7 @@ type Psock struct {
 	releases   uint64        // read sessions ended, for the grace timer
 	graceGen   uint64
 	graceArmed bool
+	graceDelay time.Duration
 	grace      *time.Timer
 
 	intr       atomic.Bool // the reader must let go and re-check

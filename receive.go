@@ -96,7 +96,7 @@ func (l *waitList) remove(w *waiter) {
 // follower returns the first waiter that may take a message.
 func (l *waitList) follower() *waiter {
 	for w := l.head; w != nil; w = w.next {
-		if !w.s.disabled {
+		if !w.s.disabled && !w.s.closed {
 			return w
 		}
 	}
@@ -427,10 +427,13 @@ func (m *Mux) armGraceLocked(p *Psock) {
 	}
 	p.graceArmed = true
 	p.graceGen = p.releases
+	if p.graceDelay == 0 {
+		p.graceDelay = graceMin
+	}
 	if p.grace == nil {
-		p.grace = time.AfterFunc(graceDelay, func() { m.graceExpired(p) })
+		p.grace = time.AfterFunc(p.graceDelay, func() { m.graceExpired(p) })
 	} else {
-		p.grace.Reset(graceDelay)
+		p.grace.Reset(p.graceDelay)
 	}
 }
 
@@ -447,8 +450,11 @@ func (m *Mux) graceExpired(p *Psock) {
 		return
 	}
 	if p.releases != p.graceGen {
+		// Receivers keep coming back: look less often.
+		p.graceDelay = min(2*p.graceDelay, graceMax)
 		m.armGraceLocked(p)
 		return
 	}
+	p.graceDelay = graceMin
 	m.startReaderLocked(p)
 }
