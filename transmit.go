@@ -202,13 +202,13 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte, dl time.Time) error {
 		}
 		t.writing = true
 		t.mu.Unlock()
-		done, err := p.writeBatch(msgs)
+		done, cut, err := p.writeBatch(msgs)
 		msgs = msgs[done:]
 		if err == nil {
 			m.flushQueued(p)
 			return nil
 		}
-		m.writeFailed(p, err, true)
+		m.writeFailed(p, err, cut)
 		m.flushQueued(p)
 		if err := m.closedErr(); err != nil {
 			return err
@@ -225,15 +225,15 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte, dl time.Time) error {
 }
 
 // writeBatch writes msgs on p, which the caller holds for writing. It
-// returns how many messages were completely written.
-func (p *Psock) writeBatch(msgs [][]byte) (int, error) {
+// returns how many messages were completely written, and whether the write
+// stopped inside a message.
+func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 	t := &p.tx
 	total := 0
 	for _, b := range msgs {
 		total += len(b)
 	}
 	var n int
-	var err error
 	if total <= coalesceLimit && total/len(msgs) < 512 {
 		t.wbuf = t.wbuf[:0]
 		for _, b := range msgs {
@@ -247,7 +247,7 @@ func (p *Psock) writeBatch(msgs [][]byte) (int, error) {
 		n64, err = t.wv.WriteTo(p.conn)
 		n = int(n64)
 	}
-	done, sent := 0, 0
+	sent := 0
 	for _, b := range msgs {
 		if sent+len(b) > n {
 			break
@@ -260,7 +260,7 @@ func (p *Psock) writeBatch(msgs [][]byte) (int, error) {
 	if err != nil && done == len(msgs) {
 		err = nil
 	}
-	return done, err
+	return done, n > sent, err
 }
 
 // flushQueued writes what other senders queued while the caller wrote,
