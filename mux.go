@@ -63,6 +63,7 @@ func (m *Mux) NewSocket(t SocketType) *Socket {
 	s.index = m.sockIdx.alloc()
 	if m.closed {
 		s.closed = true
+		s.shut.Store(true)
 	}
 	m.sockets = append(m.sockets, s)
 	return s
@@ -156,6 +157,7 @@ func (m *Mux) Close() error {
 	}
 	for _, s := range m.sockets {
 		s.closed = true
+		s.shut.Store(true)
 	}
 	m.waiters.wakeAll()
 	m.dropReadyLocked()

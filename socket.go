@@ -22,6 +22,7 @@ type Socket struct {
 	stats socketCounters
 	txp   atomic.Pointer[Psock] // the psock reserved for transmit
 	rot   atomic.Uint32
+	shut  atomic.Bool // closed, for the send path's lock-free check
 
 	// Guarded by mux.mu.
 	closed   bool
@@ -152,10 +153,7 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 }
 
 func (s *Socket) sendCheck() error {
-	s.mux.mu.Lock()
-	closed := s.closed
-	s.mux.mu.Unlock()
-	if closed {
+	if s.shut.Load() {
 		return s.opError("send", ErrClosed)
 	}
 	return nil
@@ -341,6 +339,7 @@ func (s *Socket) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.shut.Store(true)
 	s.partial.Release()
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
