@@ -39,7 +39,6 @@ type Mux struct {
 	waiters  waitList // receivers blocked in a receive call
 	backlog  backlog  // messages sent while no psock was attached
 	departed PsockStats
-	sockGone SocketStats
 
 	txps atomic.Pointer[[]*Psock] // psocks that take new messages
 	wg   sync.WaitGroup           // background readers and writers
@@ -181,7 +180,7 @@ func (m *Mux) Stats() MuxStats {
 	m.mu.Lock()
 	agg := m.departed
 	for _, p := range m.psocks {
-		agg.add(p.stats.snapshot())
+		agg.add(p.statsLocked())
 	}
 	m.mu.Unlock()
 	return MuxStats{

@@ -46,7 +46,7 @@ func (m *Mux) writeProcMux(w io.Writer) {
 }
 
 func (m *Mux) writeProcSocketLocked(w io.Writer, s *Socket) {
-	st := s.stats.snapshot()
+	st := s.statsLocked()
 	recvQ, rmem := 0, len(s.partial.b)
 	if rmem > 0 {
 		recvQ = 1
@@ -69,7 +69,7 @@ func (m *Mux) writeProcSocketLocked(w io.Writer, s *Socket) {
 }
 
 func (m *Mux) writeProcPsockLocked(w io.Writer, p *Psock, socks []*Socket) {
-	st := p.stats.snapshot()
+	st := p.statsLocked()
 	rmem := "-"
 	if p.rx != rxLed && p.rx != rxBg {
 		rmem = fmt.Sprint(p.sp.buffered())

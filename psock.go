@@ -37,11 +37,12 @@ const (
 // A psock leaves its mux when it is unattached, when the mux closes, or when
 // it fails; Done is then closed and Err says why.
 type Psock struct {
-	mux   *Mux
-	conn  net.Conn
-	index int
-	sp    strparser
-	stats psockCounters
+	mux     *Mux
+	conn    net.Conn
+	index   int
+	sp      strparser
+	stats   psockCounters
+	rxCount msgCount // messages parsed, guarded by mux.mu
 
 	// Receive ownership, guarded by mux.mu. Whoever holds the read side
 	// (state rxLed or rxBg) owns sp and the fields in the next group.
@@ -90,7 +91,20 @@ func (p *Psock) Err() error {
 }
 
 // Stats returns the psock's counters.
-func (p *Psock) Stats() PsockStats { return p.stats.snapshot() }
+func (p *Psock) Stats() PsockStats {
+	p.mux.mu.Lock()
+	defer p.mux.mu.Unlock()
+	return p.statsLocked()
+}
+
+func (p *Psock) statsLocked() PsockStats {
+	st := p.stats.snapshot()
+	st.RxMsgs, st.RxBytes = p.rxCount.msgs, p.rxCount.bytes
+	p.tx.mu.Lock()
+	st.TxMsgs, st.TxBytes = p.tx.count.msgs, p.tx.count.bytes
+	p.tx.mu.Unlock()
+	return st
+}
 
 // Conn returns the psock's connection, for its addresses. The application
 // must not read or write it while the psock is attached.
@@ -230,7 +244,7 @@ func (m *Mux) removeLocked(p *Psock) {
 		p.grace.Stop()
 		p.graceArmed = false
 	}
-	m.departed.add(p.stats.snapshot())
+	m.departed.add(p.statsLocked())
 	attachedConns.Delete(p.conn)
 }
 

@@ -117,42 +117,52 @@ func (l *waitList) wakeSocket(s *Socket) {
 	}
 }
 
+// rxMode says how a receive call consumes and counts messages.
+type rxMode struct {
+	limit    int  // bytes the caller takes from each message; < 0: all
+	partial  bool // what does not fit stays for the next call
+	peek     bool // nothing is consumed or counted
+	dontWait bool // ErrWouldBlock instead of blocking
+}
+
 // recv returns up to len(out) messages for s, at least one unless err is
-// set. With dontWait it returns ErrWouldBlock instead of blocking.
-func (m *Mux) recv(s *Socket, out []Message, dontWait bool) (int, error) {
+// set, counted in s's statistics before any is visible to the caller.
+func (m *Mux) recv(s *Socket, out []Message, mode rxMode) (n int, err error) {
 	m.mu.Lock()
+	n, err = m.recvLocked(s, out, mode)
+	if n > 0 {
+		s.countLocked(out[:n], mode)
+	}
+	m.mu.Unlock()
+	return n, err
+}
+
+func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 	for {
 		if s.closed {
-			m.mu.Unlock()
 			return 0, ErrClosed
 		}
 		if s.partial.b != nil {
 			out[0], s.partial = s.partial, Message{}
-			m.mu.Unlock()
 			return 1, nil
 		}
 		if !s.disabled {
 			if m.ready.len() > 0 {
-				n := m.popReadyLocked(out)
-				m.mu.Unlock()
-				return n, nil
+				return m.popReadyLocked(out), nil
 			}
 			if p := m.leadableLocked(); p != nil {
 				p.rx, p.leader = rxLed, s
 				if n := m.lead(p, s, out); n > 0 {
-					m.mu.Unlock()
 					return n, nil
 				}
 				continue
 			}
 		}
-		if dontWait {
-			m.mu.Unlock()
+		if mode.dontWait {
 			return 0, ErrWouldBlock
 		}
 		dl := s.rdl
 		if !dl.IsZero() && !time.Now().Before(dl) {
-			m.mu.Unlock()
 			return 0, os.ErrDeadlineExceeded
 		}
 		w := s.getWaiter()
@@ -167,12 +177,10 @@ func (m *Mux) recv(s *Socket, out []Message, dontWait bool) (int, error) {
 		s.putWaiter(w)
 		if msg.b != nil {
 			out[0] = msg
-			m.mu.Unlock()
 			return 1, nil
 		}
 		if p != nil {
 			if n := m.lead(p, s, out); n > 0 {
-				m.mu.Unlock()
 				return n, nil
 			}
 		}
@@ -268,6 +276,7 @@ func (m *Mux) background(p *Psock) {
 		msg, ok, err := p.sp.next(p)
 		if ok {
 			m.mu.Lock()
+			p.publishRxLocked()
 			handed := m.deliverLocked(msg)
 			switch {
 			case p.intr.Load() || p.gone || p.unattaching,
@@ -291,6 +300,14 @@ func (m *Mux) background(p *Psock) {
 		m.mu.Unlock()
 		return
 	}
+}
+
+// publishRxLocked moves the counts of messages its reader carved into the
+// psock's counters; the reader calls it with mux.mu held, before any of the
+// messages can reach the application.
+func (p *Psock) publishRxLocked() {
+	p.rxCount.add(int(p.sp.carved.msgs), int(p.sp.carved.bytes))
+	p.sp.carved = msgCount{}
 }
 
 // deliverLocked hands msg to the first follower, or queues it.
@@ -386,7 +403,9 @@ func (m *Mux) readFailedLocked(p *Psock, err error) {
 func (m *Mux) releaseReadLocked(p *Psock) {
 	p.leader = nil
 	p.releases++
-	if p.intr.Swap(false) {
+	p.publishRxLocked()
+	if p.intr.Load() {
+		p.intr.Store(false)
 		p.rdlValid = false // the interrupt moved the connection's deadline
 	}
 	if p.rxWait != nil {

@@ -54,7 +54,38 @@ func (s *Socket) Mux() *Mux { return s.mux }
 func (s *Socket) Clone() *Socket { return s.mux.NewSocket(s.typ) }
 
 // Stats returns the socket's counters.
-func (s *Socket) Stats() SocketStats { return s.stats.snapshot() }
+func (s *Socket) Stats() SocketStats {
+	s.mux.mu.Lock()
+	defer s.mux.mu.Unlock()
+	return s.statsLocked()
+}
+
+func (s *Socket) statsLocked() SocketStats {
+	return SocketStats{
+		RxMsgs: s.stats.rx.msgs, RxBytes: s.stats.rx.bytes,
+		TxMsgs: s.stats.txMsgs.Load(), TxBytes: s.stats.txBytes.Load(),
+	}
+}
+
+// countLocked counts messages a receive call returns, as the call consumes
+// them: bytes taken, and messages taken to their end (a truncated Datagram
+// message counts as taken).
+func (s *Socket) countLocked(ms []Message, mode rxMode) {
+	if mode.peek {
+		return
+	}
+	for i := range ms {
+		l := len(ms[i].b)
+		if mode.limit >= 0 && l > mode.limit {
+			s.stats.rx.bytes += uint64(mode.limit)
+			if !mode.partial {
+				s.stats.rx.msgs++
+			}
+			continue
+		}
+		s.stats.rx.add(1, l)
+	}
+}
 
 // Send sends msg as one message, written contiguously on one psock. It
 // returns once msg has been written to a connection or queued in the mux
@@ -192,7 +223,8 @@ func (s *Socket) Recv(b []byte) (int, error) {
 // was cut.
 func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, err error) {
 	var one [1]Message
-	if _, err := s.mux.recv(s, one[:], flags&DontWait != 0); err != nil {
+	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, peek: flags&Peek != 0, dontWait: flags&DontWait != 0}
+	if _, err := s.mux.recv(s, one[:], mode); err != nil {
 		return 0, 0, s.opError("recv", err)
 	}
 	msg := &one[0]
@@ -207,18 +239,15 @@ func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, er
 		}
 		return n, rflags, nil
 	}
-	s.stats.rxBytes.Add(uint64(n))
 	switch {
 	case n == len(msg.b):
 		rflags = EOR
-		s.stats.rxMsgs.Add(1)
 	case s.typ == SeqPacket:
 		msg.b = msg.b[n:]
 		s.putBack(*msg, false)
 		return n, 0, nil
 	default:
 		rflags = EOR | Trunc
-		s.stats.rxMsgs.Add(1)
 		err = s.opError("recv", ErrTruncated)
 	}
 	msg.Release()
@@ -250,30 +279,23 @@ func (s *Socket) putBack(msg Message, peeked bool) {
 // its bytes from a pooled buffer until Release.
 func (s *Socket) RecvMessage() (Message, error) {
 	var one [1]Message
-	if _, err := s.mux.recv(s, one[:], false); err != nil {
+	if _, err := s.mux.recv(s, one[:], rxMode{limit: -1}); err != nil {
 		return Message{}, s.opError("recv", err)
 	}
-	s.stats.rxMsgs.Add(1)
-	s.stats.rxBytes.Add(uint64(len(one[0].b)))
 	return one[0], nil
 }
 
 // RecvBatch receives up to len(ms) messages without copying them, blocking
-// only for the first. It returns how many it stored; release each.
+// only for the first. It returns how many it stored; release each, or all
+// with ReleaseBatch.
 func (s *Socket) RecvBatch(ms []Message) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
 	}
-	n, err := s.mux.recv(s, ms, false)
+	n, err := s.mux.recv(s, ms, rxMode{limit: -1})
 	if err != nil {
 		return 0, s.opError("recv", err)
 	}
-	bytes := 0
-	for i := range ms[:n] {
-		bytes += len(ms[i].b)
-	}
-	s.stats.rxMsgs.Add(uint64(n))
-	s.stats.rxBytes.Add(uint64(bytes))
 	return n, nil
 }
 
@@ -281,18 +303,16 @@ func (s *Socket) RecvBatch(ms []Message) (int, error) {
 // one that does not fit b, whatever the socket's type.
 func (s *Socket) Read(b []byte) (int, error) {
 	var one [1]Message
-	if _, err := s.mux.recv(s, one[:], false); err != nil {
+	if _, err := s.mux.recv(s, one[:], rxMode{limit: len(b), partial: true}); err != nil {
 		return 0, s.opError("read", err)
 	}
 	msg := &one[0]
 	n := copy(b, msg.b)
-	s.stats.rxBytes.Add(uint64(n))
 	if n < len(msg.b) {
 		msg.b = msg.b[n:]
 		s.putBack(*msg, false)
 		return n, nil
 	}
-	s.stats.rxMsgs.Add(1)
 	msg.Release()
 	return n, nil
 }
@@ -350,11 +370,6 @@ func (s *Socket) Close() error {
 		}
 	}
 	m.sockIdx.free(s.index)
-	st := s.stats.snapshot()
-	m.sockGone.RxMsgs += st.RxMsgs
-	m.sockGone.RxBytes += st.RxBytes
-	m.sockGone.TxMsgs += st.TxMsgs
-	m.sockGone.TxBytes += st.TxBytes
 	if len(m.sockets) == 0 {
 		m.dropReadyLocked()
 	}

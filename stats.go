@@ -46,19 +46,27 @@ type SocketStats struct {
 	TxBytes uint64 // bytes of those messages
 }
 
-// psockCounters are updated by whichever goroutine owns the psock's receive
-// or transmit side at the time and read by Stats from anywhere.
+// psockCounters are the psock's rare-event counters, updated by whichever
+// goroutine owns the psock's receive or transmit side at the time and read
+// by Stats from anywhere. The per-message counters live elsewhere so the
+// data path needs no atomic operation for them: rx ones under mux.mu, tx
+// ones under the psock's tx.mu.
 type psockCounters struct {
-	rxMsgs, rxBytes, txMsgs, txBytes            atomic.Uint64
 	reserved, unreserved, txAborts, needMoreHdr atomic.Uint64
 	msgTooBig, msgTimeouts, badHdrLen           atomic.Uint64
 	interrupted, unrecovIntr, memFail           atomic.Uint64
 }
 
+// msgCount counts messages and their bytes.
+type msgCount struct{ msgs, bytes uint64 }
+
+func (c *msgCount) add(n, bytes int) {
+	c.msgs += uint64(n)
+	c.bytes += uint64(bytes)
+}
+
 func (c *psockCounters) snapshot() PsockStats {
 	return PsockStats{
-		RxMsgs: c.rxMsgs.Load(), RxBytes: c.rxBytes.Load(),
-		TxMsgs: c.txMsgs.Load(), TxBytes: c.txBytes.Load(),
 		Reserved: c.reserved.Load(), Unreserved: c.unreserved.Load(),
 		TxAborts: c.txAborts.Load(), NeedMoreHdr: c.needMoreHdr.Load(),
 		MsgTooBig: c.msgTooBig.Load(), MsgTimeouts: c.msgTimeouts.Load(),
@@ -84,12 +92,11 @@ func (s *PsockStats) add(o PsockStats) {
 	s.MemFail += o.MemFail
 }
 
+// socketCounters: the receive counters are guarded by mux.mu, the transmit
+// ones are atomics (concurrent senders share a socket without a lock).
 type socketCounters struct {
-	rxMsgs, rxBytes, txMsgs, txBytes atomic.Uint64
-}
-
-func (c *socketCounters) snapshot() SocketStats {
-	return SocketStats{RxMsgs: c.rxMsgs.Load(), RxBytes: c.rxBytes.Load(), TxMsgs: c.txMsgs.Load(), TxBytes: c.txBytes.Load()}
+	rx              msgCount
+	txMsgs, txBytes atomic.Uint64
 }
 
 type muxCounters struct {

@@ -25,13 +25,14 @@ type strparser struct {
 	since      time.Time // when the first byte of the message at start arrived
 	lastRead   time.Time // when the last read returned (kept only with a timeout)
 	err        error     // sticky: once the stream is unparsable it stays so
+	carved     msgCount  // messages carved since the owner last published them
 }
 
 // buffered returns the number of bytes read but not yet carved out.
 func (sp *strparser) buffered() int { return sp.end - sp.start }
 
 // next carves the next complete message out of the buffer, takes a
-// reference on the buffer for it and counts it. It returns ok=false when
+// reference on the buffer for it and counts it in carved. It returns ok=false when
 // more bytes are needed, and an error when the stream cannot be parsed;
 // the error aborts the psock and stays.
 func (sp *strparser) next(p *Psock) (m Message, ok bool, err error) {
@@ -40,8 +41,7 @@ func (sp *strparser) next(p *Psock) (m Message, ok bool, err error) {
 		return m, false, err
 	}
 	sp.buf.ref()
-	sp.stats.rxMsgs.Add(1)
-	sp.stats.rxBytes.Add(uint64(len(b)))
+	sp.carved.add(1, len(b))
 	return Message{b: b, buf: sp.buf, p: p}, true, nil
 }
 
@@ -60,8 +60,7 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 	}
 	if n > 0 {
 		sp.buf.refs.Add(int32(n))
-		sp.stats.rxMsgs.Add(uint64(n))
-		sp.stats.rxBytes.Add(uint64(bytes))
+		sp.carved.add(n, bytes)
 	}
 	return n
 }

@@ -102,6 +102,8 @@ type txState struct {
 	spareBuf []byte
 	idle     chan struct{} // closed when the writer stops, for Unattach
 	cut      bool          // a write stopped in the middle of a message
+	count    msgCount      // messages written, guarded by mu
+	sent     msgCount      // written by the current writer, not yet in count
 
 	load atomic.Int64 // bytes queued or being written, for psock choice
 	iov  net.Buffers  // writer's scratch
@@ -154,8 +156,7 @@ func (m *Mux) transmit(s *Socket, b []byte, dl time.Time) error {
 			t.mu.Unlock()
 			n, err := p.conn.Write(b)
 			if err == nil || n == len(b) {
-				p.stats.txMsgs.Add(1)
-				p.stats.txBytes.Add(uint64(len(b)))
+				t.sent.add(1, len(b))
 				m.flushQueued(p)
 				return nil
 			}
@@ -255,8 +256,7 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 		sent += len(b)
 		done++
 	}
-	p.stats.txMsgs.Add(uint64(done))
-	p.stats.txBytes.Add(uint64(sent))
+	t.sent.add(done, sent)
 	if err != nil && done == len(msgs) {
 		err = nil
 	}
@@ -270,6 +270,8 @@ func (m *Mux) flushQueued(p *Psock) {
 	budget := flushBudget
 	for {
 		t.mu.Lock()
+		t.count.add(int(t.sent.msgs), int(t.sent.bytes))
+		t.sent = msgCount{}
 		if t.stopped || len(t.q) == 0 {
 			t.writing = false
 			if t.idle != nil {
@@ -358,8 +360,7 @@ func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error)
 		bytes += size
 		m.finishEntry(p, e, nil)
 	}
-	p.stats.txMsgs.Add(uint64(msgs))
-	p.stats.txBytes.Add(uint64(bytes))
+	p.tx.sent.add(msgs, bytes)
 	if i == len(q) {
 		return
 	}
