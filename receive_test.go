@@ -710,3 +710,28 @@ func TestRecvMessageAndBatch(t *testing.T) {
 		}
 	}
 }
+
+// A parser that panics on bad input stops its psock with a parse error;
+// the process and the other psocks go on.
+func TestPanickingParserStopsOnlyItsPsock(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	c, peer := tcpPair(t)
+	bad, err := m.Attach(c, kcm.ParserFunc(func(b []byte) (int, error) {
+		var table [4]int
+		return table[int(b[0])], nil // index out of range on bytes >= 4
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, goodPeer := attachPeer(t, m)
+	peer.Write([]byte{200})
+	if err := waitDone(t, bad); !errors.Is(err, kcm.ErrParse) {
+		t.Fatalf("Err = %v, want ErrParse", err)
+	}
+	msg := msgOf(1, 10)
+	goodPeer.Write(msg)
+	if got := recvWithin(t, s, 5*time.Second); !bytes.Equal(got, msg) {
+		t.Fatal("good psock's message lost")
+	}
+}

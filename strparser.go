@@ -1,6 +1,7 @@
 package kcm
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -96,7 +97,7 @@ func (sp *strparser) carve() (b []byte, ok bool, err error) {
 
 func (sp *strparser) parse() error {
 	b := sp.buf.b[sp.start:sp.end]
-	n, err := sp.parser.Parse(b)
+	n, err := callParser(sp.parser, b)
 	switch {
 	case err != nil:
 		if sp.seen > 0 {
@@ -126,6 +127,19 @@ func (sp *strparser) parse() error {
 	sp.need = n
 	return nil
 }
+
+// callParser calls p, turning a panic into an error: a parser that chokes
+// on bad input stops its psock, not the process.
+func callParser(p Parser, b []byte) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, fmt.Errorf("%w: %v", errParserPanic, r)
+		}
+	}()
+	return p.Parse(b)
+}
+
+var errParserPanic = errors.New("parser panicked")
 
 // space returns the free part of the buffer to read into, moving or
 // growing the buffer so the message being assembled fits in one piece.
