@@ -47,8 +47,9 @@ type Config struct {
 
 	// OnPsockError, if set, is called once for each psock that fails (parser
 	// error, size or assembly limit, connection error or peer EOF), after it
-	// has left the mux. It is called from a kcm goroutine and must not
-	// block for long.
+	// has left the mux, in a goroutine of its own (so it may call any
+	// method of the mux, Close included). Mux.Close does not wait for
+	// callbacks still running.
 	OnPsockError func(p *Psock, err error)
 }
 

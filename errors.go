@@ -1,13 +1,18 @@
 package kcm
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"net"
+)
 
 // Sentinel errors. Errors returned by kcm wrap these with context; test for
 // them with errors.Is.
 var (
 	// ErrClosed is returned by calls on a closed Socket or Mux, and is the
-	// Err of a psock whose mux was closed.
-	ErrClosed = errors.New("kcm: use of closed socket or mux")
+	// Err of a psock whose mux was closed. It wraps net.ErrClosed, as the
+	// errors of closed net.Conns do.
+	ErrClosed = fmt.Errorf("kcm: use of closed socket or mux: %w", net.ErrClosed)
 
 	// ErrMessageTooBig aborts a psock whose parser returned a length above
 	// the psock's maximum message size (kernel EMSGSIZE, counter msg_too_big).

@@ -90,11 +90,13 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 	if !reflect.TypeOf(c).Comparable() {
 		return nil, fmt.Errorf("kcm: attach: connection type %T is not comparable: %w", c, ErrBadConn)
 	}
-	if err := c.SetReadDeadline(time.Time{}); err != nil {
-		return nil, fmt.Errorf("kcm: attach: %w: %w", ErrBadConn, err)
-	}
 	if _, dup := attachedConns.LoadOrStore(c, struct{}{}); dup {
 		return nil, fmt.Errorf("kcm: attach %v: %w", c.RemoteAddr(), ErrAlreadyAttached)
+	}
+	// Probe for a closed connection, now that nobody else may touch it.
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		attachedConns.Delete(c)
+		return nil, fmt.Errorf("kcm: attach: %w: %w", ErrBadConn, err)
 	}
 	ps := m.newPsock(c, p, pc)
 
@@ -157,7 +159,9 @@ func (m *Mux) Close() error {
 	for _, s := range m.sockets {
 		s.closed = true
 		s.shut.Store(true)
+		s.kickSenders()
 	}
+	m.sockets = nil
 	m.waiters.wakeAll()
 	m.dropReadyLocked()
 	m.backlog.dropLocked()
@@ -172,6 +176,9 @@ func (m *Mux) dropReadyLocked() {
 		msg := m.ready.pop()
 		msg.Release()
 		m.stats.rxReadyDrops.Add(1)
+	}
+	if m.nPaused > 0 && !m.closed {
+		m.resumeLocked()
 	}
 }
 

@@ -63,6 +63,7 @@ type Psock struct {
 	rn         int
 	rerr       error
 	keepBuf    bool
+	noWait     bool // the reader must not block (a DontWait receive)
 	pendingErr error
 
 	tx txState

@@ -12,6 +12,9 @@ func (p *Psock) fill(keep bool) error {
 	if p.raw != nil {
 		return p.fillRaw(keep)
 	}
+	if p.noWait {
+		return ErrWouldBlock // a plain connection cannot be read without blocking
+	}
 	n, err := p.conn.Read(p.sp.space())
 	if n > 0 {
 		p.sp.commit(n)

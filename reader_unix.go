@@ -40,6 +40,10 @@ func (p *Psock) rawRead(fd uintptr) bool {
 			continue
 		}
 		if err == syscall.EAGAIN {
+			if p.noWait {
+				p.rn, p.rerr = 0, err
+				return true
+			}
 			if !p.keepBuf {
 				p.sp.dropIfEmpty()
 			}
@@ -54,6 +58,9 @@ func (p *Psock) fillRaw(keep bool) error {
 	p.keepBuf = keep
 	if err := p.raw.Read(p.readFn); err != nil {
 		return err
+	}
+	if p.rerr == syscall.EAGAIN {
+		return ErrWouldBlock
 	}
 	if p.rerr != nil {
 		return os.NewSyscallError("read", p.rerr)

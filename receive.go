@@ -138,9 +138,14 @@ func (m *Mux) recv(s *Socket, out []Message, mode rxMode) (n int, err error) {
 }
 
 func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
+	tried := false // a non-blocking receive reads the psock once
 	for {
 		if s.closed {
 			return 0, ErrClosed
+		}
+		dl := s.rdl
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			return 0, os.ErrDeadlineExceeded
 		}
 		if s.partial.b != nil {
 			out[0], s.partial = s.partial, Message{}
@@ -150,20 +155,19 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			if m.ready.len() > 0 {
 				return m.popReadyLocked(out), nil
 			}
-			if p := m.leadableLocked(); p != nil {
+			if p := m.leadableLocked(); p != nil && !tried {
 				p.rx, p.leader = rxLed, s
-				if n := m.lead(p, s, out); n > 0 {
+				n, err := m.lead(p, s, out, mode.dontWait)
+				if n > 0 {
 					return n, nil
 				}
+				tried = err == ErrWouldBlock
 				continue
 			}
 		}
 		if mode.dontWait {
+			m.watchAllLocked()
 			return 0, ErrWouldBlock
-		}
-		dl := s.rdl
-		if !dl.IsZero() && !time.Now().Before(dl) {
-			return 0, os.ErrDeadlineExceeded
 		}
 		w := s.getWaiter()
 		m.waiters.push(w)
@@ -180,7 +184,7 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			return 1, nil
 		}
 		if p != nil {
-			if n := m.lead(p, s, out); n > 0 {
+			if n, _ := m.lead(p, s, out, false); n > 0 {
 				return n, nil
 			}
 		}
@@ -244,9 +248,10 @@ func (m *Mux) startReaderLocked(p *Psock) {
 // lead reads p for receiver s until s has at least one message. It is
 // called and returns with m.mu held, p.rx == rxLed on entry. It returns 0
 // when s must look at the mux again (p failed, was interrupted, or s's
-// deadline passed).
-func (m *Mux) lead(p *Psock, s *Socket, out []Message) int {
+// deadline passed), with ErrWouldBlock when noWait found nothing to read.
+func (m *Mux) lead(p *Psock, s *Socket, out []Message, noWait bool) (int, error) {
 	sdl := s.rdl
+	p.noWait = noWait
 	m.mu.Unlock()
 	for {
 		msg, ok, err := p.sp.next(p)
@@ -254,9 +259,10 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message) int {
 			out[0] = msg
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
+			p.noWait = false
 			m.shareLocked(p)
 			m.releaseReadLocked(p)
-			return n
+			return n, nil
 		}
 		if err == nil {
 			if err = p.waitRead(sdl, true); err == nil {
@@ -265,7 +271,10 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message) int {
 		}
 		m.mu.Lock()
 		m.readFailedLocked(p, err)
-		return 0
+		if err == ErrWouldBlock {
+			return 0, err
+		}
+		return 0, nil
 	}
 }
 
@@ -385,7 +394,8 @@ func earliest(a, b time.Time) time.Time {
 // readFailedLocked handles a reader's error: an interrupt just ends the
 // read session; anything else makes the psock fail.
 func (m *Mux) readFailedLocked(p *Psock, err error) {
-	if err != errInterrupted && !p.gone && !p.unattaching {
+	p.noWait = false
+	if err != errInterrupted && err != ErrWouldBlock && !p.gone && !p.unattaching {
 		if err == io.EOF && p.sp.buffered() > 0 {
 			err = io.ErrUnexpectedEOF
 		} else if err != io.EOF && !errors.Is(err, ErrParse) && !errors.Is(err, ErrMessageTimeout) &&

@@ -31,8 +31,10 @@ type Socket struct {
 	partial  Message // rest of a SeqPacket message, or a peeked one
 	free     []*waiter
 
-	txmu    sync.Mutex  // builds multi-call messages and batches
-	held    atomic.Bool // open or batch hold something
+	kmu     sync.Mutex    // guards kch
+	kch     chan struct{} // closed when the write deadline changes or the socket closes
+	txmu    sync.Mutex    // builds multi-call messages and batches
+	held    atomic.Bool   // open or batch hold something
 	wdl     atomic.Pointer[time.Time]
 	open    []byte   // a message being built with More
 	batch   [][]byte // messages held by Batch
@@ -141,11 +143,11 @@ func (s *Socket) sendOne(msg []byte) error {
 	if err := s.sendCheck(); err != nil {
 		return err
 	}
-	s.stats.txMsgs.Add(1)
-	s.stats.txBytes.Add(uint64(len(msg)))
-	if err := s.mux.transmit(s, msg, s.writeDeadline()); err != nil {
+	if err := s.mux.transmit(s, msg); err != nil {
 		return s.opError("send", err)
 	}
+	s.stats.txMsgs.Add(1)
+	s.stats.txBytes.Add(uint64(len(msg)))
 	return nil
 }
 
@@ -175,11 +177,11 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	s.stats.txMsgs.Add(uint64(n))
-	s.stats.txBytes.Add(uint64(bytes))
-	if err := s.mux.transmitBatch(s, msgs, s.writeDeadline()); err != nil {
+	if err := s.mux.transmitBatch(s, msgs); err != nil {
 		return s.opError("send", err)
 	}
+	s.stats.txMsgs.Add(uint64(n))
+	s.stats.txBytes.Add(uint64(bytes))
 	return nil
 }
 
@@ -187,7 +189,31 @@ func (s *Socket) sendCheck() error {
 	if s.shut.Load() {
 		return s.opError("send", ErrClosed)
 	}
+	if dl := s.wdl.Load(); dl != nil && !dl.IsZero() && !time.Now().Before(*dl) {
+		return os.ErrDeadlineExceeded
+	}
 	return nil
+}
+
+// txSignal returns a channel closed at the next change of the socket's
+// write deadline or its closing, for senders waiting to be written.
+func (s *Socket) txSignal() <-chan struct{} {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	if s.kch == nil {
+		s.kch = make(chan struct{})
+	}
+	return s.kch
+}
+
+// kickSenders wakes the socket's waiting senders to look again.
+func (s *Socket) kickSenders() {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	if s.kch != nil {
+		close(s.kch)
+		s.kch = nil
+	}
 }
 
 func (s *Socket) writeDeadline() time.Time {
@@ -230,7 +256,7 @@ func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, er
 	msg := &one[0]
 	n = copy(b, msg.b)
 	if flags&Peek != 0 {
-		s.putBack(*msg, true)
+		s.putBack(*msg)
 		if n < len(msg.b) && s.typ == Datagram {
 			return n, Trunc, nil
 		}
@@ -243,8 +269,8 @@ func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, er
 	case n == len(msg.b):
 		rflags = EOR
 	case s.typ == SeqPacket:
-		msg.b = msg.b[n:]
-		s.putBack(*msg, false)
+		msg.b, msg.rest = msg.b[n:], true
+		s.putBack(*msg)
 		return n, 0, nil
 	default:
 		rflags = EOR | Trunc
@@ -255,17 +281,17 @@ func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, er
 }
 
 // putBack returns a message the socket did not consume: the rest of a
-// SeqPacket message stays with the socket, a peeked whole message goes back
-// to the head of the mux's queue for any socket.
-func (s *Socket) putBack(msg Message, peeked bool) {
+// message it began reading stays with the socket; a whole (peeked) message
+// goes back to the head of the mux's queue, for any socket.
+func (s *Socket) putBack(msg Message) {
 	m := s.mux
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s.closed {
-		msg.Release()
-		return
-	}
-	if s.partial.b == nil && (!peeked || s.typ == SeqPacket) {
+	if msg.rest {
+		if s.closed {
+			msg.Release()
+			return
+		}
 		s.partial = msg
 		return
 	}
@@ -309,8 +335,8 @@ func (s *Socket) Read(b []byte) (int, error) {
 	msg := &one[0]
 	n := copy(b, msg.b)
 	if n < len(msg.b) {
-		msg.b = msg.b[n:]
-		s.putBack(*msg, false)
+		msg.b, msg.rest = msg.b[n:], true
+		s.putBack(*msg)
 		return n, nil
 	}
 	msg.Release()
@@ -363,6 +389,8 @@ func (s *Socket) Close() error {
 	s.partial.Release()
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
+	m.dropSocketLocked(s)
+	s.kickSenders()
 	for i, o := range m.sockets {
 		if o == s {
 			m.sockets = append(m.sockets[:i], m.sockets[i+1:]...)
@@ -403,6 +431,7 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 // message whose writing has begun is always written whole. Zero means none.
 func (s *Socket) SetWriteDeadline(t time.Time) error {
 	s.wdl.Store(&t)
+	s.kickSenders()
 	return nil
 }
 

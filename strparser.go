@@ -76,6 +76,9 @@ func (sp *strparser) carve() (b []byte, ok bool, err error) {
 		return nil, false, nil
 	}
 	if sp.need == 0 {
+		if avail == sp.seen {
+			return nil, false, nil // the parser already found these bytes short
+		}
 		if err := sp.parse(); err != nil {
 			sp.err = err
 			return nil, false, err

@@ -39,6 +39,7 @@ type txEntry struct {
 	ext    []byte    // the message, outside cbuf
 	w      *txWaiter // the sender waiting for ext to be written, if any
 	owned  bool      // the mux holds the bytes: they count in the send buffer
+	s      *Socket   // the sending socket; nil for retried messages
 }
 
 func (e *txEntry) bytes(cbuf []byte) []byte {
@@ -55,32 +56,49 @@ type txWaiter struct {
 	timer *time.Timer
 }
 
-// wait blocks until the message is written or must be retried, or the
-// deadline passes while it is still queued (withdraw is then called, under
-// the queue's lock, to take it out).
-func (w *txWaiter) wait(dl time.Time, mu *sync.Mutex, withdraw func() bool) error {
-	if dl.IsZero() {
-		return <-w.done
+// wait blocks until the message is written or must be retried. While it
+// is still queued, the socket's closing or the passing of its write
+// deadline (which may change meanwhile) withdraws it: withdraw is called
+// under mu to take it out.
+func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool) error {
+	for {
+		sig := s.txSignal()
+		var give error
+		dl := s.writeDeadline()
+		switch {
+		case s.shut.Load():
+			give = ErrClosed
+		case !dl.IsZero() && !time.Now().Before(dl):
+			give = os.ErrDeadlineExceeded
+		}
+		if give != nil {
+			mu.Lock()
+			if !w.taken && withdraw() {
+				mu.Unlock()
+				return give
+			}
+			mu.Unlock()
+			return <-w.done // being written: it goes out whole
+		}
+		var timeout <-chan time.Time
+		if !dl.IsZero() {
+			if w.timer == nil {
+				w.timer = time.NewTimer(time.Until(dl))
+			} else {
+				w.timer.Reset(time.Until(dl))
+			}
+			timeout = w.timer.C
+		}
+		select {
+		case err := <-w.done:
+			if w.timer != nil {
+				w.timer.Stop()
+			}
+			return err
+		case <-timeout:
+		case <-sig:
+		}
 	}
-	d := time.Until(dl)
-	if w.timer == nil {
-		w.timer = time.NewTimer(d)
-	} else {
-		w.timer.Reset(d)
-	}
-	defer w.timer.Stop()
-	select {
-	case err := <-w.done:
-		return err
-	case <-w.timer.C:
-	}
-	mu.Lock()
-	if !w.taken && withdraw() {
-		mu.Unlock()
-		return os.ErrDeadlineExceeded
-	}
-	mu.Unlock()
-	return <-w.done
 }
 
 var txWaiterPool = sync.Pool{New: func() any { return &txWaiter{done: make(chan error, 1)} }}
@@ -104,6 +122,10 @@ type txState struct {
 	cut      bool          // a write stopped in the middle of a message
 	count    msgCount      // messages written, guarded by mu
 	sent     msgCount      // written by the current writer, not yet in count
+	writer   *Socket       // the socket writing its own message, if any
+	// closeKicked: a socket's close set the write deadline in the past to
+	// stop the writer; the writer restores it.
+	closeKicked bool
 
 	load atomic.Int64 // bytes queued or being written, for psock choice
 	iov  net.Buffers  // writer's scratch
@@ -111,10 +133,10 @@ type txState struct {
 	wbuf []byte
 }
 
-func (t *txState) enqueueCopy(b []byte) {
+func (t *txState) enqueueCopy(b []byte, s *Socket) {
 	off := len(t.cbuf)
 	t.cbuf = append(t.cbuf, b...)
-	t.q = append(t.q, txEntry{off: off, n: len(b), owned: true})
+	t.q = append(t.q, txEntry{off: off, n: len(b), owned: true, s: s})
 	t.load.Add(int64(len(b)))
 }
 
@@ -132,11 +154,11 @@ func (t *txState) withdraw(w *txWaiter) bool {
 
 // transmit sends one message from s, retrying on other psocks until it
 // is written or queued.
-func (m *Mux) transmit(s *Socket, b []byte, dl time.Time) error {
+func (m *Mux) transmit(s *Socket, b []byte) error {
 	for {
 		p := m.pickTx(s)
 		if p == nil {
-			err := m.backlog.add(b, dl)
+			err := m.backlog.add(s, b)
 			if err == errRetry {
 				continue
 			}
@@ -152,13 +174,19 @@ func (m *Mux) transmit(s *Socket, b []byte, dl time.Time) error {
 			continue
 		}
 		if !t.writing {
-			t.writing = true
+			t.writing, t.writer = true, s
 			t.mu.Unlock()
 			n, err := p.conn.Write(b)
 			if err == nil || n == len(b) {
 				t.sent.add(1, len(b))
 				m.flushQueued(p)
 				return nil
+			}
+			if s.shut.Load() {
+				// Socket.Close interrupted the write.
+				m.writeCutByClose(p, n > 0)
+				m.flushQueued(p)
+				return ErrClosed
 			}
 			m.writeFailed(p, err, n > 0)
 			m.flushQueued(p)
@@ -170,15 +198,15 @@ func (m *Mux) transmit(s *Socket, b []byte, dl time.Time) error {
 			continue
 		}
 		if len(b) <= copyLimit && m.backlog.reserve(len(b)) {
-			t.enqueueCopy(b)
+			t.enqueueCopy(b, s)
 			t.mu.Unlock()
 			return nil
 		}
 		w := getTxWaiter()
-		t.q = append(t.q, txEntry{ext: b, w: w})
+		t.q = append(t.q, txEntry{ext: b, w: w, s: s})
 		t.load.Add(int64(len(b)))
 		t.mu.Unlock()
-		err := w.wait(dl, &t.mu, func() bool { return t.withdraw(w) })
+		err := w.wait(s, &t.mu, func() bool { return t.withdraw(w) })
 		txWaiterPool.Put(w)
 		if err != errRetry {
 			return err
@@ -189,7 +217,7 @@ func (m *Mux) transmit(s *Socket, b []byte, dl time.Time) error {
 // transmitBatch writes msgs together on one psock when one is idle: small
 // messages are coalesced into one write, others go in one writev. Each
 // message stays atomic; a failure restarts the unwritten ones elsewhere.
-func (m *Mux) transmitBatch(s *Socket, msgs [][]byte, dl time.Time) error {
+func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 	for len(msgs) > 0 {
 		p := m.pickTx(s)
 		if p == nil {
@@ -201,13 +229,18 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte, dl time.Time) error {
 			t.mu.Unlock()
 			break
 		}
-		t.writing = true
+		t.writing, t.writer = true, s
 		t.mu.Unlock()
 		done, cut, err := p.writeBatch(msgs)
 		msgs = msgs[done:]
 		if err == nil {
 			m.flushQueued(p)
 			return nil
+		}
+		if s.shut.Load() {
+			m.writeCutByClose(p, cut)
+			m.flushQueued(p)
+			return ErrClosed
 		}
 		m.writeFailed(p, err, cut)
 		m.flushQueued(p)
@@ -218,7 +251,7 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte, dl time.Time) error {
 		m.stats.txRetries.Add(1)
 	}
 	for _, b := range msgs {
-		if err := m.transmit(s, b, dl); err != nil {
+		if err := m.transmit(s, b); err != nil {
 			return err
 		}
 	}
@@ -272,6 +305,12 @@ func (m *Mux) flushQueued(p *Psock) {
 		t.mu.Lock()
 		t.count.add(int(t.sent.msgs), int(t.sent.bytes))
 		t.sent = msgCount{}
+		t.writer = nil
+		if t.closeKicked {
+			// A socket's close interrupted a write: undo its deadline.
+			t.closeKicked = false
+			p.conn.SetWriteDeadline(time.Time{})
+		}
 		if t.stopped || len(t.q) == 0 {
 			t.writing = false
 			if t.idle != nil {
@@ -320,6 +359,10 @@ func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 	for i := range q {
 		e := &q[i]
 		if e.ext == nil {
+			if start >= 0 && e.off != end { // a dropped message left a gap
+				iov = append(iov, buf[start:end])
+				start = -1
+			}
 			if start < 0 {
 				start = e.off
 			}
@@ -410,7 +453,7 @@ func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
 	for {
 		p := m.pickTx(nil)
 		if p == nil {
-			m.backlog.q = append(m.backlog.q, txEntry{ext: append([]byte(nil), b...), owned: true})
+			m.backlog.q = append(m.backlog.q, txEntry{ext: append([]byte(nil), b...), owned: true, s: e.s})
 			return
 		}
 		t := &p.tx
@@ -419,7 +462,7 @@ func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
 			t.mu.Unlock()
 			continue
 		}
-		t.enqueueCopy(b)
+		t.enqueueCopy(b, e.s)
 		m.kickLocked(p)
 		t.mu.Unlock()
 		return
@@ -435,6 +478,62 @@ func (m *Mux) kickLocked(p *Psock) {
 	p.tx.writing = true
 	m.wg.Add(1)
 	go m.flushInBackground(p)
+}
+
+// writeCutByClose ends a write that the closing of its socket interrupted:
+// a psock whose stream now holds part of a message leaves the mux; one
+// that got no byte of it stays.
+func (m *Mux) writeCutByClose(p *Psock, cut bool) {
+	if !cut {
+		p.conn.SetWriteDeadline(time.Time{})
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !p.unattaching {
+		m.failLocked(p, fmt.Errorf("kcm: psock %d: %w: its socket closed mid-message", p.index, ErrMidMessage))
+		return
+	}
+	p.tx.mu.Lock()
+	p.tx.cut = true
+	p.tx.mu.Unlock()
+}
+
+// dropSocketLocked drops the messages of a closing socket that wait in
+// the backlog or in psock queues; messages being written go out whole,
+// except the one the socket writes itself, which is interrupted.
+func (m *Mux) dropSocketLocked(s *Socket) {
+	m.backlog.q = m.dropEntries(nil, m.backlog.q, nil, s)
+	for _, p := range m.psocks {
+		t := &p.tx
+		t.mu.Lock()
+		t.q = m.dropEntries(p, t.q, t.cbuf, s)
+		if t.writing && t.writer == s {
+			t.closeKicked = true
+			p.conn.SetWriteDeadline(aLongTimeAgo)
+		}
+		t.mu.Unlock()
+	}
+}
+
+// dropEntries removes s's copied messages from q (waiting senders withdraw
+// their own).
+func (m *Mux) dropEntries(p *Psock, q []txEntry, cbuf []byte, s *Socket) []txEntry {
+	out := q[:0]
+	for i := range q {
+		e := &q[i]
+		if e.s == s && e.owned && e.w == nil {
+			size := len(e.bytes(cbuf))
+			m.backlog.unreserve(size)
+			if p != nil {
+				p.tx.load.Add(-int64(size))
+			}
+			continue
+		}
+		out = append(out, *e)
+	}
+	clear(q[len(out):])
+	return out
 }
 
 // writeFailed handles a write error on p: the psock fails, unless it is
@@ -578,9 +677,9 @@ func (b *backlog) reserve(n int) bool {
 
 func (b *backlog) unreserve(n int) { b.queued.Add(-int64(n)) }
 
-// add holds a message while no psock is attached. It returns errRetry if a
-// psock appeared meanwhile.
-func (b *backlog) add(msg []byte, dl time.Time) error {
+// add holds a message of s while no psock is attached. It returns errRetry
+// if a psock appeared meanwhile.
+func (b *backlog) add(s *Socket, msg []byte) error {
 	m := b.m
 	m.mu.Lock()
 	if m.closed {
@@ -592,14 +691,14 @@ func (b *backlog) add(msg []byte, dl time.Time) error {
 		return errRetry
 	}
 	if b.reserve(len(msg)) {
-		b.q = append(b.q, txEntry{ext: append([]byte(nil), msg...), owned: true})
+		b.q = append(b.q, txEntry{ext: append([]byte(nil), msg...), owned: true, s: s})
 		m.mu.Unlock()
 		return nil
 	}
 	w := getTxWaiter()
-	b.q = append(b.q, txEntry{ext: msg, w: w})
+	b.q = append(b.q, txEntry{ext: msg, w: w, s: s})
 	m.mu.Unlock()
-	err := w.wait(dl, &m.mu, func() bool {
+	err := w.wait(s, &m.mu, func() bool {
 		for i := range b.q {
 			if b.q[i].w == w {
 				b.q = append(b.q[:i], b.q[i+1:]...)

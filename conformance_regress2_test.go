@@ -1,0 +1,264 @@
+package kcm_test
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+func TestConformanceProbeSocketCloseWakesBlockedSend(t *testing.T) {
+	m := newMux(t, kcm.Config{SendBuffer: 1000})
+	s := m.NewSocket(kcm.Datagram)
+	if err := s.Send(msgOf(1, 900)); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Send(msgOf(2, 900)) }()
+	time.Sleep(20 * time.Millisecond) // let it block: no event
+	s.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, kcm.ErrClosed) {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Send blocked in the send buffer ignores Socket.Close")
+	}
+}
+
+func TestConformanceProbeWriteDeadlineSetWhileBlocked(t *testing.T) {
+	m := newMux(t, kcm.Config{SendBuffer: 1000})
+	s := m.NewSocket(kcm.Datagram)
+	if err := s.Send(msgOf(1, 900)); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Send(msgOf(2, 900)) }()
+	time.Sleep(20 * time.Millisecond) // let it block: no event
+	s.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	select {
+	case err := <-errc:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("blocked Send ignores a write deadline set while it waits")
+	}
+}
+
+func TestConformanceProbeSocketCloseDropsBacklog(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	a := m.NewSocket(kcm.Datagram)
+	b := a.Clone()
+	for i := 0; i < 3; i++ {
+		a.Send(msgOf(uint32(i), 50))
+	}
+	a.Close()
+	b.Send(msgOf(99, 50))
+	_, peer := attachPeer(t, m)
+	if id := checkMsg(t, readMsg(t, peer)); id != 99 {
+		t.Fatalf("first message on the wire is %d: the closed socket's unsent messages were written", id)
+	}
+}
+
+func TestConformanceProbeWritePastDeadline(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	attachPeer(t, m)
+	s.SetWriteDeadline(time.Unix(1, 0))
+	n, err := s.Write(msgOf(1, 10))
+	if n != 0 || !isTimeout(err) {
+		t.Fatalf("Write with past deadline = %d, %v", n, err)
+	}
+}
+
+func TestConformanceProbeReadPastDeadlineWithQueued(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	p, peer := attachPeer(t, m)
+	peer.Write(msgOf(1, 10))
+	for p.Stats().RxMsgs < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	s.SetReadDeadline(time.Unix(1, 0))
+	n, err := s.Read(make([]byte, 100))
+	if n != 0 || !isTimeout(err) {
+		t.Fatalf("Read with past deadline = %d, %v", n, err)
+	}
+}
+
+func TestConformanceProbePausedPsockResumesForNewSocket(t *testing.T) {
+	m := newMux(t, kcm.Config{RecvBuffer: 4096})
+	s := m.NewSocket(kcm.Datagram)
+	p, peer := attachPeer(t, m)
+	for i := 0; i < 20; i++ {
+		peer.Write(msgOf(uint32(i), 1000))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(proc(m), "RxPause") {
+		if time.Now().After(deadline) {
+			t.Fatalf("psock never paused:\n%s", proc(m))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.Close() // drops the ready queue
+	s2 := m.NewSocket(kcm.Datagram)
+	err := cfDo(t, 3*time.Second, "Recv on a new socket", func() error {
+		s2.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := s2.Recv(make([]byte, 2000))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("psock paused forever after the ready queue was dropped: %v (psock rx %d msgs)\n%s", err, p.Stats().RxMsgs, proc(m))
+	}
+}
+
+func TestConformanceProbeDuplicateAttachLeavesConnAlone(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	c, peer := tcpPair(t)
+	if _, err := m.Attach(c, lenPrefix); err != nil {
+		t.Fatal(err)
+	}
+	cfLeaderMode(t, s, peer)
+	errc := make(chan error, 1)
+	go func() {
+		s.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, err := s.Recv(make([]byte, 100))
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the receive block, reading c
+	if _, err := m.Attach(c, lenPrefix); !errors.Is(err, kcm.ErrAlreadyAttached) {
+		t.Fatalf("second attach: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		peer.Write(msgOf(5, 10)) // unblock it
+		t.Fatal("a rejected duplicate Attach cleared the attached connection's read deadline: Recv missed its deadline")
+	}
+}
+
+func TestConformanceProbeParserNotRecalledWithoutNewBytes(t *testing.T) {
+	var mu sync.Mutex
+	var lens []int
+	parser := kcm.ParserFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		lens = append(lens, len(b))
+		mu.Unlock()
+		return lenPrefix(b)
+	})
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	c, peer := tcpPair(t)
+	p, err := m.Attach(c, parser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := msgOf(1, 100)
+	peer.Write(msg[:2])
+	for p.Stats().NeedMoreHdr == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// Several receives time out while the two bytes wait for more.
+	for i := 0; i < 3; i++ {
+		s.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		s.Recv(make([]byte, 200))
+	}
+	time.Sleep(200 * time.Millisecond) // background readers come and go
+	mu.Lock()
+	got := append([]int(nil), lens...)
+	mu.Unlock()
+	for i := 1; i < len(got); i++ {
+		if got[i] == got[i-1] {
+			t.Fatalf("parser called again with the same %d bytes (calls %v); NeedMoreHdr=%d", got[i], got, p.Stats().NeedMoreHdr)
+		}
+	}
+	peer.Write(msg[2:])
+	if g := recvWithin(t, s, 5*time.Second); !bytes.Equal(g, msg) {
+		t.Fatal("message differs")
+	}
+}
+
+func TestConformanceProbeSeqPacketPeekThenCloseMovesMessage(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	a := m.NewSocket(kcm.SeqPacket)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	msg := msgOf(1, 50)
+	peer.Write(msg)
+	buf := make([]byte, 100)
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := a.RecvMsg(buf, kcm.Peek); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b.SetReadDeadline(time.Now().Add(time.Second))
+	n, err := b.Recv(buf)
+	if err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("peeked message lost when the peeking socket closed: %v", err)
+	}
+}
+
+func TestConformanceProbeSeqPacketPeekedMessageTakeableByOthers(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	a := m.NewSocket(kcm.SeqPacket)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	msg := msgOf(1, 50)
+	peer.Write(msg)
+	buf := make([]byte, 100)
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := a.RecvMsg(buf, kcm.Peek); err != nil {
+		t.Fatal(err)
+	}
+	b.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	n, err := b.Recv(buf)
+	if err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("another socket cannot take a message socket a peeked (SeqPacket): %v", err)
+	}
+}
+
+func TestConformanceProbeBacklogOrderAcrossAttach(t *testing.T) {
+	for round := 0; round < 50; round++ {
+		m := kcm.NewMux(kcm.Config{})
+		s := m.NewSocket(kcm.Datagram)
+		const n = 3000
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; i < n; i++ {
+				if err := s.Send(msgOf(uint32(i), 8)); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Duration(round%7) * 100 * time.Microsecond)
+		c, peer := tcpPair(t)
+		if _, err := m.Attach(c, lenPrefix); err != nil {
+			t.Fatal(err)
+		}
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for i := 0; i < n; i++ {
+			if id := checkMsg(t, readMsg(t, peer)); id != uint32(i) {
+				m.Close()
+				<-done
+				t.Fatalf("round %d: message %d arrived in position %d", round, id, i)
+			}
+		}
+		<-done
+		m.Close()
+	}
+}
+
+var _ net.Conn
