@@ -6,8 +6,8 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/gokcm/kcm"
 )
