@@ -37,36 +37,40 @@ const (
 // A psock leaves its mux when it is unattached, when the mux closes, or when
 // it fails; Done is then closed and Err says why.
 type Psock struct {
-	mux     *Mux
-	conn    net.Conn
-	index   int
-	sp      strparser
-	stats   psockCounters
-	rxCount msgCount // messages parsed, guarded by mux.mu
+	// Fields are grouped by when they are touched: the receive path's, the
+	// transmit path's, then the rest, so a message touches few cache lines.
+	mux  *Mux
+	conn net.Conn
 
-	// Receive ownership, guarded by mux.mu. Whoever holds the read side
-	// (state rxLed or rxBg) owns sp and the fields in the next group.
-	rx         rxState
-	leader     *Socket
-	rxWait     chan struct{} // closed when the reader lets go
-	releases   uint64        // read sessions ended, for the grace timer
-	graceGen   uint64
-	graceArmed bool
-	graceDelay time.Duration
-	grace      *time.Timer
-
-	intr       atomic.Bool // the reader must let go and re-check
-	rdl        time.Time   // read deadline last set on conn
-	rdlValid   bool
+	// The read side, owned by whoever reads the psock (state rxLed or rxBg;
+	// ownership passes under mux.mu).
+	sp         strparser
 	raw        syscall.RawConn
 	readFn     func(fd uintptr) bool
 	rn         int
 	rerr       error
 	keepBuf    bool
-	noWait     bool // the reader must not block (a DontWait receive)
+	noWait     bool        // the reader must not block (a DontWait receive)
+	rdlValid   bool        // rdl is the deadline set on conn
+	intr       atomic.Bool // the reader must let go and re-check
+	rdl        time.Time   // read deadline last set on conn
 	pendingErr error
 
+	// Receive ownership, guarded by mux.mu.
+	rx         rxState
+	graceArmed bool
+	leader     *Socket
+	releases   uint64        // read sessions ended, for the grace timer
+	rxCount    msgCount      // messages parsed
+	rxWait     chan struct{} // closed when the reader lets go
+	graceGen   uint64
+	graceDelay time.Duration
+	grace      *time.Timer
+
 	tx txState
+
+	index int
+	stats psockCounters
 
 	// Lifecycle, guarded by mux.mu.
 	gone        bool

@@ -13,20 +13,21 @@ import (
 //
 // It is owned by whoever currently reads the psock; it has no lock.
 type strparser struct {
-	parser  Parser
-	max     int           // largest accepted message
-	timeout time.Duration // assembly deadline, 0 for none
-	pool    *bufPool
-	stats   *psockCounters
-
+	// Hot: touched for every message.
+	parser     Parser
 	buf        *rbuf
-	start, end int       // buffered, unconsumed bytes are buf.b[start:end]
-	need       int       // total length of the message at start, 0 while unknown
-	seen       int       // bytes the parser saw when it last returned 0
-	since      time.Time // when the first byte of the message at start arrived
-	lastRead   time.Time // when the last read returned (kept only with a timeout)
-	err        error     // sticky: once the stream is unparsable it stays so
-	carved     msgCount  // messages carved since the owner last published them
+	start, end int           // buffered, unconsumed bytes are buf.b[start:end]
+	need       int           // total length of the message at start, 0 while unknown
+	seen       int           // bytes the parser saw when it last returned 0
+	max        int           // largest accepted message
+	carved     msgCount      // messages carved since the owner last published them
+	timeout    time.Duration // assembly deadline, 0 for none
+	err        error         // sticky: once the stream is unparsable it stays so
+
+	pool     *bufPool
+	stats    *psockCounters
+	since    time.Time // when the first byte of the message at start arrived
+	lastRead time.Time // when the last read returned (kept only with a timeout)
 }
 
 // buffered returns the number of bytes read but not yet carved out.

@@ -111,21 +111,23 @@ func getTxWaiter() *txWaiter {
 
 // txState is a psock's transmit side.
 type txState struct {
-	mu       sync.Mutex
-	writing  bool // a goroutine is writing; only it may write
-	stopped  bool // the psock is leaving: nothing more is written
-	q        []txEntry
+	// Hot: touched for every message.
+	mu      sync.Mutex
+	writing bool // a goroutine is writing; only it may write
+	stopped bool // the psock is leaving: nothing more is written
+	// closeKicked: a socket's close set the write deadline in the past to
+	// stop the writer; the writer restores it.
+	closeKicked bool
+	q           []txEntry
+	sent        msgCount // written by the current writer, not yet in count
+	count       msgCount // messages written, guarded by mu
+	writer      *Socket  // the socket writing its own message, if any
+
 	cbuf     []byte
 	spareQ   []txEntry
 	spareBuf []byte
 	idle     chan struct{} // closed when the writer stops, for Unattach
 	cut      bool          // a write stopped in the middle of a message
-	count    msgCount      // messages written, guarded by mu
-	sent     msgCount      // written by the current writer, not yet in count
-	writer   *Socket       // the socket writing its own message, if any
-	// closeKicked: a socket's close set the write deadline in the past to
-	// stop the writer; the writer restores it.
-	closeKicked bool
 
 	load atomic.Int64 // bytes queued or being written, for psock choice
 	iov  net.Buffers  // writer's scratch
