@@ -7,12 +7,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/gokcm/kcm/internal/peers"
 	"github.com/gokcm/kcm/internal/prototest"
 	"github.com/gokcm/kcm/parser"
 )
@@ -30,67 +28,10 @@ const (
 
 // mcRequest encodes a binary protocol request.
 func mcRequest(op byte, opaque uint32, key, extras, value []byte) []byte {
-	h := make([]byte, 24)
-	h[0] = 0x80
-	h[1] = op
-	binary.BigEndian.PutUint16(h[2:], uint16(len(key)))
-	h[4] = byte(len(extras))
-	binary.BigEndian.PutUint32(h[8:], uint32(len(extras)+len(key)+len(value)))
-	binary.BigEndian.PutUint32(h[12:], opaque)
-	return append(append(append(h, extras...), key...), value...)
+	return peers.MemcachedRequest(op, opaque, key, extras, value)
 }
 
-// startMemcached runs a real memcached on a free loopback port and returns
-// its address. The process is killed by its pid when the test ends.
-func startMemcached(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("memcached")
-	if err != nil {
-		t.Skip("memcached not installed (Debian package memcached); skipping the real-peer test")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "2"}
-	if os.Geteuid() == 0 {
-		args = append(args, "-u", "nobody")
-	}
-	cmd := exec.Command(bin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("memcached exited: %v: %s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("memcached did not accept connections on %s: %v", addr, err)
-		}
-		// Poll again after a short pause (not synchronisation: the only
-		// signal a server gives that it is listening is accepting).
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func startMemcached(t *testing.T) string { return peers.Memcached(t) }
 
 // TestMemcachedRealServer sends real binary-protocol requests (sets, gets,
 // misses, quiet operations ended by a NOOP) to a real memcached, reads its

@@ -1,0 +1,90 @@
+// Package peers starts the real third-party servers that interop tests talk
+// to (memcached, sockperf, ...), from their Debian packages, on loopback.
+// A test whose peer is not installed is skipped with a message naming the
+// package; .ci/install-peers installs them all.
+package peers
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Start runs bin (from Debian package pkg) with the arguments args returns
+// for a free loopback port, waits until it accepts TCP connections there,
+// and returns the address. The process is killed by its pid when the test
+// ends.
+func Start(t testing.TB, bin, pkg string, args func(port int) []string) string {
+	t.Helper()
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		t.Skipf("%s not installed (Debian package %s); skipping the real-peer test", bin, pkg)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(path, args(port)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("%s exited: %v: %s", bin, err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not accept connections on %s: %v", bin, addr, err)
+		}
+		// Poll again after a short pause (not synchronisation: the only
+		// signal a server gives that it is listening is accepting).
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Memcached starts a real memcached and returns its address.
+func Memcached(t testing.TB) string {
+	return Start(t, "memcached", "memcached", func(port int) []string {
+		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "2"}
+		if os.Geteuid() == 0 {
+			args = append(args, "-u", "nobody")
+		}
+		return args
+	})
+}
+
+// MemcachedRequest encodes a memcached binary protocol request (magic 0x80)
+// with opcode op, the opaque the server echoes, key, extras and value.
+func MemcachedRequest(op byte, opaque uint32, key, extras, value []byte) []byte {
+	h := make([]byte, 24, 24+len(extras)+len(key)+len(value))
+	h[0] = 0x80
+	h[1] = op
+	binary.BigEndian.PutUint16(h[2:], uint16(len(key)))
+	h[4] = byte(len(extras))
+	binary.BigEndian.PutUint32(h[8:], uint32(len(extras)+len(key)+len(value)))
+	binary.BigEndian.PutUint32(h[12:], opaque)
+	return append(append(append(h, extras...), key...), value...)
+}
