@@ -88,3 +88,11 @@ func MemcachedRequest(op byte, opaque uint32, key, extras, value []byte) []byte 
 	binary.BigEndian.PutUint32(h[12:], opaque)
 	return append(append(append(h, extras...), key...), value...)
 }
+
+// Nghttpd starts a real nghttpd serving docroot over cleartext HTTP/2 (h2c,
+// prior knowledge) and returns its address.
+func Nghttpd(t testing.TB, docroot string) string {
+	return Start(t, "nghttpd", "nghttp2-server", func(port int) []string {
+		return []string{"--no-tls", "-a", "127.0.0.1", "-d", docroot, strconv.Itoa(port)}
+	})
+}
