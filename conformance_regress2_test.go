@@ -190,42 +190,41 @@ func TestConformanceProbeParserNotRecalledWithoutNewBytes(t *testing.T) {
 	}
 }
 
-func TestConformanceProbeSeqPacketPeekThenCloseMovesMessage(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	a := m.NewSocket(kcm.SeqPacket)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
-	msg := msgOf(1, 50)
-	peer.Write(msg)
-	buf := make([]byte, 100)
-	a.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := a.RecvMsg(buf, kcm.Peek); err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	b.SetReadDeadline(time.Now().Add(time.Second))
-	n, err := b.Recv(buf)
-	if err != nil || !bytes.Equal(buf[:n], msg) {
-		t.Fatalf("peeked message lost when the peeking socket closed: %v", err)
-	}
-}
-
-func TestConformanceProbeSeqPacketPeekedMessageTakeableByOthers(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	a := m.NewSocket(kcm.SeqPacket)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
-	msg := msgOf(1, 50)
-	peer.Write(msg)
-	buf := make([]byte, 100)
-	a.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := a.RecvMsg(buf, kcm.Peek); err != nil {
-		t.Fatal(err)
-	}
-	b.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	n, err := b.Recv(buf)
-	if err != nil || !bytes.Equal(buf[:n], msg) {
-		t.Fatalf("another socket cannot take a message socket a peeked (SeqPacket): %v", err)
+// A message a SeqPacket socket peeked stays with the mux: another socket
+// can take it, also after the peeking socket closes, whether the psock is
+// led by a receiver (one psock) or read in the background (two).
+func TestConformanceProbeSeqPacketPeekedMessageStaysWithMux(t *testing.T) {
+	for _, psocks := range []int{1, 2} {
+		for _, closeA := range []bool{false, true} {
+			m := newMux(t, kcm.Config{})
+			a := m.NewSocket(kcm.SeqPacket)
+			b := a.Clone()
+			_, peer := attachPeer(t, m)
+			if psocks == 2 {
+				attachPeer(t, m)
+			}
+			msg := msgOf(1, 50)
+			peer.Write(msg)
+			buf := make([]byte, 100)
+			a.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, _, err := a.RecvMsg(buf, kcm.Peek); err != nil {
+				t.Fatal(err)
+			}
+			if closeA {
+				a.Close()
+			}
+			err := cfDo(t, 2*time.Second, "recv", func() error {
+				b.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				n, err := b.Recv(buf)
+				if err == nil && !bytes.Equal(buf[:n], msg) {
+					t.Error("wrong message")
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatalf("%d psocks, peeker closed %v: socket b cannot take the peeked message: %v", psocks, closeA, err)
+			}
+		}
 	}
 }
 

@@ -10,56 +10,6 @@ import (
 	"github.com/gokcm/kcm"
 )
 
-func TestConformanceProbeSeqPacketPeekThenClose2(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	a := m.NewSocket(kcm.SeqPacket)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
-	attachPeer(t, m) // a second psock: no receiver reads a psock itself
-	msg := msgOf(1, 50)
-	peer.Write(msg)
-	buf := make([]byte, 100)
-	a.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := a.RecvMsg(buf, kcm.Peek); err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	err := cfDo(t, 2*time.Second, "recv", func() error {
-		b.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		n, err := b.Recv(buf)
-		if err == nil && !bytes.Equal(buf[:n], msg) {
-			t.Error("wrong message")
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("peeked message lost when the peeking SeqPacket socket closed: %v; RxReadyDrops=%d", err, m.Stats().RxReadyDrops)
-	}
-}
-
-func TestConformanceProbeSeqPacketPeekedTakeable2(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	a := m.NewSocket(kcm.SeqPacket)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
-	attachPeer(t, m)
-	msg := msgOf(1, 50)
-	peer.Write(msg)
-	buf := make([]byte, 100)
-	a.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := a.RecvMsg(buf, kcm.Peek); err != nil {
-		t.Fatal(err)
-	}
-	err := cfDo(t, 2*time.Second, "recv", func() error {
-		b.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		_, err := b.Recv(buf)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("socket b cannot take the message socket a peeked: %v", err)
-	}
-}
-
 // Attach of a second psock interrupts the first one's reader; its parser
 // must not see the same bytes again.
 func TestConformanceProbeParserRecallAfterInterrupt(t *testing.T) {
