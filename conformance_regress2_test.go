@@ -3,7 +3,6 @@ package kcm_test
 import (
 	"bytes"
 	"errors"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -227,37 +226,3 @@ func TestConformanceProbeSeqPacketPeekedMessageStaysWithMux(t *testing.T) {
 		}
 	}
 }
-
-func TestConformanceProbeBacklogOrderAcrossAttach(t *testing.T) {
-	for round := 0; round < 50; round++ {
-		m := kcm.NewMux(kcm.Config{})
-		s := m.NewSocket(kcm.Datagram)
-		const n = 3000
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for i := 0; i < n; i++ {
-				if err := s.Send(msgOf(uint32(i), 8)); err != nil {
-					return
-				}
-			}
-		}()
-		time.Sleep(time.Duration(round%7) * 100 * time.Microsecond)
-		c, peer := tcpPair(t)
-		if _, err := m.Attach(c, lenPrefix); err != nil {
-			t.Fatal(err)
-		}
-		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		for i := 0; i < n; i++ {
-			if id := checkMsg(t, readMsg(t, peer)); id != uint32(i) {
-				m.Close()
-				<-done
-				t.Fatalf("round %d: message %d arrived in position %d", round, id, i)
-			}
-		}
-		<-done
-		m.Close()
-	}
-}
-
-var _ net.Conn
