@@ -476,6 +476,7 @@ type OpError struct {
 	Err    error
 }
 
+// Error returns the operation, the socket and the underlying error.
 func (e *OpError) Error() string { return fmt.Sprintf("kcm: %s on kcm-%d: %v", e.Op, e.Socket, e.Err) }
 
 // Unwrap returns the underlying error.
