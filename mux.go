@@ -23,25 +23,27 @@ var attachedConns sync.Map
 //
 // All methods are safe for concurrent use.
 type Mux struct {
-	cfg   Config
-	pool  *bufPool
-	stats muxCounters
-
+	// Fields the data path touches come first, so a message touches few
+	// cache lines; the mutex guards them except where noted.
 	mu       sync.Mutex
 	closed   bool
-	sockets  []*Socket
-	sockIdx  indexSet
-	psocks   []*Psock
-	psockIdx indexSet
 	rxActive int // psocks attached and not being unattached
 	nPaused  int
-	ready    msgQueue // parsed messages no receiver has taken yet
-	waiters  waitList // receivers blocked in a receive call
-	backlog  backlog  // messages sent while no psock was attached
+	psocks   []*Psock
+	ready    msgQueue                 // parsed messages no receiver has taken yet
+	waiters  waitList                 // receivers blocked in a receive call
+	txps     atomic.Pointer[[]*Psock] // psocks that take new messages (no lock)
+	cfg      Config
+
+	sockets  []*Socket
+	sockIdx  indexSet
+	psockIdx indexSet
+	backlog  backlog // messages sent while no psock was attached
 	departed PsockStats
 
-	txps atomic.Pointer[[]*Psock] // psocks that take new messages
-	wg   sync.WaitGroup           // background readers and writers
+	pool  *bufPool
+	stats muxCounters
+	wg    sync.WaitGroup // background readers and writers
 }
 
 // NewMux returns a mux configured by cfg; zero fields take their

@@ -16,13 +16,13 @@ import (
 // message or, if b is too short, the next piece of it. All methods are safe
 // for concurrent use; concurrent sends are each atomic.
 type Socket struct {
+	// Fields every send or receive touches come first.
 	mux   *Mux
-	typ   SocketType
-	index int
 	stats socketCounters
 	txp   atomic.Pointer[Psock] // the psock reserved for transmit
-	rot   atomic.Uint32
-	shut  atomic.Bool // closed, for the send path's lock-free check
+	held  atomic.Bool           // open or batch hold something
+	shut  atomic.Bool           // closed, for the send path's lock-free check
+	wdl   atomic.Pointer[time.Time]
 
 	// Guarded by mux.mu.
 	closed   bool
@@ -31,14 +31,15 @@ type Socket struct {
 	partial  Message // rest of a SeqPacket message, or a peeked one
 	free     []*waiter
 
-	kmu     sync.Mutex    // guards kch
-	kch     chan struct{} // closed when the write deadline changes or the socket closes
-	txmu    sync.Mutex    // builds multi-call messages and batches
-	held    atomic.Bool   // open or batch hold something
-	wdl     atomic.Pointer[time.Time]
-	open    []byte   // a message being built with More
-	batch   [][]byte // messages held by Batch
-	batchSz int
+	typ   SocketType
+	index int
+	rot   atomic.Uint32
+
+	kmu   sync.Mutex    // guards kch
+	kch   chan struct{} // closed when the write deadline changes or the socket closes
+	txmu  sync.Mutex    // builds multi-call messages and batches
+	open  []byte        // a message being built with More
+	batch [][]byte      // messages held by Batch
 }
 
 // Index returns the socket's index in its mux: the lowest free one when it
