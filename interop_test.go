@@ -44,12 +44,13 @@ func TestInteropMemcached(t *testing.T) {
 	replies := map[uint32][]byte{}
 	exchange := func(reqs func(s *kcm.Socket, g int) int) {
 		var wg sync.WaitGroup
+		var socks []*kcm.Socket
 		for g := 0; g < 8; g++ {
 			s := m.NewSocket(kcm.Datagram)
+			socks = append(socks, s)
 			wg.Add(1)
 			go func(g int) {
 				defer wg.Done()
-				defer s.Close()
 				n := reqs(s, g)
 				buf := make([]byte, 4096)
 				for i := 0; i < n; i++ {
@@ -75,6 +76,11 @@ func TestInteropMemcached(t *testing.T) {
 			}(g)
 		}
 		wg.Wait()
+		// Only now: closing a socket drops its requests still queued, and
+		// a goroutine may finish on replies to other goroutines' requests.
+		for _, s := range socks {
+			s.Close()
+		}
 	}
 	key := func(i int) []byte { return []byte(fmt.Sprintf("kcm-key-%d", i)) }
 	value := func(i int) []byte { return []byte(fmt.Sprintf("value-%d-%s", i, make([]byte, i%300))) }
