@@ -49,6 +49,9 @@ func (p int32Prefix) Parse(b []byte) (int, error) {
 	if n > math.MaxInt32 {
 		return 0, fmt.Errorf("%w: %s: negative frame size %d", kcm.ErrBadLength, p.name, int32(n))
 	}
+	if uint64(n) > math.MaxInt-4 { // only on 32-bit platforms
+		return 0, intOverflow(p.name, n, 4)
+	}
 	return int(n) + 4, nil
 }
 
@@ -78,7 +81,11 @@ func (memcachedParser) Parse(b []byte) (int, error) {
 	if len(b) < 12 {
 		return 0, nil
 	}
-	return int(binary.BigEndian.Uint32(b[8:12])) + 24, nil
+	n := binary.BigEndian.Uint32(b[8:12])
+	if uint64(n) > math.MaxInt-24 { // only on 32-bit platforms
+		return 0, intOverflow("memcached", n, 24)
+	}
+	return int(n) + 24, nil
 }
 
 // Postgres parses PostgreSQL frontend/backend protocol messages after the
@@ -96,6 +103,9 @@ func (postgresParser) Parse(b []byte) (int, error) {
 	n := binary.BigEndian.Uint32(b[1:5])
 	if n < 4 || n > math.MaxInt32 {
 		return 0, fmt.Errorf("%w: postgres: message length %d", kcm.ErrBadLength, int32(n))
+	}
+	if uint64(n) > math.MaxInt-1 { // only on 32-bit platforms
+		return 0, intOverflow("postgres", n, 1)
 	}
 	return int(n) + 1, nil
 }
@@ -185,7 +195,11 @@ func (rdsParser) Parse(b []byte) (int, error) {
 	if len(b) < 20 {
 		return 0, nil
 	}
-	return int(binary.BigEndian.Uint32(b[16:20])) + 40, nil
+	n := binary.BigEndian.Uint32(b[16:20])
+	if uint64(n) > math.MaxInt-40 { // only on 32-bit platforms
+		return 0, intOverflow("rds", n, 40)
+	}
+	return int(n) + 40, nil
 }
 
 // SockperfHeaderSize is the size of the sockperf message header: 8-byte
@@ -221,7 +235,11 @@ func (grpcParser) Parse(b []byte) (int, error) {
 	if len(b) < 5 {
 		return 0, nil
 	}
-	return int(binary.BigEndian.Uint32(b[1:5])) + 5, nil
+	n := binary.BigEndian.Uint32(b[1:5])
+	if uint64(n) > math.MaxInt-5 { // only on 32-bit platforms
+		return 0, intOverflow("grpc", n, 5)
+	}
+	return int(n) + 5, nil
 }
 
 // WebSocket parses WebSocket frames (RFC 6455 section 5.2): a 7-bit payload
@@ -294,4 +312,11 @@ func (mqttParser) Parse(b []byte) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: mqtt: remaining length longer than 4 bytes", kcm.ErrBadLength)
+}
+
+// intOverflow reports a 32-bit length field n that, with the k bytes added
+// to it, does not fit in an int. The built-ins check for it inline; the
+// check compiles away on 64-bit platforms.
+func intOverflow(name string, n uint32, k int) error {
+	return fmt.Errorf("%w: %s: length %d does not fit in an int", kcm.ErrMessageTooBig, name, uint64(n)+uint64(k))
 }

@@ -17,7 +17,9 @@ func TestDifferentialLengthField(t *testing.T) {
 	for _, p := range prototest.Protocols() {
 		forms := []prototest.Form{{Name: "native", P: p.Native}}
 		if p.HasField {
-			forms = append(forms, prototest.Form{Name: "lengthfield", P: mustField(t, p.Field)})
+			forms = append(forms,
+				prototest.Form{Name: "lengthfield", P: mustField(t, p.Field)},
+				prototest.Form{Name: "literal", P: p.Field}) // no NewLengthField
 		}
 		t.Run(p.Name, func(t *testing.T) {
 			prototest.CheckStreams(t, r, p, forms, 200)

@@ -29,6 +29,19 @@ func ExampleLengthField() {
 	// parser: invalid length field configuration: field size 5 (want 1, 2, 3, 4, 8 or parser.Varint)
 }
 
+// A LengthField needs no constructor: a struct literal is a kcm.Parser.
+// Here, a 2-byte little-endian length that counts itself, at offset 1.
+func ExampleLengthField_literal() {
+	p := parser.LengthField{Offset: 1, Size: 2, LittleEndian: true, IncludesHeader: true}
+	fmt.Println(p.Parse([]byte{0x07, 0x05, 0x00, 'a', 'b'}))
+	fmt.Println(p.Parse([]byte{0x07, 0x02, 0x00})) // 2 < the 3-byte header
+	fmt.Println(parser.LengthField{Size: 5}.Parse([]byte{0, 0, 0, 0, 0}))
+	// Output:
+	// 5 <nil>
+	// 0 kcm: bad message length: length 2 below minimum 3
+	// 0 parser: invalid length field configuration: field size 5 (want 1, 2, 3, 4, 8 or parser.Varint)
+}
+
 // Protocol buffers streams delimited by a varint length
 // (writeDelimitedTo in Java, protodelim in Go).
 func ExampleLengthField_varint() {

@@ -21,23 +21,44 @@ func FuzzLengthField(f *testing.F) {
 	f.Add(uint8(0), uint8(4), true, int64(0), true, uint32(16), uint32(1000), []byte{20, 0, 0, 0})
 	f.Add(uint8(2), uint8(8), false, int64(-5), false, uint32(0), uint32(0), []byte{1, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Add(uint8(1), uint8(0), false, int64(0), false, uint32(0), uint32(300), []byte{0x30, 0x96, 0x01})
+	f.Add(uint8(0x80), uint8(0x86), false, int64(math.MinInt64), false, uint32(0), uint32(0), []byte{1, 2})
 	f.Fuzz(func(t *testing.T, off, sizeSel uint8, le bool, adjust int64, incl bool, minLen, maxLen uint32, b []byte) {
-		sizes := []int{parser.Varint, 1, 2, 3, 4, 8}
-		cfg := parser.LengthField{
-			Offset: int(off % 16), Size: sizes[int(sizeSel)%len(sizes)], LittleEndian: le,
-			Adjust: int(adjust), IncludesHeader: incl, MinLength: int(minLen), MaxLength: int(maxLen),
+		// The top bits of off and sizeSel select out-of-range offsets
+		// and sizes, to check that Parse on an unvalidated struct
+		// reports exactly the configurations Validate rejects.
+		sizes := []int{parser.Varint, 1, 2, 3, 4, 8, 0, 5, 9, -2}
+		offset := int(off % 16)
+		if off&0x80 != 0 {
+			offset = []int{-1, parser.MaxOffset, parser.MaxOffset + 1, math.MaxInt, math.MinInt}[int(off)%5]
 		}
+		size := sizes[int(sizeSel&0x7f)%6]
+		if sizeSel&0x80 != 0 {
+			size = sizes[int(sizeSel&0x7f)%len(sizes)]
+		}
+		cfg := parser.LengthField{
+			Offset: offset, Size: size, LittleEndian: le,
+			Adjust: int(adjust), IncludesHeader: incl, MinLength: int(int32(minLen)), MaxLength: int(int32(maxLen)),
+		}
+		verr := cfg.Validate()
 		lf, err := parser.NewLengthField(cfg)
-		if err != nil {
-			if !errors.Is(err, parser.ErrConfig) {
-				t.Fatalf("NewLengthField error %v does not wrap ErrConfig", err)
+		if (verr == nil) != (err == nil) {
+			t.Fatalf("%+v: Validate %v but NewLengthField %v", cfg, verr, err)
+		}
+		n, perr := cfg.Parse(b)
+		if verr != nil {
+			if !errors.Is(verr, parser.ErrConfig) || !errors.Is(err, parser.ErrConfig) {
+				t.Fatalf("%+v: errors %v, %v do not wrap ErrConfig", cfg, verr, err)
+			}
+			if n != 0 || !errors.Is(perr, parser.ErrConfig) {
+				t.Fatalf("%+v invalid (%v) but Parse(%x) = %d, %v", cfg, verr, b, n, perr)
 			}
 			return
 		}
-		n, err := lf.Parse(b)
 		wantN, wantErr := referenceLengthField(cfg, b)
-		if n != wantN || !errors.Is(err, wantErr) || (err == nil) != (wantErr == nil) {
-			t.Fatalf("%+v on %x: got %d, %v; want %d, %v", cfg, b, n, err, wantN, wantErr)
+		for _, got := range []prototest.Result{{N: n, Err: perr}, prototest.Call(lf, b)} {
+			if got.N != wantN || !errors.Is(got.Err, wantErr) || (got.Err == nil) != (wantErr == nil) {
+				t.Fatalf("%+v on %x: got %v; want %d, %v", cfg, b, got, wantN, wantErr)
+			}
 		}
 	})
 }

@@ -14,20 +14,24 @@ import (
 // high bit set on every byte but the last.
 const Varint = -1
 
-// ErrConfig is wrapped by the error NewLengthField returns for an invalid
-// configuration, and by Parse on a LengthField that NewLengthField did not
-// build.
+// ErrConfig is wrapped by the error of an invalid LengthField configuration:
+// from NewLengthField and Validate, and from Parse when the LengthField was
+// used without either.
 var ErrConfig = errors.New("parser: invalid length field configuration")
 
 // maxVarintLen is the longest varint encoding of a uint64.
 const maxVarintLen = 10
 
-// maxOffset bounds LengthField.Offset so that header arithmetic cannot
-// overflow.
-const maxOffset = math.MaxInt32
+// MaxOffset is the largest valid LengthField.Offset (1 GiB).
+const MaxOffset = 1 << 30
 
-// maxAdjust bounds |LengthField.Adjust| for the same reason.
-const maxAdjust = 1 << 62
+// MaxAdjust is the largest valid magnitude of LengthField.Adjust: 2^61 on
+// 64-bit platforms (2^29 on 32-bit ones). Together with MaxOffset it keeps
+// the header arithmetic free of overflow.
+const MaxAdjust = math.MaxInt >> 2
+
+// validSizes has bit s set for each valid fixed field size s.
+const validSizes = 1<<1 | 1<<2 | 1<<3 | 1<<4 | 1<<8
 
 // LengthField parses messages whose header carries their length in a field
 // at a fixed offset: the union of Netty's LengthFieldBasedFrameDecoder and
@@ -41,18 +45,20 @@ const maxAdjust = 1 << 62
 //
 // where fieldBytes is Size, or the number of bytes the varint took. Parse
 // returns 0 until Offset+fieldBytes bytes are available; a total below
-// max(MinLength, Offset+fieldBytes) is kcm.ErrBadLength, and a total above
-// MaxLength (or above the largest int) is kcm.ErrMessageTooBig. Both are
-// wrapped with the offending value.
+// max(MinLength, Offset+fieldBytes) (the header the field was read from) is
+// kcm.ErrBadLength, and a total above MaxLength (or above the largest int)
+// is kcm.ErrMessageTooBig. Both are wrapped with the offending value.
 //
-// Build a LengthField with NewLengthField, which validates the configuration
-// and precomputes what Parse needs; Parse on a LengthField that
-// NewLengthField did not return fails with ErrConfig. Changing the exported
-// fields of a built LengthField does not change how it parses. A built
-// LengthField is immutable and safe for concurrent use; Parse does not
-// allocate unless it returns an error.
+// A LengthField is a plain value: use it directly as a kcm.Parser (a struct
+// literal works, by value or by pointer), or build it with NewLengthField to
+// have an invalid configuration reported before the first message. Parse
+// computes from the exported fields on every call (there is no hidden
+// state), reports an invalid configuration as an error wrapping ErrConfig,
+// does not allocate unless it returns an error, and is safe for concurrent
+// use as long as the fields are not being changed.
 type LengthField struct {
-	// Offset is the number of bytes before the length field.
+	// Offset is the number of bytes before the length field, at most
+	// MaxOffset.
 	Offset int
 	// Size is the field width in bytes: 1, 2, 3, 4 or 8, or Varint.
 	Size int
@@ -60,184 +66,215 @@ type LengthField struct {
 	// byte order (big-endian). Ignored for Size 1 and Varint.
 	LittleEndian bool
 	// Adjust is added to the field value (Netty's lengthAdjustment, Tokio's
-	// length_adjustment); it may be negative.
+	// length_adjustment); it may be negative. Its magnitude is at most
+	// MaxAdjust.
 	Adjust int
 	// IncludesHeader says the field value counts the bytes up to and
-	// including the length field itself.
+	// including the length field itself (Offset + field bytes).
 	IncludesHeader bool
 	// MinLength is the smallest valid total message length. Values below
 	// the header size (Offset plus the field bytes) are raised to it.
 	MinLength int
-	// MaxLength is the largest valid total message length; 0 means no
-	// limit beyond the largest int (the psock's maximum message size still
-	// applies).
+	// MaxLength is the largest valid total message length, checked on the
+	// whole adjusted message; 0 means no limit beyond the largest int (the
+	// psock's maximum message size still applies).
 	MaxLength int
-
-	kind    uint8  // field decoder; 0 = not built
-	off     int    // Offset
-	hdr     int    // Offset + Size (Offset + 1 for Varint)
-	min     int64  // smallest valid total (>= hdr for fixed sizes)
-	fixed   int64  // constant added to the field value
-	vmax    uint64 // largest field value whose total is <= maxTotal
-	max     int64  // largest valid total
-	addVlen bool   // varint: add the varint's byte count to the total
 }
 
-const (
-	kindNone uint8 = iota
-	kindU8
-	kindBE16
-	kindBE24
-	kindBE32
-	kindBE64
-	kindLE16
-	kindLE24
-	kindLE32
-	kindLE64
-	kindVarint
-)
-
-// NewLengthField validates cfg and returns a LengthField ready to parse. The
-// error wraps ErrConfig and says which setting is wrong: a negative or huge
-// Offset, a Size other than 1, 2, 3, 4, 8 or Varint, a negative MinLength or
-// MaxLength, an Adjust whose magnitude exceeds 2^62, a MinLength above
-// MaxLength, or a MaxLength smaller than the header (no message could be
-// valid).
+// NewLengthField validates cfg (see Validate) and returns it ready to
+// parse. The error wraps ErrConfig and says which setting is wrong.
 func NewLengthField(cfg LengthField) (*LengthField, error) {
-	f := cfg
-	if cfg.Offset < 0 || cfg.Offset > maxOffset {
-		return nil, fmt.Errorf("%w: offset %d out of range [0, %d]", ErrConfig, cfg.Offset, maxOffset)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	size := cfg.Size
-	switch cfg.Size {
-	case 1:
-		f.kind = kindU8
-	case 2:
-		f.kind = pick(cfg.LittleEndian, kindLE16, kindBE16)
-	case 3:
-		f.kind = pick(cfg.LittleEndian, kindLE24, kindBE24)
-	case 4:
-		f.kind = pick(cfg.LittleEndian, kindLE32, kindBE32)
-	case 8:
-		f.kind = pick(cfg.LittleEndian, kindLE64, kindBE64)
-	case Varint:
-		f.kind = kindVarint
-		size = 1 // shortest encoding
-	default:
-		return nil, fmt.Errorf("%w: field size %d (want 1, 2, 3, 4, 8 or parser.Varint)", ErrConfig, cfg.Size)
-	}
-	if cfg.Adjust > maxAdjust || cfg.Adjust < -maxAdjust {
-		return nil, fmt.Errorf("%w: length adjustment %d out of range [-2^62, 2^62]", ErrConfig, cfg.Adjust)
-	}
-	if cfg.MinLength < 0 {
-		return nil, fmt.Errorf("%w: negative minimum length %d", ErrConfig, cfg.MinLength)
-	}
-	if cfg.MaxLength < 0 {
-		return nil, fmt.Errorf("%w: negative maximum length %d", ErrConfig, cfg.MaxLength)
-	}
-	f.off = cfg.Offset
-	f.hdr = cfg.Offset + size
-	f.max = math.MaxInt
-	if cfg.MaxLength > 0 {
-		f.max = int64(cfg.MaxLength)
-	}
-	f.min = int64(max(cfg.MinLength, f.hdr))
-	if f.max < f.min {
-		return nil, fmt.Errorf("%w: maximum length %d below the minimum message length %d", ErrConfig, f.max, f.min)
-	}
-	f.fixed = int64(cfg.Adjust)
-	if !cfg.IncludesHeader {
-		if f.kind == kindVarint {
-			f.fixed += int64(cfg.Offset)
-			f.addVlen = true
-		} else {
-			f.fixed += int64(f.hdr)
-		}
-	}
-	if f.fixed >= 0 {
-		if f.fixed > f.max {
-			// Even a zero field value would exceed the maximum: every
-			// message is too big.
-			return nil, fmt.Errorf("%w: fixed part of the length %d exceeds the maximum length %d", ErrConfig, f.fixed, f.max)
-		}
-		f.vmax = uint64(f.max - f.fixed)
-	} else {
-		f.vmax = uint64(f.max) + uint64(-f.fixed)
-	}
-	return &f, nil
+	return &cfg, nil
 }
 
-func pick(le bool, l, b uint8) uint8 {
-	if le {
-		return l
+// Validate reports whether f is a usable configuration: it returns nil, or
+// an error wrapping ErrConfig for an Offset outside [0, MaxOffset], a Size
+// other than 1, 2, 3, 4, 8 or Varint, an Adjust whose magnitude exceeds
+// MaxAdjust, a negative MinLength or MaxLength, or a configuration under
+// which no message can be valid: a MaxLength below the header or below
+// MinLength, or an Adjust so large that even a zero field value exceeds
+// MaxLength. Parse returns the same error for such a configuration.
+func (f LengthField) Validate() error {
+	if f.Offset < 0 || f.Offset > MaxOffset {
+		return fmt.Errorf("%w: offset %d out of range [0, %d]", ErrConfig, f.Offset, MaxOffset)
 	}
-	return b
+	fieldBytes := f.Size
+	switch f.Size {
+	case 1, 2, 3, 4, 8:
+	case Varint:
+		fieldBytes = 1 // shortest encoding
+	default:
+		return fmt.Errorf("%w: field size %d (want 1, 2, 3, 4, 8 or parser.Varint)", ErrConfig, f.Size)
+	}
+	if f.Adjust > MaxAdjust || f.Adjust < -MaxAdjust {
+		return fmt.Errorf("%w: length adjustment %d out of range [%d, %d]", ErrConfig, f.Adjust, -MaxAdjust, MaxAdjust)
+	}
+	if f.MinLength < 0 {
+		return fmt.Errorf("%w: negative minimum length %d", ErrConfig, f.MinLength)
+	}
+	if f.MaxLength < 0 {
+		return fmt.Errorf("%w: negative maximum length %d", ErrConfig, f.MaxLength)
+	}
+	hdr := f.Offset + fieldBytes
+	maxLen := f.maxLen()
+	if lo := max(f.MinLength, hdr); maxLen < lo {
+		return fmt.Errorf("%w: maximum length %d below the minimum message length %d", ErrConfig, maxLen, lo)
+	}
+	if smallest := f.fixed(hdr); smallest > maxLen {
+		return fmt.Errorf("%w: even a zero length field gives a length of %d, above the maximum %d", ErrConfig, smallest, maxLen)
+	}
+	return nil
+}
+
+// maxLen returns the largest valid total.
+func (f LengthField) maxLen() int {
+	if f.MaxLength == 0 {
+		return math.MaxInt
+	}
+	return f.MaxLength
+}
+
+// fixed returns the constant added to the field value for a header of hdr
+// bytes. Within the validated ranges it cannot overflow.
+func (f LengthField) fixed(hdr int) int {
+	if f.IncludesHeader {
+		return f.Adjust
+	}
+	return f.Adjust + hdr
+}
+
+// invalid returns f's configuration error; it is only called when the
+// fast checks in Parse failed, which happens exactly when Validate fails.
+func (f LengthField) invalid() error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %+v", ErrConfig, f) // unreachable
 }
 
 // Parse returns the total length of the message that b starts with, 0 if b
 // is too short to hold the length field, or an error wrapping
-// kcm.ErrBadLength or kcm.ErrMessageTooBig for an invalid length.
-func (f *LengthField) Parse(b []byte) (int, error) {
-	if len(b) < f.hdr {
+// kcm.ErrBadLength or kcm.ErrMessageTooBig for an invalid length (or
+// ErrConfig for an invalid configuration, see Validate).
+func (f LengthField) Parse(b []byte) (int, error) { return f.parse(b) }
+
+// parse is Parse on a pointer, so that the interface wrapper of
+// (*LengthField).Parse passes f without copying its fields through
+// registers and back to memory.
+func (f *LengthField) parse(b []byte) (int, error) {
+	off, size := f.Offset, f.Size
+	if uint(off) > MaxOffset || uint(size) > 8 || validSizes>>uint(size)&1 == 0 {
+		if size == Varint {
+			return f.parseVarint(b)
+		}
+		return 0, f.invalid()
+	}
+	// The same arithmetic as maxLen and fixed, on locals: calling
+	// value-receiver methods here would copy f through memory.
+	hdr := off + size
+	minLen, maxLen, adjust := f.MinLength, f.MaxLength, f.Adjust
+	if maxLen == 0 {
+		maxLen = math.MaxInt
+	}
+	lo := max(minLen, hdr)
+	fixed := adjust
+	if !f.IncludesHeader {
+		fixed += hdr
+	}
+	if minLen < 0 || maxLen < lo || fixed > maxLen || uint(adjust+MaxAdjust) > 2*MaxAdjust {
+		return 0, f.invalid()
+	}
+	if len(b) < hdr {
 		return 0, nil
 	}
 	var v uint64
-	p := b[f.off:f.hdr]
-	switch f.kind {
-	case kindU8:
-		v = uint64(p[0])
-	case kindBE16:
-		v = uint64(binary.BigEndian.Uint16(p))
-	case kindBE24:
-		_ = p[2]
-		v = uint64(p[0])<<16 | uint64(p[1])<<8 | uint64(p[2])
-	case kindBE32:
-		v = uint64(binary.BigEndian.Uint32(p))
-	case kindBE64:
-		v = binary.BigEndian.Uint64(p)
-	case kindLE16:
-		v = uint64(binary.LittleEndian.Uint16(p))
-	case kindLE24:
-		_ = p[2]
-		v = uint64(p[2])<<16 | uint64(p[1])<<8 | uint64(p[0])
-	case kindLE32:
-		v = uint64(binary.LittleEndian.Uint32(p))
-	case kindLE64:
-		v = binary.LittleEndian.Uint64(p)
-	case kindVarint:
-		return f.parseVarint(b)
-	default:
-		return 0, fmt.Errorf("%w: LengthField not built by NewLengthField", ErrConfig)
+	p := b[off:hdr]
+	if f.LittleEndian {
+		switch size {
+		case 1:
+			v = uint64(p[0])
+		case 2:
+			v = uint64(binary.LittleEndian.Uint16(p))
+		case 3:
+			_ = p[2]
+			v = uint64(p[2])<<16 | uint64(p[1])<<8 | uint64(p[0])
+		case 4:
+			v = uint64(binary.LittleEndian.Uint32(p))
+		default:
+			v = binary.LittleEndian.Uint64(p)
+		}
+	} else {
+		switch size {
+		case 1:
+			v = uint64(p[0])
+		case 2:
+			v = uint64(binary.BigEndian.Uint16(p))
+		case 3:
+			_ = p[2]
+			v = uint64(p[0])<<16 | uint64(p[1])<<8 | uint64(p[2])
+		case 4:
+			v = uint64(binary.BigEndian.Uint32(p))
+		default:
+			v = binary.BigEndian.Uint64(p)
+		}
 	}
-	if v > f.vmax {
-		return 0, tooBig(v, f.fixed, f.max)
+	// total, inlined by hand.
+	if v > uint64(maxLen)-uint64(int64(fixed)) {
+		return 0, tooBig(v, fixed, maxLen)
 	}
-	total := int64(v + uint64(f.fixed)) // exact: f.fixed <= total <= f.max
-	if total < f.min {
-		return 0, badLength(total, f.min)
+	if t := int(v) + fixed; t >= lo {
+		return t, nil
 	}
-	return int(total), nil
+	return 0, badLength(int(v)+fixed, lo)
+}
+
+// total returns v + fixed if it lies in [lo, maxLen], with fixed <= maxLen
+// and |fixed| small enough that uint64(maxLen) - uint64(fixed) does not wrap.
+func total(v uint64, fixed, lo, maxLen int) (int, error) {
+	// The largest field value whose total is at most maxLen; exact in
+	// uint64 for both signs of fixed.
+	if vmax := uint64(maxLen) - uint64(int64(fixed)); v > vmax {
+		return 0, tooBig(v, fixed, maxLen)
+	}
+	// Exact in wrapping int arithmetic, as the result lies in
+	// [fixed, maxLen].
+	t := int(v) + fixed
+	if t < lo {
+		return 0, badLength(t, lo)
+	}
+	return t, nil
 }
 
 func (f *LengthField) parseVarint(b []byte) (int, error) {
-	v, n, err := uvarint(b[f.off:])
+	off, minLen, maxLen, adjust := f.Offset, f.MinLength, f.MaxLength, f.Adjust
+	if maxLen == 0 {
+		maxLen = math.MaxInt
+	}
+	fixed := adjust // with the shortest, 1-byte varint
+	if !f.IncludesHeader {
+		fixed += off + 1
+	}
+	if uint(off) > MaxOffset || minLen < 0 || maxLen < max(minLen, off+1) || fixed > maxLen ||
+		uint(adjust+MaxAdjust) > 2*MaxAdjust {
+		return 0, f.invalid()
+	}
+	if len(b) <= off {
+		return 0, nil
+	}
+	v, n, err := uvarint(b[off:])
 	if n == 0 {
 		return 0, err
 	}
-	if v > f.vmax {
-		return 0, tooBig(v, f.fixed, f.max)
-	}
-	total := int64(v + uint64(f.fixed))
-	if f.addVlen {
-		if total > f.max-int64(n) {
-			return 0, fmt.Errorf("%w: length %d exceeds maximum %d", kcm.ErrMessageTooBig, total+int64(n), f.max)
+	if !f.IncludesHeader {
+		fixed += n - 1
+		if fixed > maxLen {
+			return 0, fmt.Errorf("%w: length at least %d exceeds maximum %d", kcm.ErrMessageTooBig, fixed, maxLen)
 		}
-		total += int64(n)
 	}
-	if lo := max(f.min, int64(f.off+n)); total < lo {
-		return 0, badLength(total, lo)
-	}
-	return int(total), nil
+	return total(v, fixed, max(minLen, off+n), maxLen)
 }
 
 // uvarint decodes an unsigned base-128 varint. It returns n == 0 with a nil
@@ -259,13 +296,13 @@ func uvarint(b []byte) (v uint64, n int, err error) {
 	return 0, 0, nil
 }
 
-func tooBig(v uint64, fixed, maxLen int64) error {
+func tooBig(v uint64, fixed, maxLen int) error {
 	if fixed >= 0 && v > math.MaxUint64-uint64(fixed) {
 		return fmt.Errorf("%w: length field %d exceeds maximum %d", kcm.ErrMessageTooBig, v, maxLen)
 	}
-	return fmt.Errorf("%w: length %d exceeds maximum %d", kcm.ErrMessageTooBig, v+uint64(fixed), maxLen)
+	return fmt.Errorf("%w: length %d exceeds maximum %d", kcm.ErrMessageTooBig, v+uint64(int64(fixed)), maxLen)
 }
 
-func badLength(total, min int64) error {
+func badLength(total, min int) error {
 	return fmt.Errorf("%w: length %d below minimum %d", kcm.ErrBadLength, total, min)
 }

@@ -67,10 +67,16 @@ func TestLengthField(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := mustField(t, tt.cfg)
-			got, err := f.Parse(tt.in)
-			if got != tt.want || !errors.Is(err, tt.err) || (tt.err == nil) != (err == nil) {
-				t.Fatalf("Parse(%x) = %d, %v; want %d, %v", tt.in, got, err, tt.want, tt.err)
+			// Built by NewLengthField, used as a struct value, and
+			// through kcm.Parser by value and by pointer: all the same.
+			var lit kcm.Parser = tt.cfg
+			for i, parse := range []func([]byte) (int, error){
+				mustField(t, tt.cfg).Parse, tt.cfg.Parse, lit.Parse, (&tt.cfg).Parse,
+			} {
+				got, err := parse(tt.in)
+				if got != tt.want || !errors.Is(err, tt.err) || (tt.err == nil) != (err == nil) {
+					t.Fatalf("form %d: Parse(%x) = %d, %v; want %d, %v", i, tt.in, got, err, tt.want, tt.err)
+				}
 			}
 		})
 	}
@@ -83,26 +89,61 @@ func TestLengthFieldInvalidConfig(t *testing.T) {
 		{Size: 16},
 		{Size: -2},
 		{Size: 2, Offset: -1},
-		{Size: 2, Offset: math.MaxInt32 + 1},
-		{Size: 2, Adjust: 1<<62 + 1},
-		{Size: 2, Adjust: -(1 << 62) - 1},
+		{Size: 2, Offset: parser.MaxOffset + 1},
+		{Size: parser.Varint, Offset: -1},
+		{Size: 2, Adjust: parser.MaxAdjust + 1},
+		{Size: 2, Adjust: -parser.MaxAdjust - 1},
+		{Size: 2, Adjust: math.MaxInt},
+		{Size: 2, Adjust: math.MinInt},
+		{Size: parser.Varint, Adjust: math.MinInt},
 		{Size: 2, MinLength: -1},
 		{Size: 2, MaxLength: -1},
+		{Size: parser.Varint, MinLength: -1},
 		{Size: 2, MaxLength: 1}, // below the 2-byte header
 		{Size: 2, MinLength: 10, MaxLength: 9},
 		{Size: 2, Adjust: 100, MaxLength: 50}, // every message too big
+		{Size: parser.Varint, Adjust: 50, MaxLength: 50},
+		{Size: parser.Varint, Offset: 4, MaxLength: 4},
 	} {
 		if f, err := parser.NewLengthField(cfg); !errors.Is(err, parser.ErrConfig) || f != nil {
 			t.Errorf("NewLengthField(%+v) = %v, %v; want ErrConfig", cfg, f, err)
 		}
+		if err := cfg.Validate(); !errors.Is(err, parser.ErrConfig) {
+			t.Errorf("%+v.Validate() = %v; want ErrConfig", cfg, err)
+		}
+		// Used without NewLengthField, Parse reports the same error on
+		// any input, even before the field is complete.
+		for _, in := range [][]byte{nil, {0}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}} {
+			if n, err := cfg.Parse(in); n != 0 || !errors.Is(err, parser.ErrConfig) {
+				t.Errorf("%+v.Parse(%x) = %d, %v; want ErrConfig", cfg, in, n, err)
+			}
+		}
 	}
 }
 
-func TestLengthFieldNotBuilt(t *testing.T) {
-	var f parser.LengthField
-	f.Size = 2
-	if _, err := f.Parse([]byte{0, 1}); !errors.Is(err, parser.ErrConfig) {
-		t.Fatalf("Parse on an unbuilt LengthField: %v, want ErrConfig", err)
+// TestLengthFieldLiteral checks the documented use of a LengthField struct
+// literal without NewLengthField, by value and by pointer.
+func TestLengthFieldLiteral(t *testing.T) {
+	n, err := parser.LengthField{Offset: 2, Size: 4, MaxLength: 1 << 20}.Parse([]byte{0, 1, 0, 0, 0, 3, 'a'})
+	if n != 9 || err != nil {
+		t.Fatalf("literal Parse = %d, %v; want 9", n, err)
+	}
+	p := &parser.LengthField{Size: 2, LittleEndian: true, IncludesHeader: true}
+	if n, err := p.Parse([]byte{1}); n != 0 || err != nil {
+		t.Fatalf("pointer Parse short = %d, %v; want 0", n, err)
+	}
+	if n, err := p.Parse([]byte{1, 0}); n != 0 || !errors.Is(err, kcm.ErrBadLength) {
+		t.Fatalf("pointer Parse below header = %d, %v; want ErrBadLength", n, err)
+	}
+	var kp kcm.Parser = parser.LengthField{Size: 1, Adjust: -1, MaxLength: 10}
+	if n, err := kp.Parse([]byte{10}); n != 10 || err != nil {
+		t.Fatalf("kcm.Parser value Parse = %d, %v; want 10", n, err)
+	}
+	if n, err := kp.Parse([]byte{11}); n != 0 || !errors.Is(err, kcm.ErrMessageTooBig) {
+		t.Fatalf("kcm.Parser value Parse above max = %d, %v; want ErrMessageTooBig", n, err)
+	}
+	if err := (parser.LengthField{Size: 8, Adjust: -parser.MaxAdjust, IncludesHeader: true, MinLength: 9}).Validate(); err != nil {
+		t.Fatalf("Validate of a valid configuration: %v", err)
 	}
 }
 
@@ -110,10 +151,13 @@ func TestLengthFieldNoAllocs(t *testing.T) {
 	f := mustField(t, parser.LengthField{Size: 3, Adjust: 6})
 	v := mustField(t, parser.LengthField{Size: parser.Varint})
 	b := []byte{0, 1, 0, 4, 0, 0, 0, 1}
+	var lit kcm.Parser = parser.LengthField{Offset: 1, Size: 4, LittleEndian: true, MaxLength: 1 << 20}
 	if n := testing.AllocsPerRun(100, func() {
 		f.Parse(b)
 		f.Parse(b[:1])
 		v.Parse([]byte{0x80, 0x01})
+		lit.Parse(b)
+		lit.Parse(b[:1])
 	}); n != 0 {
 		t.Fatalf("Parse allocates %v times per call", n)
 	}
