@@ -186,3 +186,105 @@ func TestBuiltinsNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestBuiltinEdges pins each built-in's answer at the edges of its length
+// encoding: incomplete headers, the largest lengths, variable-length
+// headers and the protocol limits.
+func TestBuiltinEdges(t *testing.T) {
+	tests := []struct {
+		name string
+		p    kcm.Parser
+		in   string
+		want int
+		err  error
+	}{
+		{"http2 empty", parser.HTTP2(), "", 0, nil},
+		{"http2 2 bytes", parser.HTTP2(), "0000", 0, nil},
+		{"http2 largest", parser.HTTP2(), "ffffff", 1<<24 - 1 + 9, nil},
+		{"thrift 3 bytes", parser.Thrift(), "000000", 0, nil},
+		{"thrift empty frame", parser.Thrift(), "00000000", 4, nil},
+		{"thrift largest", parser.Thrift(), "7fffffff", 1<<31 - 1 + 4, nil},
+		{"kafka largest", parser.Kafka(), "7fffffff", 1<<31 - 1 + 4, nil},
+		{"dns 1 byte", parser.DNS(), "00", 0, nil},
+		{"dns empty message", parser.DNS(), "0000", 2, nil},
+		{"dns largest", parser.DNS(), "ffff", 65535 + 2, nil},
+		{"memcached 11 bytes", parser.Memcached(), "8000000000000000000000", 0, nil},
+		{"memcached largest", parser.Memcached(), "80000000 00000000 ffffffff", 1<<32 - 1 + 24, nil},
+		{"postgres 4 bytes", parser.Postgres(), "51000000", 0, nil},
+		{"postgres bare", parser.Postgres(), "5a00000004", 5, nil},
+		{"postgres largest", parser.Postgres(), "447fffffff", 1<<31 - 1 + 1, nil},
+		{"postgres startup 3 bytes", parser.PostgresStartup(), "000000", 0, nil},
+		{"postgres SSLRequest", parser.PostgresStartup(), "00000008 04d2162f", 8, nil},
+		{"postgres GSSENCRequest", parser.PostgresStartup(), "00000008 04d21630", 8, nil},
+		{"postgres CancelRequest", parser.PostgresStartup(), "00000010 04d2162e", 16, nil},
+		{"postgres startup largest", parser.PostgresStartup(), "00002710", parser.PostgresMaxStartup, nil},
+		{"postgres startup negative", parser.PostgresStartup(), "ffffffff", 0, kcm.ErrMessageTooBig},
+		{"mongo 3 bytes", parser.Mongo(), "100000", 0, nil},
+		{"mongo header only", parser.Mongo(), "10000000", 16, nil},
+		{"mongo largest", parser.Mongo(), "ffffff7f", 1<<31 - 1, nil},
+		{"tls 4 bytes", parser.TLSRecord(), "17030300", 0, nil},
+		{"tls empty record", parser.TLSRecord(), "1703030000", 5, nil},
+		{"tls largest", parser.TLSRecord(), "1703034800", parser.TLSMaxRecord + 5, nil},
+		{"tls 0xffff", parser.TLSRecord(), "170303ffff", 0, kcm.ErrMessageTooBig},
+		{"rds 19 bytes", parser.RDS(), "00000000000000000000000000000000000000", 0, nil},
+		{"rds largest", parser.RDS(), "00000000000000000000000000000000 ffffffff", 1<<32 - 1 + 40, nil},
+		{"sockperf 13 bytes", parser.Sockperf(), "00000000000000000000 000000", 0, nil},
+		{"sockperf header only", parser.Sockperf(), "00000000000000000000 0000000e", 14, nil},
+		{"sockperf negative", parser.Sockperf(), "00000000000000000000 ffffffff", 0, kcm.ErrBadLength},
+		{"grpc 4 bytes", parser.GRPC(), "00000000", 0, nil},
+		{"grpc largest", parser.GRPC(), "01ffffffff", 1<<32 - 1 + 5, nil},
+		{"websocket empty", parser.WebSocket(), "", 0, nil},
+		{"websocket 1 byte", parser.WebSocket(), "81", 0, nil},
+		{"websocket 7-bit", parser.WebSocket(), "817d", 125 + 2, nil},
+		{"websocket masked, key incomplete", parser.WebSocket(), "8185 37fa21", 0, nil},
+		{"websocket masked", parser.WebSocket(), "8185 37fa213d", 5 + 6, nil},
+		{"websocket 16-bit incomplete", parser.WebSocket(), "827e 01", 0, nil},
+		{"websocket 16-bit", parser.WebSocket(), "827e ffff", 65535 + 4, nil},
+		{"websocket 16-bit masked incomplete", parser.WebSocket(), "82fe 0100 000000", 0, nil},
+		{"websocket 16-bit masked", parser.WebSocket(), "82fe 0100 00000000", 256 + 8, nil},
+		{"websocket 64-bit incomplete", parser.WebSocket(), "827f 00000000 000001", 0, nil},
+		{"websocket 64-bit", parser.WebSocket(), "827f 00000000 00010000", 65536 + 10, nil},
+		{"websocket 64-bit masked incomplete", parser.WebSocket(), "82ff 00000000 00010000 000000", 0, nil},
+		{"websocket 64-bit masked", parser.WebSocket(), "82ff 00000000 00010000 00000000", 65536 + 14, nil},
+		{"websocket 64-bit top bit", parser.WebSocket(), "827f ffffffff ffffffff", 0, kcm.ErrBadLength},
+		{"websocket 64-bit too big for an int", parser.WebSocket(), "827f 7fffffff ffffffff", 0, kcm.ErrMessageTooBig},
+		{"mqtt empty", parser.MQTT(), "", 0, nil},
+		{"mqtt 1 byte", parser.MQTT(), "30", 0, nil},
+		{"mqtt 1-byte varint", parser.MQTT(), "30 7f", 127 + 2, nil},
+		{"mqtt 2-byte varint incomplete", parser.MQTT(), "30 80", 0, nil},
+		{"mqtt 2-byte varint", parser.MQTT(), "30 8001", 128 + 3, nil},
+		{"mqtt 3-byte varint", parser.MQTT(), "30 ffff7f", 1<<21 - 1 + 4, nil},
+		{"mqtt 4-byte varint incomplete", parser.MQTT(), "30 ffffff", 0, nil},
+		{"mqtt 4-byte varint", parser.MQTT(), "30 ffffff7f", parser.MQTTMaxRemaining + 5, nil},
+		{"mqtt 5th byte", parser.MQTT(), "30 ffffff80", 0, kcm.ErrBadLength},
+		{"mqtt 5th byte present", parser.MQTT(), "30 80808080 01", 0, kcm.ErrBadLength},
+	}
+	for _, tt := range tests {
+		n, err := tt.p.Parse(unhex(tt.in))
+		if n != tt.want || !errors.Is(err, tt.err) || (err == nil) != (tt.err == nil) {
+			t.Errorf("%s: Parse(%s) = %d, %v; want %d, %v", tt.name, tt.in, n, err, tt.want, tt.err)
+		}
+	}
+}
+
+// TestBuiltinsPrefixes checks, for messages of every built-in, that each
+// proper prefix of a message gives "need more" or the message's own length,
+// and that a stream of many messages in one buffer is cut at the first.
+func TestBuiltinsPrefixes(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, p := range prototest.Protocols() {
+		for _, size := range []int{0, 1, 125, 126, 127, 128, 300, 65535, 65536, 70000} {
+			size = min(size, p.MaxPayload)
+			m := p.Gen(r, size)
+			for k := range min(len(m), 40) {
+				if n, err := p.Native.Parse(m[:k]); err != nil || (n != 0 && n != len(m)) {
+					t.Fatalf("%s: prefix %d of a %d-byte message: %d, %v", p.Name, k, len(m), n, err)
+				}
+			}
+			stream := append(append(append([]byte(nil), m...), p.Gen(r, 5)...), p.Gen(r, 7)...)
+			if n, err := p.Native.Parse(stream); n != len(m) || err != nil {
+				t.Fatalf("%s: first of three messages: %d, %v; want %d", p.Name, n, err, len(m))
+			}
+		}
+	}
+}
