@@ -2,8 +2,11 @@ package bpf
 
 import (
 	"errors"
+	"io/fs"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gokcm/kcm/internal/prototest"
 	"github.com/gokcm/kcm/parser"
@@ -129,6 +132,56 @@ func TestClassicReturnMapping(t *testing.T) {
 	}
 }
 
+// TestClassicPrograms runs classic programs beyond the protocol ones:
+// every kind of packet load past the buffered bytes gives "need more",
+// NegateA and raw instructions run, the packet-length extension is the
+// number of bytes buffered, and the program cannot change after Classic.
+func TestClassicPrograms(t *testing.T) {
+	ret := xbpf.RetA{}
+	tests := []struct {
+		name string
+		prog []xbpf.Instruction
+		in   []byte
+		want int
+		err  bool
+	}{
+		{"ld abs past end", []xbpf.Instruction{xbpf.LoadAbsolute{Off: 2, Size: 2}, ret}, []byte{1, 2, 3}, 0, false},
+		{"ld abs byte", []xbpf.Instruction{xbpf.LoadAbsolute{Off: 2, Size: 1}, ret}, []byte{1, 2, 3}, 3, false},
+		{"ld ind past end", []xbpf.Instruction{xbpf.LoadConstant{Dst: xbpf.RegX, Val: 1}, xbpf.LoadIndirect{Off: 1, Size: 2}, ret}, []byte{1, 2, 3}, 0, false},
+		{"ld ind", []xbpf.Instruction{xbpf.LoadConstant{Dst: xbpf.RegX, Val: 1}, xbpf.LoadIndirect{Off: 1, Size: 2}, ret}, []byte{1, 2, 3, 4}, 0x0304, false},
+		{"msh past end", []xbpf.Instruction{xbpf.LoadMemShift{Off: 5}, xbpf.TXA{}, ret}, []byte{1, 2, 3}, 0, false},
+		{"msh", []xbpf.Instruction{xbpf.LoadMemShift{Off: 0}, xbpf.TXA{}, ret}, []byte{0x45}, 20, false},
+		{"len", []xbpf.Instruction{xbpf.LoadExtension{Num: xbpf.ExtLen}, ret}, []byte{1, 2, 3}, 3, false},
+		{"negate to error", []xbpf.Instruction{xbpf.LoadConstant{Dst: xbpf.RegA, Val: 5}, xbpf.NegateA{}, ret}, nil, 0, true},
+		{"negate twice", []xbpf.Instruction{xbpf.LoadConstant{Dst: xbpf.RegA, Val: 5}, xbpf.NegateA{}, xbpf.NegateA{}, ret}, nil, 5, false},
+		{"raw", []xbpf.Instruction{xbpf.RawInstruction{Op: 0x28, K: 0}, xbpf.RawInstruction{Op: 0x04, K: 2}, xbpf.RawInstruction{Op: 0x16}}, []byte{0, 7}, 9, false},
+		{"x division by zero", []xbpf.Instruction{xbpf.LoadConstant{Dst: xbpf.RegA, Val: 5}, xbpf.ALUOpX{Op: xbpf.ALUOpDiv}, ret}, nil, 0, false},
+		{"ret constant error", []xbpf.Instruction{xbpf.RetConstant{Val: 1<<32 - 74}}, nil, 0, true},
+		{"scratch", []xbpf.Instruction{xbpf.LoadConstant{Dst: xbpf.RegA, Val: 6}, xbpf.StoreScratch{Src: xbpf.RegA, N: 15}, xbpf.LoadConstant{Dst: xbpf.RegA, Val: 0}, xbpf.LoadScratch{Dst: xbpf.RegA, N: 15}, ret}, nil, 6, false},
+	}
+	for _, tt := range tests {
+		p, err := Classic(tt.prog)
+		if err != nil {
+			t.Errorf("%s: Classic: %v", tt.name, err)
+			continue
+		}
+		n, err := p.Parse(tt.in)
+		if n != tt.want || (err != nil) != tt.err || (err != nil && !errors.Is(err, ErrProgram)) {
+			t.Errorf("%s: Parse(%x) = %d, %v; want %d, error %v", tt.name, tt.in, n, err, tt.want, tt.err)
+		}
+	}
+
+	prog := []xbpf.Instruction{xbpf.LoadAbsolute{Off: 0, Size: 1}, ret}
+	p, err := Classic(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog[0] = xbpf.LoadConstant{Dst: xbpf.RegA, Val: 1 << 31}
+	if n, err := p.Parse([]byte{9}); n != 9 || err != nil {
+		t.Errorf("after the caller changed its slice: %d, %v; want 9", n, err)
+	}
+}
+
 func TestClassicInvalid(t *testing.T) {
 	for name, prog := range map[string][]xbpf.Instruction{
 		"empty":         nil,
@@ -136,7 +189,14 @@ func TestClassicInvalid(t *testing.T) {
 		"jump past end": {xbpf.Jump{Skip: 5}, xbpf.RetA{}},
 		"divide by 0":   {xbpf.ALUOpConstant{Op: xbpf.ALUOpDiv, Val: 0}, xbpf.RetA{}},
 		"bad size":      {xbpf.LoadAbsolute{Off: 0, Size: 3}, xbpf.RetA{}},
-		"negate":        {xbpf.NegateA{}, xbpf.RetA{}},
+		"ret X":         {xbpf.RawInstruction{Op: 0x0e}},
+		"unknown op":    {xbpf.RawInstruction{Op: 0xff}, xbpf.RetA{}},
+		"bad alu op":    {xbpf.ALUOpConstant{Op: 0xf0, Val: 1}, xbpf.RetA{}},
+		"bad jump test": {xbpf.JumpIf{Cond: 99}, xbpf.RetA{}},
+		"scratch 16":    {xbpf.StoreScratch{Src: xbpf.RegA, N: 16}, xbpf.RetA{}},
+		"extension":     {xbpf.LoadExtension{Num: xbpf.ExtRand}, xbpf.RetA{}},
+		"nil":           {nil, xbpf.RetA{}},
+		"jump if past":  {xbpf.JumpIf{Cond: xbpf.JumpEqual, SkipFalse: 1}, xbpf.RetA{}},
 		"too long":      make([]xbpf.Instruction, 5000),
 	} {
 		if _, err := Classic(prog); !errors.Is(err, ErrInvalidProgram) {
@@ -145,15 +205,83 @@ func TestClassicInvalid(t *testing.T) {
 	}
 }
 
+const invalidObject = "testdata/invalid.o"
+
 func TestLoadObjectErrors(t *testing.T) {
-	if _, err := LoadObject(object, "nope"); !errors.Is(err, ErrNoProgram) {
-		t.Errorf("unknown program: %v", err)
+	if _, err := LoadObject(object, "nope"); !errors.Is(err, ErrNoProgram) || !strings.Contains(err.Error(), "http2") {
+		t.Errorf("unknown program: %v (want ErrNoProgram listing the programs)", err)
 	}
-	if _, err := LoadObject("testdata/missing.o", "http2"); err == nil {
-		t.Errorf("missing file: no error")
+	if _, err := LoadObject("testdata/missing.o", "http2"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
 	}
 	if _, err := LoadObject("testdata/parsers.c", "http2"); err == nil {
 		t.Errorf("not an ELF file: no error")
+	}
+	for _, tt := range []struct {
+		program string
+		err     error
+		says    string
+	}{
+		{"with_map", ErrInvalidProgram, "maps"},
+		{"socket/map", ErrInvalidProgram, "maps"},
+		{"random", ErrInvalidProgram, "helper 7"},
+		{"call", ErrInvalidProgram, "bpf-to-bpf"},
+		{"xdp_prog", ErrInvalidProgram, "socket filter"},
+		{"xdp", ErrInvalidProgram, "socket filter"},
+		{"socket/twin", ErrNoProgram, "2 programs"},
+		{"field", ErrNoProgram, "no program"}, // a static function, not a program
+	} {
+		if _, err := LoadObject(invalidObject, tt.program); !errors.Is(err, tt.err) || !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("%s: %v; want %v saying %q", tt.program, err, tt.err, tt.says)
+		}
+	}
+}
+
+// TestLoadObjectNames loads programs by function and by section name: a
+// section holding one program names it, one holding two does not.
+func TestLoadObjectNames(t *testing.T) {
+	in := []byte{0, 0, 0, 1}
+	for _, tt := range []struct {
+		path, program string
+		want          int
+	}{
+		{object, "rds", 0}, // needs 20 bytes
+		{object, "socket/dns", 2},
+		{object, "dns", 2},
+		{invalidObject, "twin_a", 5},
+		{invalidObject, "twin_b", 9},
+	} {
+		p, err := LoadObject(tt.path, tt.program)
+		if err != nil {
+			t.Errorf("%s: %v", tt.program, err)
+			continue
+		}
+		if n, err := p.Parse(in); n != tt.want || err != nil {
+			t.Errorf("%s on %x: %d, %v; want %d", tt.program, in, n, err, tt.want)
+		}
+	}
+}
+
+// TestLoadObjectLoop runs a program that loops until the first byte is 0xff:
+// it ends, and on other bytes it fails with ErrStepLimit instead of hanging.
+func TestLoadObjectLoop(t *testing.T) {
+	p, err := LoadObject(invalidObject, "loop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Parse(nil); n != 0 || err != nil {
+		t.Errorf("empty: %d, %v; want 0 (load out of range)", n, err)
+	}
+	if n, err := p.Parse([]byte{0xff}); n != 0 || err != nil {
+		t.Errorf("0xff: %d, %v; want 0", n, err)
+	}
+	start := time.Now()
+	n, err := p.Parse([]byte{0})
+	if n != 0 || !errors.Is(err, ErrStepLimit) || !errors.Is(err, ErrProgram) {
+		t.Errorf("looping: %d, %v; want ErrStepLimit and ErrProgram", n, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("looping program stopped after %v", d)
 	}
 }
 

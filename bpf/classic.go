@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/gokcm/kcm"
 	"github.com/gokcm/kcm/internal/ebpfvm"
@@ -42,21 +43,43 @@ const maxClassicInsns = 4096
 // KCM runs a classic program converted by the kernel: the packet is the
 // message's bytes so far, and the return value is mapped as described in the
 // package documentation. A load beyond the buffered bytes makes the program
-// return 0, "need more". The program is validated (and assembled, to check it
-// would load into a kernel); errors wrap ErrInvalidProgram.
+// return 0, "need more".
+//
+// The program is validated when Classic is called: each instruction is
+// assembled (as for loading into a kernel) and the program that runs is the
+// disassembly of that bytecode, so it cannot change afterwards and an
+// instruction value the kernel could not load (an unknown opcode, a bad load
+// size, a scratch slot above 15, a jump past the end, a constant division by
+// zero, an extension other than the packet length, a last instruction other
+// than a return) is rejected with an error wrapping ErrInvalidProgram.
+// RawInstruction values are accepted and decoded. NegateA, which the x/net/bpf
+// virtual machine lacks, runs as a multiplication by 2^32-1 (the same value
+// modulo 2^32).
 //
 // The parser is safe for concurrent use and does not allocate on success.
 func Classic(prog []xbpf.Instruction) (kcm.Parser, error) {
 	if len(prog) > maxClassicInsns {
 		return nil, fmt.Errorf("%w: %d instructions, limit %d", ErrInvalidProgram, len(prog), maxClassicInsns)
 	}
+	own := make([]xbpf.Instruction, len(prog))
 	for i, ins := range prog {
-		if _, ok := ins.(xbpf.NegateA); ok {
-			// x/net/bpf's VM does not implement it.
-			return nil, fmt.Errorf("%w: instruction %d: NegateA is not supported", ErrInvalidProgram, i)
+		if ins == nil {
+			return nil, fmt.Errorf("%w: instruction %d is nil", ErrInvalidProgram, i)
+		}
+		raw, err := ins.Assemble()
+		if err != nil {
+			return nil, fmt.Errorf("%w: instruction %d (%v): %w", ErrInvalidProgram, i, ins, err)
+		}
+		switch d := raw.Disassemble().(type) {
+		case xbpf.RawInstruction:
+			return nil, fmt.Errorf("%w: instruction %d: unknown opcode %#04x", ErrInvalidProgram, i, d.Op)
+		case xbpf.NegateA:
+			own[i] = xbpf.ALUOpConstant{Op: xbpf.ALUOpMul, Val: math.MaxUint32}
+		default:
+			own[i] = d
 		}
 	}
-	vm, err := xbpf.NewVM(prog)
+	vm, err := xbpf.NewVM(own)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidProgram, err)
 	}

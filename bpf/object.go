@@ -51,7 +51,7 @@ func LoadObject(path, program string) (kcm.Parser, error) {
 	if err := ps.Instructions.Marshal(&raw, binary.LittleEndian); err != nil {
 		return nil, fmt.Errorf("%w: %s: program %s: %w", ErrInvalidProgram, path, ps.Name, err)
 	}
-	return newEBPF(raw.Bytes(), fmt.Sprintf("%s:%s", path, ps.Name))
+	return newEBPF(raw.Bytes(), fmt.Sprintf("%s: program %s", path, ps.Name))
 }
 
 // newEBPF validates raw little-endian eBPF bytecode and wraps it as a
