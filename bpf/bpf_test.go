@@ -285,12 +285,19 @@ func TestLoadObjectLoop(t *testing.T) {
 	}
 }
 
+// TestNoAllocs checks that no form of any protocol allocates on a valid
+// message or on a need-more call (the eBPF programs that use the stack,
+// such as mongo's, included).
 func TestNoAllocs(t *testing.T) {
-	b := []byte{0, 0, 4, 1, 0, 0, 0, 0, 0}
-	for _, p := range prototest.Protocols()[:1] {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, p := range prototest.Protocols() {
+		b := p.Gen(r, 40)
 		for _, f := range forms(t, p) {
+			if n, err := f.P.Parse(b); n != len(b) || err != nil {
+				t.Fatalf("%s/%s: Parse = %d, %v; want %d", p.Name, f.Name, n, err, len(b))
+			}
 			if n := testing.AllocsPerRun(100, func() { f.P.Parse(b); f.P.Parse(b[:1]) }); n != 0 {
-				t.Errorf("%s: %v allocations per call", f.Name, n)
+				t.Errorf("%s/%s: %v allocations per call", p.Name, f.Name, n)
 			}
 		}
 	}
