@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"strings"
@@ -26,7 +28,8 @@ func forms(t testing.TB, p prototest.Protocol) []prototest.Form {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fs = append(fs, prototest.Form{Name: "lengthfield", P: lf})
+		fs = append(fs, prototest.Form{Name: "lengthfield", P: lf},
+			prototest.Form{Name: "literal", P: p.Field}) // no NewLengthField
 	}
 	if p.Classic != nil {
 		c, err := Classic(p.Classic)
@@ -99,6 +102,53 @@ func TestSeedPrograms(t *testing.T) {
 	if _, err := rds.Parse(b); !errors.Is(err, ErrProgram) {
 		t.Errorf("rds negative: %v, want ErrProgram", err)
 	}
+}
+
+// TestSeedProgramsOnFrames runs the kernel KCM seed programs over real
+// frames: HTTP/2 frames as nghttp2 sends them after the connection preface
+// (SETTINGS, SETTINGS ACK, WINDOW_UPDATE, HEADERS, DATA with END_STREAM),
+// and RDS-framed messages, each stream cut at every byte.
+func TestSeedProgramsOnFrames(t *testing.T) {
+	h2 := [][]byte{
+		unhex("000012 04 00 00000000 0003 00000064 0004 40000000 0002 00000000"),
+		unhex("000000 04 01 00000000"),
+		unhex("000004 08 00 00000000 3fff0001"),
+		unhex("00001e 01 04 00000001 8286 84 41 8aa0e41d139d09b8f01e07 7a88 25b650c3cbbab87f 53 03 2a2f2a"),
+		unhex("000005 00 01 00000001 68656c6c6f"),
+	}
+	rds := [][]byte{
+		append(unhex("0000000000000001 0000000000000000 00000003 4000 4001 00 00 00000000 0000 0000000000000000"), 'a', 'b', 'c'),
+		unhex("0000000000000002 0000000000000001 00000000 4000 4001 00 00 00000000 0000 0000000000000000"),
+	}
+	for _, tt := range []struct {
+		program string
+		msgs    [][]byte
+	}{{"http2", h2}, {"rds", rds}} {
+		p, err := LoadObject(object, tt.program)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stream []byte
+		var want []int
+		for _, m := range tt.msgs {
+			stream = append(stream, m...)
+			want = append(want, len(m))
+		}
+		for cut := range len(stream) + 1 {
+			got, rest, err := prototest.Split(p, stream, []int{cut})
+			if err != nil || rest != 0 || fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%s cut at %d: %v (rest %d, err %v), want %v", tt.program, cut, got, rest, err, want)
+			}
+		}
+	}
+}
+
+func unhex(s string) []byte {
+	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func TestClassicReturnMapping(t *testing.T) {
