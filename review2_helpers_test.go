@@ -1,0 +1,5 @@
+package kcm_test
+
+import "os"
+
+func errDeadlineExceeded() error { return os.ErrDeadlineExceeded }
