@@ -38,8 +38,9 @@ type Mux struct {
 	sockets  []*Socket
 	sockIdx  indexSet
 	psockIdx indexSet
-	backlog  backlog // messages sent while no psock was attached
-	departed PsockStats
+	backlog  backlog    // messages sent while no psock was attached
+	departed PsockStats // counters of psocks that left and went quiet
+	leaving  []*Psock   // psocks that left while a reader or writer still ran
 
 	pool  *bufPool
 	stats muxCounters
@@ -187,8 +188,12 @@ func (m *Mux) dropReadyLocked() {
 // Stats returns the mux's counters.
 func (m *Mux) Stats() MuxStats {
 	m.mu.Lock()
+	m.foldLeavingLocked()
 	agg := m.departed
 	for _, p := range m.psocks {
+		agg.add(p.statsLocked())
+	}
+	for _, p := range m.leaving {
 		agg.add(p.statsLocked())
 	}
 	m.mu.Unlock()

@@ -210,18 +210,31 @@ func (m *Mux) interruptLocked(p *Psock) {
 
 // failLocked makes p leave the mux because of err, closing its connection.
 // Its queued messages go to other psocks.
-func (m *Mux) failLocked(p *Psock, err error) {
+func (m *Mux) failLocked(p *Psock, err error) { m.failTxLocked(p, err, nil, nil) }
+
+// failTxLocked is failLocked for a writer whose failed write left head
+// unwritten: those go out again first.
+func (m *Mux) failTxLocked(p *Psock, err error, head []txEntry, headBuf []byte) {
 	if p.gone {
+		for i := range head {
+			m.requeueLocked(p, &head[i], headBuf)
+		}
 		return
 	}
 	p.err = err
 	m.removeLocked(p)
-	p.conn.Close()
+	// Close outside the lock: some connections block in Close (tls.Conn
+	// sends close_notify, which can wait for a full send buffer).
+	m.wg.Add(1)
+	go func(c net.Conn) {
+		defer m.wg.Done()
+		c.Close()
+	}(p.conn)
 	if p.rx != rxLed && p.rx != rxBg {
 		m.stopReadLocked(p)
 		p.sp.takeRest()
 	}
-	m.abortTxLocked(p, err)
+	m.abortTxLocked(p, head, headBuf)
 	close(p.done)
 	if cb := m.cfg.OnPsockError; cb != nil && err != ErrClosed {
 		go cb(p, err)
@@ -249,8 +262,29 @@ func (m *Mux) removeLocked(p *Psock) {
 		p.grace.Stop()
 		p.graceArmed = false
 	}
-	m.departed.add(p.statsLocked())
+	// Its reader or writer may still count what it was doing: fold its
+	// counters into the mux's once they are quiet.
+	m.leaving = append(m.leaving, p)
+	m.foldLeavingLocked()
 	attachedConns.Delete(p.conn)
+}
+
+// foldLeavingLocked adds the counters of psocks that left the mux, and
+// whose reader and writer have let go, to the mux's aggregate.
+func (m *Mux) foldLeavingLocked() {
+	kept := m.leaving[:0]
+	for _, p := range m.leaving {
+		p.tx.mu.Lock()
+		busy := p.tx.writing
+		p.tx.mu.Unlock()
+		if busy || p.rx == rxLed || p.rx == rxBg {
+			kept = append(kept, p)
+			continue
+		}
+		m.departed.add(p.statsLocked())
+	}
+	clear(m.leaving[len(kept):])
+	m.leaving = kept
 }
 
 // prefixConn is a connection handed back by Unattach: its reads first

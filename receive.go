@@ -29,6 +29,7 @@ type waiter struct {
 	ch         chan struct{}
 	msg        Message // handed over by a reader
 	lead       *Psock  // or: lead this psock
+	peek       bool    // a Peek: it is never handed a message, only woken
 	prev, next *waiter
 	queued     bool
 	timer      *time.Timer
@@ -121,7 +122,7 @@ func (l *waitList) wakeSocket(s *Socket) {
 type rxMode struct {
 	limit    int  // bytes the caller takes from each message; < 0: all
 	partial  bool // what does not fit stays for the next call
-	peek     bool // nothing is consumed or counted
+	peek     bool // a Peek: nothing is consumed, shared or counted
 	dontWait bool // ErrWouldBlock instead of blocking
 }
 
@@ -135,6 +136,30 @@ func (m *Mux) recv(s *Socket, out []Message, mode rxMode) (n int, err error) {
 	}
 	m.mu.Unlock()
 	return n, err
+}
+
+// peek copies the next message for s into b and leaves it first in line,
+// all under the mux lock so no later message can overtake it. It returns
+// the bytes copied, the message's length, and whether it is the rest of a
+// message s began reading.
+func (m *Mux) peek(s *Socket, b []byte, dontWait bool) (n, size int, err error) {
+	var one [1]Message
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.recvLocked(s, one[:], rxMode{limit: len(b), peek: true, dontWait: dontWait}); err != nil {
+		return 0, 0, err
+	}
+	msg := one[0]
+	n = copy(b, msg.b)
+	if msg.rest {
+		s.partial = msg
+	} else {
+		m.ready.pushFront(msg)
+		if w := m.waiters.follower(); w != nil {
+			w.signal() // it finds the message in the queue
+		}
+	}
+	return n, len(msg.b), nil
 }
 
 func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
@@ -157,7 +182,7 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			}
 			if p := m.leadableLocked(); p != nil && !tried {
 				p.rx, p.leader = rxLed, s
-				n, err := m.lead(p, s, out, mode.dontWait)
+				n, err := m.lead(p, s, out, mode)
 				if n > 0 {
 					return n, nil
 				}
@@ -170,6 +195,7 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			return 0, ErrWouldBlock
 		}
 		w := s.getWaiter()
+		w.peek = mode.peek
 		m.waiters.push(w)
 		m.watchAllLocked()
 		m.mu.Unlock()
@@ -183,8 +209,14 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			out[0] = msg
 			return 1, nil
 		}
+		if p != nil && (m.ready.len() > 0 || s.partial.b != nil) {
+			// A message was put back (peeked) meanwhile: it goes first.
+			m.releaseReadLocked(p)
+			continue
+		}
 		if p != nil {
-			if n, _ := m.lead(p, s, out, false); n > 0 {
+			mode.dontWait = false
+			if n, _ := m.lead(p, s, out, mode); n > 0 {
 				return n, nil
 			}
 		}
@@ -249,9 +281,9 @@ func (m *Mux) startReaderLocked(p *Psock) {
 // called and returns with m.mu held, p.rx == rxLed on entry. It returns 0
 // when s must look at the mux again (p failed, was interrupted, or s's
 // deadline passed), with ErrWouldBlock when noWait found nothing to read.
-func (m *Mux) lead(p *Psock, s *Socket, out []Message, noWait bool) (int, error) {
+func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error) {
 	sdl := s.rdl
-	p.noWait = noWait
+	p.noWait = mode.dontWait
 	m.mu.Unlock()
 	for {
 		msg, ok, err := p.sp.next(p)
@@ -260,7 +292,9 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, noWait bool) (int, error)
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
-			m.shareLocked(p)
+			if !mode.peek { // a peeked message stays first in line
+				m.shareLocked(p)
+			}
 			m.releaseReadLocked(p)
 			return n, nil
 		}
@@ -321,8 +355,20 @@ func (p *Psock) publishRxLocked() {
 
 // deliverLocked hands msg to the first follower, or queues it.
 func (m *Mux) deliverLocked(msg Message) (handed bool) {
+	if m.closed {
+		msg.Release() // no socket can ever take it
+		m.stats.rxReadyDrops.Add(1)
+		return false
+	}
 	if w := m.waiters.follower(); w != nil {
 		m.waiters.remove(w)
+		if w.peek {
+			// A peek must find the message where everyone else would: in
+			// the queue, so nothing later can overtake it.
+			m.ready.push(msg)
+			w.signal()
+			return false
+		}
 		w.msg = msg
 		w.signal()
 		return true
@@ -336,8 +382,8 @@ func (m *Mux) deliverLocked(msg Message) (handed bool) {
 func (m *Mux) shareLocked(p *Psock) {
 	for {
 		w := m.waiters.follower()
-		if w == nil {
-			return
+		if w == nil || w.peek {
+			return // a peek waits for the lead instead
 		}
 		msg, ok, _ := p.sp.next(p)
 		if !ok {
@@ -356,6 +402,11 @@ func (p *Psock) waitRead(sdl time.Time, keep bool) error {
 		return errInterrupted
 	}
 	asm := p.sp.deadline()
+	if !asm.IsZero() && !time.Now().Before(asm) {
+		// The deadline passed while nobody read the psock: what already
+		// arrived counts, so take it in before judging.
+		return p.lateRead(keep)
+	}
 	dl := earliest(sdl, asm)
 	if !p.rdlValid || !dl.Equal(p.rdl) {
 		if err := p.conn.SetReadDeadline(dl); err != nil {
@@ -375,13 +426,41 @@ func (p *Psock) waitRead(sdl time.Time, keep bool) error {
 	}
 	now := time.Now()
 	if !asm.IsZero() && !now.Before(asm) {
-		p.stats.msgTimeouts.Add(1)
-		return fmt.Errorf("kcm: psock %d: %w after %v", p.index, ErrMessageTimeout, p.sp.timeout)
+		return p.lateRead(keep)
 	}
 	if !sdl.IsZero() && !now.Before(sdl) {
 		return errInterrupted // the receiver's deadline: it reports the timeout
 	}
 	return nil
+}
+
+// lateRead reads, without waiting, the bytes that arrived after the
+// assembly deadline passed unread; with none, the message timed out.
+// Connections without a raw descriptor cannot be read without blocking.
+func (p *Psock) lateRead(keep bool) error {
+	if p.raw != nil {
+		if !p.rdlValid || !p.rdl.IsZero() {
+			if err := p.conn.SetReadDeadline(time.Time{}); err != nil {
+				return err
+			}
+			p.rdl, p.rdlValid = time.Time{}, true
+		}
+		if p.intr.Load() {
+			return errInterrupted
+		}
+		saved := p.noWait
+		p.noWait = true
+		err := p.fill(keep)
+		p.noWait = saved
+		if errors.Is(err, os.ErrDeadlineExceeded) && p.intr.Load() {
+			return errInterrupted
+		}
+		if err != ErrWouldBlock {
+			return err
+		}
+	}
+	p.stats.msgTimeouts.Add(1)
+	return fmt.Errorf("%w after %v", ErrMessageTimeout, p.sp.timeout)
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -395,14 +474,17 @@ func earliest(a, b time.Time) time.Time {
 // read session; anything else makes the psock fail.
 func (m *Mux) readFailedLocked(p *Psock, err error) {
 	p.noWait = false
+	p.publishRxLocked() // before a failure moves the counters to the mux
 	if err != errInterrupted && err != ErrWouldBlock && !p.gone && !p.unattaching {
-		if err == io.EOF && p.sp.buffered() > 0 {
+		switch {
+		case err == io.EOF && p.sp.buffered() > 0:
 			err = io.ErrUnexpectedEOF
-		} else if err != io.EOF && !errors.Is(err, ErrParse) && !errors.Is(err, ErrMessageTimeout) &&
-			!errors.Is(err, ErrMessageTooBig) && !errors.Is(err, ErrBadLength) {
-			err = fmt.Errorf("kcm: psock %d: read: %w", p.index, err)
-		} else if err != io.EOF {
+		case err == io.EOF:
+		case errors.Is(err, ErrParse), errors.Is(err, ErrMessageTimeout),
+			errors.Is(err, ErrMessageTooBig), errors.Is(err, ErrBadLength):
 			err = fmt.Errorf("kcm: psock %d: %w", p.index, err)
+		default:
+			err = fmt.Errorf("kcm: psock %d: read: %w", p.index, err)
 		}
 		m.failLocked(p, err)
 	}
@@ -459,10 +541,15 @@ func (m *Mux) armGraceLocked(p *Psock) {
 	if p.graceDelay == 0 {
 		p.graceDelay = graceMin
 	}
+	d := p.graceDelay
+	if dl := p.sp.deadline(); !dl.IsZero() {
+		// A message is being assembled: look again by its deadline.
+		d = max(min(d, time.Until(dl)), 0)
+	}
 	if p.grace == nil {
-		p.grace = time.AfterFunc(p.graceDelay, func() { m.graceExpired(p) })
+		p.grace = time.AfterFunc(d, func() { m.graceExpired(p) })
 	} else {
-		p.grace.Reset(p.graceDelay)
+		p.grace.Reset(d)
 	}
 }
 

@@ -74,9 +74,6 @@ func (s *Socket) statsLocked() SocketStats {
 // them: bytes taken, and messages taken to their end (a truncated Datagram
 // message counts as taken).
 func (s *Socket) countLocked(ms []Message, mode rxMode) {
-	if mode.peek {
-		return
-	}
 	for i := range ms {
 		l := len(ms[i].b)
 		if mode.limit >= 0 && l > mode.limit {
@@ -249,23 +246,25 @@ func (s *Socket) Recv(b []byte) (int, error) {
 // when the bytes returned end a message and Trunc when a Datagram message
 // was cut.
 func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, err error) {
+	if flags&Peek != 0 {
+		n, size, err := s.mux.peek(s, b, flags&DontWait != 0)
+		switch {
+		case err != nil:
+			return 0, 0, s.opError("recv", err)
+		case n == size:
+			return n, EOR, nil
+		case s.typ == Datagram:
+			return n, Trunc, nil
+		}
+		return n, 0, nil
+	}
 	var one [1]Message
-	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, peek: flags&Peek != 0, dontWait: flags&DontWait != 0}
+	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, dontWait: flags&DontWait != 0}
 	if _, err := s.mux.recv(s, one[:], mode); err != nil {
 		return 0, 0, s.opError("recv", err)
 	}
 	msg := &one[0]
 	n = copy(b, msg.b)
-	if flags&Peek != 0 {
-		s.putBack(*msg)
-		if n < len(msg.b) && s.typ == Datagram {
-			return n, Trunc, nil
-		}
-		if n == len(msg.b) {
-			rflags = EOR
-		}
-		return n, rflags, nil
-	}
 	switch {
 	case n == len(msg.b):
 		rflags = EOR
@@ -281,25 +280,17 @@ func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, er
 	return n, rflags, err
 }
 
-// putBack returns a message the socket did not consume: the rest of a
-// message it began reading stays with the socket; a whole (peeked) message
-// goes back to the head of the mux's queue, for any socket.
+// putBack keeps the rest of a message the socket began reading for its
+// next receive.
 func (s *Socket) putBack(msg Message) {
 	m := s.mux
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if msg.rest {
-		if s.closed {
-			msg.Release()
-			return
-		}
-		s.partial = msg
+	if s.closed {
+		msg.Release()
 		return
 	}
-	m.ready.pushFront(msg)
-	if w := m.waiters.follower(); w != nil {
-		w.signal()
-	}
+	s.partial = msg
 }
 
 // RecvMessage receives one message without copying it: the Message lends
@@ -499,6 +490,7 @@ func (s *Socket) getWaiter() *waiter {
 }
 
 func (s *Socket) putWaiter(w *waiter) {
+	w.peek = false
 	select {
 	case <-w.ch:
 	default:

@@ -135,6 +135,15 @@ type txState struct {
 	wbuf []byte
 }
 
+// publishSent moves the current writer's counts into the psock's; only the
+// writer calls it.
+func (t *txState) publishSent() {
+	t.mu.Lock()
+	t.count.add(int(t.sent.msgs), int(t.sent.bytes))
+	t.sent = msgCount{}
+	t.mu.Unlock()
+}
+
 func (t *txState) enqueueCopy(b []byte, s *Socket) {
 	off := len(t.cbuf)
 	t.cbuf = append(t.cbuf, b...)
@@ -190,7 +199,7 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 				m.flushQueued(p)
 				return ErrClosed
 			}
-			m.writeFailed(p, err, n > 0)
+			m.writeFailed(p, err, n > 0, nil, nil)
 			m.flushQueued(p)
 			if err := m.closedErr(); err != nil {
 				return err
@@ -244,13 +253,13 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 			m.flushQueued(p)
 			return ErrClosed
 		}
-		m.writeFailed(p, err, cut)
+		m.writeFailed(p, err, cut, nil, nil)
 		m.flushQueued(p)
 		if err := m.closedErr(); err != nil {
 			return err
 		}
-		p.stats.txAborts.Add(1)
-		m.stats.txRetries.Add(1)
+		p.stats.txAborts.Add(uint64(len(msgs)))
+		m.stats.txRetries.Add(uint64(len(msgs)))
 	}
 	for _, b := range msgs {
 		if err := m.transmit(s, b); err != nil {
@@ -413,13 +422,7 @@ func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error)
 	if err == nil {
 		err = errors.New("short write")
 	}
-	m.writeFailed(p, err, cut)
-	m.mu.Lock()
-	for ; i < len(q); i++ {
-		p.stats.txAborts.Add(1)
-		m.requeueLocked(p, &q[i], buf)
-	}
-	m.mu.Unlock()
+	m.writeFailed(p, err, cut, q[i:], buf)
 }
 
 // finishEntry ends a queued message: its sender is told err, its bytes
@@ -486,6 +489,7 @@ func (m *Mux) kickLocked(p *Psock) {
 // a psock whose stream now holds part of a message leaves the mux; one
 // that got no byte of it stays.
 func (m *Mux) writeCutByClose(p *Psock, cut bool) {
+	p.tx.publishSent()
 	if !cut {
 		p.conn.SetWriteDeadline(time.Time{})
 		return
@@ -539,28 +543,38 @@ func (m *Mux) dropEntries(p *Psock, q []txEntry, cbuf []byte, s *Socket) []txEnt
 }
 
 // writeFailed handles a write error on p: the psock fails, unless it is
-// being unattached (the error is then the unattach's interrupt).
-func (m *Mux) writeFailed(p *Psock, err error, cut bool) {
+// being unattached (the error is then the unattach's interrupt). head are
+// messages of the failed write that did not go out whole; they are sent
+// again on other psocks before the ones queued behind them.
+func (m *Mux) writeFailed(p *Psock, err error, cut bool, head []txEntry, buf []byte) {
+	p.tx.publishSent() // before a failure moves the counters to the mux
+	p.stats.txAborts.Add(uint64(len(head)))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p.unattaching {
 		p.tx.mu.Lock()
 		p.tx.cut = p.tx.cut || cut
 		p.tx.mu.Unlock()
+		for i := range head {
+			m.requeueLocked(p, &head[i], buf)
+		}
 		return
 	}
-	m.failLocked(p, fmt.Errorf("kcm: psock %d: write: %w", p.index, err))
+	m.failTxLocked(p, fmt.Errorf("kcm: psock %d: write: %w", p.index, err), head, buf)
 }
 
-// abortTxLocked stops p's transmit side for good and moves its queue to
-// other psocks.
-func (m *Mux) abortTxLocked(p *Psock, _ error) {
+// abortTxLocked stops p's transmit side for good and moves head, then its
+// queue, to other psocks.
+func (m *Mux) abortTxLocked(p *Psock, head []txEntry, headBuf []byte) {
 	t := &p.tx
 	t.mu.Lock()
 	t.stopped = true
 	q, buf := t.q, t.cbuf
 	t.q, t.cbuf = nil, nil
 	t.mu.Unlock()
+	for i := range head {
+		m.requeueLocked(p, &head[i], headBuf)
+	}
 	for i := range q {
 		m.requeueLocked(p, &q[i], buf)
 	}
@@ -571,7 +585,7 @@ func (m *Mux) abortTxLocked(p *Psock, _ error) {
 // a message was cut.
 func (m *Mux) stopTx(p *Psock, interrupt bool) bool {
 	m.mu.Lock()
-	m.abortTxLocked(p, nil)
+	m.abortTxLocked(p, nil, nil)
 	t := &p.tx
 	t.mu.Lock()
 	var idle chan struct{}
