@@ -490,6 +490,10 @@ func (m *Mux) kickLocked(p *Psock) {
 // that got no byte of it stays.
 func (m *Mux) writeCutByClose(p *Psock, cut bool) {
 	p.tx.publishSent()
+	// An interrupted write on a connection kcm does not write itself (TLS)
+	// may have left part of a record behind, and tls.Conn refuses to write
+	// after a write timeout: such a psock cannot go on either.
+	cut = cut || p.raw == nil
 	if !cut {
 		p.conn.SetWriteDeadline(time.Time{})
 		return
@@ -553,7 +557,7 @@ func (m *Mux) writeFailed(p *Psock, err error, cut bool, head []txEntry, buf []b
 	defer m.mu.Unlock()
 	if p.unattaching {
 		p.tx.mu.Lock()
-		p.tx.cut = p.tx.cut || cut
+		p.tx.cut = p.tx.cut || cut || p.raw == nil // see writeCutByClose
 		p.tx.mu.Unlock()
 		for i := range head {
 			m.requeueLocked(p, &head[i], buf)
