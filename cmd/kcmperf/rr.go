@@ -52,54 +52,69 @@ func rrRaw(t *target, cfg config) (*workload, error) {
 // rrKCM is super_kcmperf: per instance its own mux with one socket and one
 // psock, Send of the request and Recv of the response.
 func rrKCM(t *target, cfg config) (*workload, error) {
-	muxes := make([]*perfMux, 0, cfg.Instances)
-	socks := make([]*kcm.Socket, 0, cfg.Instances)
-	cleanup := func() {
-		for _, m := range muxes {
-			m.Close()
-		}
-	}
-	for range cfg.Instances {
-		c, err := t.dial(kindKCMEcho, cfg.RespSize)
-		if err != nil {
-			cleanup()
-			return nil, err
-		}
-		m := newPerfMux()
-		muxes = append(muxes, m)
-		if _, err := m.attach(c, lengthPrefix); err != nil {
-			c.Close()
-			cleanup()
-			return nil, err
-		}
-		socks = append(socks, m.NewSocket(kcm.Datagram))
+	socks, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
+		return t.dial(kindKCMEcho, cfg.RespSize)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return &workload{
 		workers: len(socks),
 		latency: true,
 		close:   cleanup,
 		run: func(i int, w *worker) error {
-			s := socks[i]
-			req := newMessage(cfg.ReqSize, 'q')
-			want := hdrLen + cfg.RespSize
-			resp := make([]byte, want+1) // one spare byte tells a longer message apart
-			for !w.stopped() {
-				start := time.Now()
-				if err := s.Send(req); err != nil {
-					return err
-				}
-				n, err := s.Recv(resp)
-				if err != nil {
-					return err
-				}
-				if n != want {
-					return fmt.Errorf("response of %d bytes, want %d", n, want)
-				}
-				w.record(start)
-			}
-			return nil
+			return kcmRR(socks[i], newMessage(cfg.ReqSize, 'q'), hdrLen+cfg.RespSize, w)
 		},
 	}, nil
+}
+
+// kcmInstances makes n muxes of one socket and one psock over connections
+// from dial, and returns their sockets and a function closing them all.
+func kcmInstances(n int, dial func() (net.Conn, error)) ([]*kcm.Socket, func(), error) {
+	muxes := make([]*perfMux, 0, n)
+	socks := make([]*kcm.Socket, 0, n)
+	cleanup := func() {
+		for _, m := range muxes {
+			m.Close()
+		}
+	}
+	for range n {
+		c, err := dial()
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		m := newPerfMux()
+		muxes = append(muxes, m)
+		if _, err := m.attach(c, lengthPrefix); err != nil {
+			c.Close()
+			cleanup()
+			return nil, nil, err
+		}
+		socks = append(socks, m.NewSocket(kcm.Datagram))
+	}
+	return socks, cleanup, nil
+}
+
+// kcmRR sends req and receives a response of want bytes on s until w
+// stops, recording each transaction's latency.
+func kcmRR(s *kcm.Socket, req []byte, want int, w *worker) error {
+	resp := make([]byte, want+1) // one spare byte tells a longer message apart
+	for !w.stopped() {
+		start := time.Now()
+		if err := s.Send(req); err != nil {
+			return err
+		}
+		n, err := s.Recv(resp)
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("response of %d bytes, want %d", n, want)
+		}
+		w.record(start)
+	}
+	return nil
 }
 
 func dialN(t *target, n int, kind byte, size int) ([]net.Conn, error) {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -118,26 +117,9 @@ func sharedKCM(t *target, cfg config) (*workload, error) {
 		latency: true,
 		close:   func() { m.Close() },
 		run: func(i int, w *worker) error {
-			s := socks[i]
 			req := newMessage(cfg.ReqSize, 'q')
 			binary.BigEndian.PutUint32(req[hdrLen:], uint32(i))
-			want := hdrLen + cfg.RespSize
-			resp := make([]byte, want+1)
-			for !w.stopped() {
-				start := time.Now()
-				if err := s.Send(req); err != nil {
-					return err
-				}
-				n, err := s.Recv(resp)
-				if err != nil {
-					return err
-				}
-				if n != want {
-					return fmt.Errorf("response of %d bytes, want %d", n, want)
-				}
-				w.record(start)
-			}
-			return nil
+			return kcmRR(socks[i], req, hdrLen+cfg.RespSize, w)
 		},
 	}, nil
 }

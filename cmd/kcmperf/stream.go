@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/gokcm/kcm"
 )
@@ -62,33 +63,17 @@ func streamRaw(t *target, cfg config) (*workload, error) {
 // released right away: kcm's zero-copy batch path. The server sends with
 // SendBatch, cfg.Batch messages at a time.
 func streamKCM(t *target, cfg config) (*workload, error) {
-	muxes := make([]*perfMux, 0, cfg.Instances)
-	socks := make([]*kcm.Socket, 0, cfg.Instances)
-	cleanup := func() {
-		for _, m := range muxes {
-			m.Close()
-		}
+	// The sender is kcm (SendBatch) unless -stream-sender raw isolates the
+	// receive path against the very sender the baseline gets.
+	kind := byte(kindKCMStream)
+	if cfg.Sender == "raw" {
+		kind = kindRawStream
 	}
-	for range cfg.Instances {
-		// The sender is kcm (SendBatch) unless -stream-sender raw isolates
-		// the receive path against the very sender the baseline gets.
-		kind := byte(kindKCMStream)
-		if cfg.Sender == "raw" {
-			kind = kindRawStream
-		}
-		c, err := t.dialHello(hello{kind: kind, size: cfg.ReqSize, batch: cfg.Batch})
-		if err != nil {
-			cleanup()
-			return nil, err
-		}
-		m := newPerfMux()
-		muxes = append(muxes, m)
-		if _, err := m.attach(c, lengthPrefix); err != nil {
-			c.Close()
-			cleanup()
-			return nil, err
-		}
-		socks = append(socks, m.NewSocket(kcm.Datagram))
+	socks, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
+		return t.dialHello(hello{kind: kind, size: cfg.ReqSize, batch: cfg.Batch})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return &workload{
 		workers: len(socks),
