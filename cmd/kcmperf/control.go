@@ -110,7 +110,7 @@ type child struct {
 // a server.
 const childEnv = "KCMPERF_CHILD"
 
-func startChild(cpuprofile string) (*child, error) {
+func startChild(cpuprofile string, heartbeat bool) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -118,6 +118,9 @@ func startChild(cpuprofile string) (*child, error) {
 	args := []string{"server", "-listen", "127.0.0.1:0", "-stdin-exit"}
 	if cpuprofile != "" {
 		args = append(args, "-cpuprofile", cpuprofile)
+	}
+	if heartbeat {
+		args = append(args, "-heartbeat")
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")

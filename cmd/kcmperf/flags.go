@@ -27,6 +27,7 @@ type options struct {
 	peer       string
 	cpuprofile string // client CPU profile
 	srvprofile string // server (child) CPU profile
+	heartbeat  bool   // keep a timer pending in both processes
 	peerTime   time.Duration
 	batch      int    // stream: messages per kcm SendBatch / RecvBatch
 	sender     string // stream: kcm or raw sender for the kcm receiver
@@ -83,6 +84,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the client's CPU profile to this file")
 	fs.StringVar(&o.only, "only", "", "run only one side, raw or kcm (for profiling; no ratios)")
 	fs.StringVar(&o.srvprofile, "server-cpuprofile", "", "write the child server's CPU profile to this file")
+	fs.BoolVar(&o.heartbeat, "heartbeat", true, "keep a timer pending in client and child server, so raw and kcm runs see the same Go runtime idle behaviour (see docs/PERFORMANCE.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: kcmperf [flags]\n       kcmperf server [-listen addr]\n\n")
 		fs.PrintDefaults()

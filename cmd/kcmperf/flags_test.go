@@ -82,3 +82,10 @@ func TestFlagsErrors(t *testing.T) {
 		}
 	}
 }
+
+// The heartbeat keeps a timer pending until stopped, and leaves nothing
+// behind (TestMain checks goroutines).
+func TestHeartbeatStops(t *testing.T) {
+	stop := startHeartbeat()
+	stop()
+}

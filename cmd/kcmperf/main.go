@@ -33,8 +33,12 @@ func serverMain(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", ":"+defaultPort, "address to listen on")
 	stdinExit := fs.Bool("stdin-exit", false, "exit when stdin reaches EOF (used when run as a child)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole server run to this file")
+	heartbeat := fs.Bool("heartbeat", false, "keep a timer pending, as the client does with -heartbeat (see the client's flag)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *heartbeat {
+		defer startHeartbeat()()
 	}
 	if *cpuprofile != "" {
 		stop, err := startProfile(*cpuprofile)
@@ -94,6 +98,9 @@ func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) 
 		}
 		defer stop()
 	}
+	if o.heartbeat {
+		defer startHeartbeat()()
+	}
 	if o.peer == "sockperf" {
 		return runSockperf(o, stdout)
 	}
@@ -110,7 +117,7 @@ func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) 
 	addr := o.host
 	rep.Server = addr
 	if addr == "" {
-		ch, err := startChild(o.srvprofile)
+		ch, err := startChild(o.srvprofile, o.heartbeat)
 		if err != nil {
 			return err
 		}
