@@ -32,11 +32,14 @@ func TestReview2AttachUnattachCyclesAcrossMuxes(t *testing.T) {
 
 	var got []uint32
 	var conn net.Conn = c
-	cycles := 0
+	cycles, idle := 0, 0
+	giveUp := time.Now().Add(2 * time.Minute)
 	for cycle := 0; len(got) < n; cycle++ {
 		cycles++
-		if cycle > 500 {
-			t.Fatalf("only %d of %d messages after 500 cycles", len(got), n)
+		// A loaded machine moves fewer messages per cycle: fail only on no
+		// progress at all, not on slowness.
+		if idle > 100 || time.Now().After(giveUp) {
+			t.Fatalf("only %d of %d messages after %d cycles (%d without progress)", len(got), n, cycle, idle)
 		}
 		cfg := kcm.Config{}
 		if cycle%3 == 1 {
@@ -51,12 +54,21 @@ func TestReview2AttachUnattachCyclesAcrossMuxes(t *testing.T) {
 		var mu sync.Mutex
 		var ids []uint32
 		var rwg sync.WaitGroup
+		var drain atomic.Bool
 		receive := func() {
 			defer rwg.Done()
 			buf := make([]byte, 4096)
+			flags := kcm.RecvFlags(0)
 			for {
-				k, err := s.Recv(buf)
+				k, _, err := s.RecvMsg(buf, flags)
 				if err != nil {
+					if flags == 0 && drain.Load() {
+						// Woken by the deadline after the unattach: take
+						// what the mux still holds, without waiting.
+						s.SetReadDeadline(time.Time{})
+						flags = kcm.DontWait
+						continue
+					}
 					return
 				}
 				id := checkMsg(t, buf[:k])
@@ -94,9 +106,10 @@ func TestReview2AttachUnattachCyclesAcrossMuxes(t *testing.T) {
 			rwg.Add(1)
 			go receive()
 		}
-		// No psock is left: the receiver takes what the mux queued, then
-		// times out.
-		s.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		// No psock is left: the receiver takes what the mux queued and
+		// stops when nothing is left (no timing involved).
+		drain.Store(true)
+		s.SetReadDeadline(time.Now())
 		if err := cfDo(t, 5*time.Second, "receiver", func() error { rwg.Wait(); return nil }); err != nil {
 			t.Fatal(err)
 		}
@@ -108,6 +121,11 @@ func TestReview2AttachUnattachCyclesAcrossMuxes(t *testing.T) {
 		}
 		if err := p.Err(); err != nil {
 			t.Fatalf("psock Err after unattach: %v", err)
+		}
+		if len(ids) == 0 {
+			idle++
+		} else {
+			idle = 0
 		}
 		got = append(got, ids...)
 		conn = nc
