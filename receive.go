@@ -362,9 +362,10 @@ func (m *Mux) deliverLocked(msg Message) (handed bool) {
 	}
 	if w := m.waiters.follower(); w != nil {
 		m.waiters.remove(w)
-		if w.peek {
-			// A peek must find the message where everyone else would: in
-			// the queue, so nothing later can overtake it.
+		if w.peek || m.ready.len() > 0 {
+			// Messages queued earlier go first, and a peek must find the
+			// message where everyone else would: in the queue, so nothing
+			// later can overtake it.
 			m.ready.push(msg)
 			w.signal()
 			return false
@@ -382,8 +383,8 @@ func (m *Mux) deliverLocked(msg Message) (handed bool) {
 func (m *Mux) shareLocked(p *Psock) {
 	for {
 		w := m.waiters.follower()
-		if w == nil || w.peek {
-			return // a peek waits for the lead instead
+		if w == nil || w.peek || m.ready.len() > 0 {
+			return // a peek waits for the lead; queued messages go first
 		}
 		msg, ok, _ := p.sp.next(p)
 		if !ok {
