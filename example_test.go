@@ -55,3 +55,38 @@ func Example() {
 	fmt.Printf("%q\n", reply[2:n])
 	// Output: "hello"
 }
+
+// A receiver drains many small messages at once without copying them: the
+// batch lends the mux's buffers until ReleaseBatch.
+func ExampleSocket_RecvBatch() {
+	a, b := net.Pipe()
+	defer b.Close()
+	framing := kcm.ParserFunc(func(p []byte) (int, error) {
+		if len(p) < 1 {
+			return 0, nil
+		}
+		return 1 + int(p[0]), nil // a 1-byte length, then the payload
+	})
+	m := kcm.NewMux(kcm.Config{})
+	defer m.Close()
+	m.Attach(a, framing)
+	s := m.NewSocket(kcm.Datagram)
+	go b.Write([]byte("\x03one\x03two\x05three"))
+
+	batch := make([]kcm.Message, 16)
+	for got := 0; got < 3; {
+		n, err := s.RecvBatch(batch)
+		if err != nil {
+			return
+		}
+		for _, msg := range batch[:n] {
+			fmt.Printf("%s\n", msg.Bytes()[1:])
+		}
+		kcm.ReleaseBatch(batch[:n])
+		got += n
+	}
+	// Output:
+	// one
+	// two
+	// three
+}
