@@ -209,8 +209,9 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			out[0] = msg
 			return 1, nil
 		}
-		if p != nil && (m.ready.len() > 0 || s.partial.b != nil) {
-			// A message was put back (peeked) meanwhile: it goes first.
+		if p != nil && (m.ready.len() > 0 || s.partial.b != nil || s.disabled || s.closed) {
+			// A message was put back (peeked) meanwhile: it goes first; or
+			// the socket stopped receiving: someone else leads.
 			m.releaseReadLocked(p)
 			continue
 		}
