@@ -2,6 +2,7 @@ package kcm_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,4 +43,32 @@ func proc(m *kcm.Mux) string {
 	var b strings.Builder
 	m.WriteProc(&b)
 	return b.String()
+}
+
+// recordingParser is lenPrefix that records the length of every buffer it
+// is called with, to check when the mux calls its parser.
+type recordingParser struct {
+	mu   sync.Mutex
+	lens []int
+}
+
+func (r *recordingParser) Parse(b []byte) (int, error) {
+	r.mu.Lock()
+	r.lens = append(r.lens, len(b))
+	r.mu.Unlock()
+	return lenPrefix(b)
+}
+
+// calls returns the lengths recorded so far.
+func (r *recordingParser) calls() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.lens...)
+}
+
+// reset forgets the recorded calls.
+func (r *recordingParser) reset() {
+	r.mu.Lock()
+	r.lens = nil
+	r.mu.Unlock()
 }

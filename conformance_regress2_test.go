@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -149,14 +148,7 @@ func TestConformanceProbeDuplicateAttachLeavesConnAlone(t *testing.T) {
 }
 
 func TestConformanceProbeParserNotRecalledWithoutNewBytes(t *testing.T) {
-	var mu sync.Mutex
-	var lens []int
-	parser := kcm.ParserFunc(func(b []byte) (int, error) {
-		mu.Lock()
-		lens = append(lens, len(b))
-		mu.Unlock()
-		return lenPrefix(b)
-	})
+	parser := &recordingParser{}
 	m := newMux(t, kcm.Config{})
 	s := m.NewSocket(kcm.Datagram)
 	c, peer := tcpPair(t)
@@ -175,9 +167,7 @@ func TestConformanceProbeParserNotRecalledWithoutNewBytes(t *testing.T) {
 		s.Recv(make([]byte, 200))
 	}
 	time.Sleep(200 * time.Millisecond) // background readers come and go
-	mu.Lock()
-	got := append([]int(nil), lens...)
-	mu.Unlock()
+	got := parser.calls()
 	for i := 1; i < len(got); i++ {
 		if got[i] == got[i-1] {
 			t.Fatalf("parser called again with the same %d bytes (calls %v); NeedMoreHdr=%d", got[i], got, p.Stats().NeedMoreHdr)

@@ -3,7 +3,6 @@ package kcm_test
 import (
 	"bytes"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,14 +12,7 @@ import (
 // Attach of a second psock interrupts the first one's reader; its parser
 // must not see the same bytes again.
 func TestConformanceProbeParserRecallAfterInterrupt(t *testing.T) {
-	var mu sync.Mutex
-	var lens []int
-	parser := kcm.ParserFunc(func(b []byte) (int, error) {
-		mu.Lock()
-		lens = append(lens, len(b))
-		mu.Unlock()
-		return lenPrefix(b)
-	})
+	parser := &recordingParser{}
 	m := newMux(t, kcm.Config{})
 	m.NewSocket(kcm.Datagram)
 	c, peer := tcpPair(t)
@@ -34,22 +26,13 @@ func TestConformanceProbeParserRecallAfterInterrupt(t *testing.T) {
 	}
 	attachPeer(t, m)
 	time.Sleep(100 * time.Millisecond) // no event: let the reader restart
-	mu.Lock()
-	defer mu.Unlock()
-	if len(lens) != 1 {
+	if lens := parser.calls(); len(lens) != 1 {
 		t.Fatalf("parser called %d times with lengths %v on 2 bytes that never grew; NeedMoreHdr=%d", len(lens), lens, p.Stats().NeedMoreHdr)
 	}
 }
 
 func TestConformanceProbeParserRecallLeader(t *testing.T) {
-	var mu sync.Mutex
-	var lens []int
-	parser := kcm.ParserFunc(func(b []byte) (int, error) {
-		mu.Lock()
-		lens = append(lens, len(b))
-		mu.Unlock()
-		return lenPrefix(b)
-	})
+	parser := &recordingParser{}
 	m := newMux(t, kcm.Config{})
 	s := m.NewSocket(kcm.Datagram)
 	c, peer := tcpPair(t)
@@ -58,9 +41,7 @@ func TestConformanceProbeParserRecallLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfLeaderMode(t, s, peer)
-	mu.Lock()
-	lens = nil
-	mu.Unlock()
+	parser.reset()
 	msg := msgOf(2, 10)
 	got := make(chan []byte, 1)
 	go func() {
@@ -80,8 +61,7 @@ func TestConformanceProbeParserRecallLeader(t *testing.T) {
 	if g := <-got; !bytes.Equal(g, msg) {
 		t.Fatal("message differs")
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	lens := parser.calls()
 	for i := 1; i < len(lens); i++ {
 		if lens[i] == lens[i-1] {
 			t.Fatalf("parser called again with the same bytes: lengths %v", lens)
