@@ -177,3 +177,26 @@ func isTimeout(err error) bool {
 }
 
 var _ = bytes.Equal
+
+// sendConcurrently starts senders goroutines, each with its own socket of
+// m, each sending msgs(g, i) for i < per; the returned group ends when all
+// are done. A failed send fails the test.
+func sendConcurrently(t testing.TB, m *kcm.Mux, senders, per int, msgs func(g, i int) [][]byte) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for g := 0; g < senders; g++ {
+		s := m.NewSocket(kcm.Datagram)
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				for _, b := range msgs(g, i) {
+					if err := s.Send(b); err != nil {
+						t.Errorf("send: %v", err)
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	return &wg
+}

@@ -228,25 +228,10 @@ func TestReview2HugeMessagesSlowPeers(t *testing.T) {
 	_, peer1 := attachPeer(t, m)
 	_, peer2 := attachPeer(t, m)
 	const senders, per = 3, 2
-	var wg sync.WaitGroup
-	for g := 0; g < senders; g++ {
-		s := m.NewSocket(kcm.Datagram)
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := 0; i < per; i++ {
-				if err := s.Send(msgOf(uint32(g<<16|i), 8<<20+g*1000+i)); err != nil {
-					t.Errorf("send: %v", err)
-					return
-				}
-				// And a small one right behind, from the same socket.
-				if err := s.Send(msgOf(uint32(g<<16|0x100|i), 10)); err != nil {
-					t.Errorf("send: %v", err)
-					return
-				}
-			}
-		}(g)
-	}
+	wg := sendConcurrently(t, m, senders, per, func(g, i int) [][]byte {
+		// A huge message, and a small one right behind from the same socket.
+		return [][]byte{msgOf(uint32(g<<16|i), 8<<20+g*1000+i), msgOf(uint32(g<<16|0x100|i), 10)}
+	})
 	collect(t, []net.Conn{peer1, peer2}, senders*per*2)
 	wg.Wait()
 }

@@ -266,20 +266,9 @@ func TestConcurrentSendersOnePsock(t *testing.T) {
 	m := newMux(t, kcm.Config{})
 	_, peer := attachPeer(t, m)
 	const senders, per = 16, 200
-	var wg sync.WaitGroup
-	for g := 0; g < senders; g++ {
-		s := m.NewSocket(kcm.Datagram)
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := 0; i < per; i++ {
-				if err := s.Send(msgOf(uint32(g<<16|i), 100+i)); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}(g)
-	}
+	wg := sendConcurrently(t, m, senders, per, func(g, i int) [][]byte {
+		return [][]byte{msgOf(uint32(g<<16|i), 100+i)}
+	})
 	collect(t, []net.Conn{peer}, senders*per)
 	wg.Wait()
 }
