@@ -564,13 +564,15 @@ func (m *Mux) graceExpired(p *Psock) {
 		return
 	}
 	p.graceArmed = false
-	if p.rx != rxIdle {
-		return
-	}
-	if p.releases != p.graceGen {
-		// Receivers keep coming back: look less often.
+	switch {
+	case p.rx == rxLed || (p.rx == rxIdle && p.releases != p.graceGen):
+		// Receivers keep coming back, or one is reading right now: look
+		// less often. Without the doubling here a psock whose receiver
+		// mostly waits in a read would wake every graceMin.
 		p.graceDelay = min(2*p.graceDelay, graceMax)
 		m.armGraceLocked(p)
+		return
+	case p.rx != rxIdle:
 		return
 	}
 	p.graceDelay = graceMin
