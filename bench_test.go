@@ -3,9 +3,13 @@ package kcm_test
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,6 +110,88 @@ func BenchmarkRR(b *testing.B) {
 	}
 }
 
+// BenchmarkRRInstances is super_kcmperf in one process: 200 independent
+// request/response pairs at once (a connection with an echo server each;
+// for kcm a mux of one socket and one psock at both ends), one transaction
+// in flight on each. The machine's CPUs are the limit, so ns/op is CPU
+// time per transaction divided by the CPUs: the per-transaction overhead
+// that kcmperf's rr -instances 200 compares, without a second process.
+func BenchmarkRRInstances(b *testing.B) {
+	const instances = 200
+	req := frame([]byte{1})
+	b.Run(fmt.Sprintf("instances=%d/impl=raw", instances), func(b *testing.B) {
+		rrParallel(b, instances, func() func() error {
+			c, srv := tcpPair(b)
+			go rawEcho(srv)
+			r := bufio.NewReader(c)
+			buf := make([]byte, len(req))
+			return func() error {
+				if _, err := c.Write(req); err != nil {
+					return err
+				}
+				if _, err := io.ReadFull(r, buf[:4]); err != nil {
+					return err
+				}
+				_, err := io.ReadFull(r, buf[4:4+binary.BigEndian.Uint32(buf)])
+				return err
+			}
+		})
+	})
+	b.Run(fmt.Sprintf("instances=%d/impl=kcm", instances), func(b *testing.B) {
+		rrParallel(b, instances, func() func() error {
+			c, srv := tcpPair(b)
+			go kcmEcho(srv)
+			m := kcm.NewMux(kcm.Config{})
+			b.Cleanup(func() { m.Close() })
+			s := m.NewSocket(kcm.Datagram)
+			if _, err := m.Attach(c, lenPrefix); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, len(req))
+			return func() error {
+				if err := s.Send(req); err != nil {
+					return err
+				}
+				_, err := s.Recv(buf)
+				return err
+			}
+		})
+	})
+}
+
+// rrParallel runs b.N transactions over n instances made by newInst, each
+// in its own goroutine taking transactions from a shared count.
+func rrParallel(b *testing.B, n int, newInst func() func() error) {
+	txs := make([]func() error, n)
+	for i := range txs {
+		txs[i] = newInst()
+		if err := txs[i](); err != nil { // connected and warm
+			b.Fatal(err)
+		}
+	}
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	errs := make(chan error, n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, tx := range txs {
+		go func() {
+			for left.Add(-1) >= 0 {
+				if err := tx(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range txs {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func itoa(n int) string {
 	switch {
 	case n >= 1<<20 && n%(1<<20) == 0:
@@ -186,42 +272,143 @@ func BenchmarkStream(b *testing.B) {
 	}
 }
 
-// loopConn echoes what is written back to its reader, without blocking:
-// it measures kcm's own per-message cost, free of system calls.
+// loopConn echoes what is written back to its reader, in memory: it
+// measures kcm's own per-message cost, free of system calls. A read waits
+// for data or for a read deadline in the past, which is how kcm interrupts
+// a reader.
 type loopConn struct {
-	buf []byte
+	mu     sync.Mutex
+	buf    []byte
+	dl     time.Time
+	closed bool
+	ready  chan struct{} // signalled on every write and deadline change
 }
 
+func newLoopConn() *loopConn { return &loopConn{ready: make(chan struct{}, 1)} }
+
 func (c *loopConn) Read(b []byte) (int, error) {
-	n := copy(b, c.buf)
-	c.buf = c.buf[:copy(c.buf, c.buf[n:])]
-	return n, nil
+	for {
+		c.mu.Lock()
+		if len(c.buf) > 0 {
+			n := copy(b, c.buf)
+			c.buf = c.buf[:copy(c.buf, c.buf[n:])]
+			c.mu.Unlock()
+			return n, nil
+		}
+		dl, closed := c.dl, c.closed
+		c.mu.Unlock()
+		if closed {
+			return 0, net.ErrClosed
+		}
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			expired = time.After(time.Until(dl))
+		}
+		select {
+		case <-c.ready:
+		case <-expired:
+		}
+	}
 }
-func (c *loopConn) Write(b []byte) (int, error)      { c.buf = append(c.buf, b...); return len(b), nil }
-func (c *loopConn) Close() error                     { return nil }
+
+func (c *loopConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.buf = append(c.buf, b...)
+	c.mu.Unlock()
+	c.signal()
+	return len(b), nil
+}
+
+func (c *loopConn) signal() {
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (c *loopConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.dl = t
+	c.mu.Unlock()
+	c.signal()
+	return nil
+}
+
+func (c *loopConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.signal()
+	return nil
+}
+
 func (c *loopConn) LocalAddr() net.Addr              { return nil }
 func (c *loopConn) RemoteAddr() net.Addr             { return nil }
-func (c *loopConn) SetDeadline(time.Time) error      { return nil }
-func (c *loopConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *loopConn) SetDeadline(t time.Time) error    { return c.SetReadDeadline(t) }
 func (c *loopConn) SetWriteDeadline(time.Time) error { return nil }
 
 // BenchmarkOverhead is kcm's own cost of one Send and one Recv on a mux of
 // one socket and one psock, over a connection that echoes in memory: the
-// data path without system calls, for profiling kcm's code alone.
+// data path without system calls, for profiling kcm's code alone. With
+// many instances, used round-robin as kcmperf's rr -instances uses its
+// muxes, each exchange finds its state out of the nearest caches; raw is
+// the same exchange with a bufio.Reader and a Write, the baseline.
 func BenchmarkOverhead(b *testing.B) {
-	m := kcm.NewMux(kcm.Config{})
-	defer m.Close()
-	s := m.NewSocket(kcm.Datagram)
-	c := &loopConn{}
-	m.Attach(c, lenPrefix)
+	for _, n := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("instances=%d/impl=raw", n), func(b *testing.B) { overheadRaw(b, n) })
+		b.Run(fmt.Sprintf("instances=%d/impl=kcm", n), func(b *testing.B) { overheadKCM(b, n) })
+	}
+}
+
+func overheadRaw(b *testing.B, n int) {
+	type inst struct {
+		c  *loopConn
+		br *bufio.Reader
+	}
+	insts := make([]inst, n)
+	for i := range insts {
+		c := newLoopConn()
+		insts[i] = inst{c, bufio.NewReader(c)}
+	}
 	req := frame([]byte{1})
 	buf := make([]byte, 64)
-	// Wait for the first exchange to get through the background reader.
-	s.Send(req)
-	s.Recv(buf)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		in := &insts[i%n]
+		in.c.Write(req)
+		if _, err := io.ReadFull(in.br, buf[:4]); err != nil {
+			b.Fatal(err)
+		}
+		l := binary.BigEndian.Uint32(buf[:4])
+		if _, err := io.ReadFull(in.br, buf[4:4+l]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func overheadKCM(b *testing.B, n int) {
+	socks := make([]*kcm.Socket, n)
+	for i := range socks {
+		m := kcm.NewMux(kcm.Config{})
+		defer m.Close()
+		socks[i] = m.NewSocket(kcm.Datagram)
+		m.Attach(newLoopConn(), lenPrefix)
+	}
+	req := frame([]byte{1})
+	buf := make([]byte, 64)
+	// Wait for the first exchanges to get through the background readers.
+	for _, s := range socks {
+		s.Send(req)
+		s.Recv(buf)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := socks[i%n]
 		s.Send(req)
 		s.Recv(buf)
 	}
