@@ -25,8 +25,7 @@ const (
 // read the stream themselves, without a goroutine handoff; past it, the
 // background reader queues messages, notices EOF and enforces deadlines.
 // The period doubles, up to graceMax, while receivers keep coming back or
-// one is reading when it ends, so
-// a busy psock costs few timer wake-ups.
+// one is reading when it ends, so a busy psock costs few timer wake-ups.
 const (
 	graceMin = 5 * time.Millisecond
 	graceMax = 160 * time.Millisecond
