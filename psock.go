@@ -37,46 +37,50 @@ const (
 // A psock leaves its mux when it is unattached, when the mux closes, or when
 // it fails; Done is then closed and Err says why.
 type Psock struct {
-	// Fields are grouped by when they are touched: the receive path's, the
-	// transmit path's, then the rest, so a message touches few cache lines.
+	// Fields are grouped by when they are touched: the receive path's
+	// (four cache lines), the transmit path's (aligned on a line of its
+	// own), then the rest. With hundreds of muxes busy, each line a message
+	// touches is likely a cache miss, so layout is throughput.
 	mux  *Mux
 	conn net.Conn
 
 	// The read side, owned by whoever reads the psock (state rxLed or rxBg;
 	// ownership passes under mux.mu).
-	sp         strparser
-	raw        syscall.RawConn
-	readFn     func(fd uintptr) bool
-	rn         int
-	rerr       error
-	keepBuf    bool
-	noWait     bool        // the reader must not block (a DontWait receive)
-	rdlValid   bool        // rdl is the deadline set on conn
-	intr       atomic.Bool // the reader must let go and re-check
-	rdl        time.Time   // read deadline last set on conn
-	pendingErr error
+	raw      syscall.RawConn
+	readFn   func(fd uintptr) bool
+	rn       int
+	rerr     syscall.Errno // of the last raw read, 0 for none
+	keepBuf  bool
+	noWait   bool        // the reader must not block (a DontWait receive)
+	rdlValid bool        // rdl is the deadline set on conn
+	intr     atomic.Bool // the reader must let go and re-check
 
-	// Receive ownership, guarded by mux.mu.
-	rx         rxState
-	graceArmed bool
-	leader     *Socket
-	releases   uint64        // read sessions ended, for the grace timer
-	rxCount    msgCount      // messages parsed
+	// Receive ownership and lifecycle, guarded by mux.mu.
+	rx          rxState
+	graceArmed  bool
+	gone        bool
+	unattaching bool
+	leader      *Socket
+	releases    uint64   // read sessions ended, for the grace timer
+	rxCount     msgCount // messages parsed
+
+	rdl        time.Time // read deadline last set on conn
+	pendingErr error
+	sp         strparser // its rarely used fields last, next to tx
+
+	tx txState
+
 	rxWait     chan struct{} // closed when the reader lets go
 	graceGen   uint64
 	graceDelay time.Duration
 	grace      *time.Timer
 
-	tx txState
-
 	index int
 	stats psockCounters
 
 	// Lifecycle, guarded by mux.mu.
-	gone        bool
-	unattaching bool
-	err         error
-	done        chan struct{}
+	err  error
+	done chan struct{}
 }
 
 // Index returns the psock's index in its mux: the lowest free one when it

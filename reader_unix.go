@@ -41,7 +41,7 @@ func (p *Psock) rawRead(fd uintptr) bool {
 		}
 		if err == syscall.EAGAIN {
 			if p.noWait {
-				p.rn, p.rerr = 0, err
+				p.rn, p.rerr = 0, syscall.EAGAIN
 				return true
 			}
 			if !p.keepBuf {
@@ -49,7 +49,7 @@ func (p *Psock) rawRead(fd uintptr) bool {
 			}
 			return false
 		}
-		p.rn, p.rerr = n, err
+		p.rn, p.rerr = n, errnoOf(err)
 		return true
 	}
 }
@@ -62,7 +62,7 @@ func (p *Psock) fillRaw(keep bool) error {
 	if p.rerr == syscall.EAGAIN {
 		return ErrWouldBlock
 	}
-	if p.rerr != nil {
+	if p.rerr != 0 {
 		return os.NewSyscallError("read", p.rerr)
 	}
 	if p.rn == 0 {
@@ -70,4 +70,16 @@ func (p *Psock) fillRaw(keep bool) error {
 	}
 	p.sp.commit(p.rn)
 	return nil
+}
+
+// errnoOf returns the errno of an error from syscall.Read, which is always
+// a syscall.Errno or nil.
+func errnoOf(err error) syscall.Errno {
+	if e, ok := err.(syscall.Errno); ok {
+		return e
+	}
+	if err != nil {
+		return syscall.EIO
+	}
+	return 0
 }

@@ -16,14 +16,14 @@ type strparser struct {
 	// Hot: touched for every message.
 	parser     Parser
 	buf        *rbuf
-	start, end int           // buffered, unconsumed bytes are buf.b[start:end]
-	need       int           // total length of the message at start, 0 while unknown
-	seen       int           // bytes the parser saw when it last returned 0
-	max        int           // largest accepted message
-	carved     msgCount      // messages carved since the owner last published them
-	timeout    time.Duration // assembly deadline, 0 for none
-	err        error         // sticky: once the stream is unparsable it stays so
+	start, end int      // buffered, unconsumed bytes are buf.b[start:end]
+	need       int      // total length of the message at start, 0 while unknown
+	seen       int      // bytes the parser saw when it last returned 0
+	max        int      // largest accepted message
+	carved     msgCount // messages carved since the owner last published them
+	err        error    // sticky: once the stream is unparsable it stays so
 
+	timeout  time.Duration // assembly deadline, 0 for none
 	pool     *bufPool
 	stats    *psockCounters
 	since    time.Time // when the first byte of the message at start arrived
