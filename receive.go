@@ -572,14 +572,20 @@ func (m *Mux) graceExpired(p *Psock) {
 	}
 	p.graceArmed = false
 	switch {
-	case p.rx == rxLed || (p.rx == rxIdle && p.releases != p.graceGen):
-		// Receivers keep coming back, or one is reading right now: look
-		// less often. Without the doubling here a psock whose receiver
-		// mostly waits in a read would wake every graceMin.
+	case p.rx == rxLed:
+		// A receiver is reading right now: the next release arms the timer
+		// again, for longer. Without the doubling here a psock whose
+		// receiver mostly waits in a read would wake every graceMin. (Not
+		// re-armed from here: the reader owns the assembly state that
+		// bounds the delay.)
 		p.graceDelay = min(2*p.graceDelay, graceMax)
-		m.armGraceLocked(p)
 		return
 	case p.rx != rxIdle:
+		return
+	case p.releases != p.graceGen:
+		// Receivers keep coming back: look less often.
+		p.graceDelay = min(2*p.graceDelay, graceMax)
+		m.armGraceLocked(p)
 		return
 	}
 	p.graceDelay = graceMin
