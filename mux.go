@@ -23,8 +23,8 @@ var attachedConns sync.Map
 //
 // All methods are safe for concurrent use.
 type Mux struct {
-	// Fields the data path touches come first, in two cache lines, so a
-	// message touches few; the mutex guards them except where noted.
+	// Fields the data path touches come first, so a message touches few
+	// cache lines; the mutex guards them except where noted.
 	mu       sync.Mutex
 	closed   bool
 	rxActive int                      // psocks attached and not being unattached
@@ -32,7 +32,6 @@ type Mux struct {
 	txOne    atomic.Pointer[Psock]    // the psock taking new messages when it is the only one (no lock)
 	waiters  waitList                 // receivers blocked in a receive call
 	ready    msgQueue                 // parsed messages no receiver has taken yet
-	rxLimit  int                      // cfg.RecvBuffer, on the receive path's line
 	txps     atomic.Pointer[[]*Psock] // psocks that take new messages (no lock)
 	psocks   []*Psock
 	cfg      Config
@@ -53,7 +52,6 @@ type Mux struct {
 // documented defaults.
 func NewMux(cfg Config) *Mux {
 	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool()}
-	m.rxLimit = m.cfg.RecvBuffer
 	m.txps.Store(new([]*Psock))
 	m.backlog.init(m)
 	return m

@@ -231,7 +231,7 @@ func (m *Mux) popReadyLocked(out []Message) int {
 		out[n] = m.ready.pop()
 		n++
 	}
-	if m.nPaused > 0 && m.ready.bytes < m.rxLimit/2 {
+	if m.nPaused > 0 && m.ready.bytes < m.cfg.RecvBuffer/2 {
 		m.resumeLocked()
 	}
 	return n
@@ -250,13 +250,6 @@ func (m *Mux) resumeLocked() {
 // leadableLocked returns the mux's only receiving psock if nobody reads it.
 func (m *Mux) leadableLocked() *Psock {
 	if m.rxActive != 1 {
-		return nil
-	}
-	if p := m.txOne.Load(); p != nil && !p.unattaching && !p.gone {
-		// The only psock taking messages is the only receiving one.
-		if p.rx == rxIdle {
-			return p
-		}
 		return nil
 	}
 	for _, p := range m.psocks {
@@ -333,7 +326,7 @@ func (m *Mux) background(p *Psock) {
 			case p.intr.Load() || p.gone || p.unattaching,
 				// A receiver took it and none waits: let the next one lead.
 				handed && m.waiters.follower() == nil && m.rxActive == 1,
-				m.ready.bytes >= m.rxLimit && m.waiters.follower() == nil:
+				m.ready.bytes >= m.cfg.RecvBuffer && m.waiters.follower() == nil:
 				m.releaseReadLocked(p)
 				m.mu.Unlock()
 				return
@@ -532,7 +525,7 @@ func (m *Mux) releaseReadLocked(p *Psock) {
 		m.startReaderLocked(p)
 		return
 	}
-	if m.ready.bytes >= m.rxLimit {
+	if m.ready.bytes >= m.cfg.RecvBuffer {
 		p.rx = rxPaused
 		m.nPaused++
 		return

@@ -637,14 +637,8 @@ func (m *Mux) pickTx(s *Socket) *Psock {
 		return p
 	}
 	ps := *m.txps.Load()
-	switch len(ps) {
-	case 0:
+	if len(ps) == 0 {
 		return nil
-	case 1:
-		if s != nil && s.txp.Load() != ps[0] {
-			s.reserve(ps[0])
-		}
-		return ps[0]
 	}
 	var cur *Psock
 	if s != nil {
