@@ -67,46 +67,61 @@ func kcmEcho(c net.Conn) {
 func BenchmarkRR(b *testing.B) {
 	for _, size := range []int{1, 1024} {
 		req := frame(make([]byte, size))
-		b.Run("size="+itoa(size)+"/impl=raw", func(b *testing.B) {
-			c, srv := tcpPair(b)
-			go rawEcho(srv)
-			r := bufio.NewReader(c)
-			buf := make([]byte, len(req))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if _, err := c.Write(req); err != nil {
-					b.Fatal(err)
+		for _, impl := range []struct {
+			name string
+			dial func(testing.TB, []byte) func() error
+		}{{"raw", rawRR}, {"kcm", kcmRR}} {
+			b.Run("size="+itoa(size)+"/impl="+impl.name, func(b *testing.B) {
+				tx := impl.dial(b, req)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := tx(); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if _, err := io.ReadFull(r, buf[:4]); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(r, buf[4:4+binary.BigEndian.Uint32(buf)]); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run("size="+itoa(size)+"/impl=kcm", func(b *testing.B) {
-			c, srv := tcpPair(b)
-			go kcmEcho(srv)
-			m := kcm.NewMux(kcm.Config{})
-			defer m.Close()
-			s := m.NewSocket(kcm.Datagram)
-			if _, err := m.Attach(c, lenPrefix); err != nil {
-				b.Fatal(err)
-			}
-			buf := make([]byte, len(req))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := s.Send(req); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := s.Recv(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+			})
+		}
+	}
+}
+
+// rawRR connects to a raw echo server and returns one request/response
+// exchange of req: a Write, and the response read through bufio.
+func rawRR(tb testing.TB, req []byte) func() error {
+	c, srv := tcpPair(tb)
+	go rawEcho(srv)
+	r := bufio.NewReader(c)
+	buf := make([]byte, len(req))
+	return func() error {
+		if _, err := c.Write(req); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(r, buf[:4]); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(r, buf[4:4+binary.BigEndian.Uint32(buf)])
+		return err
+	}
+}
+
+// kcmRR connects a mux of one socket and one psock to a kcm echo server
+// and returns one request/response exchange of req: Send and Recv.
+func kcmRR(tb testing.TB, req []byte) func() error {
+	c, srv := tcpPair(tb)
+	go kcmEcho(srv)
+	m := kcm.NewMux(kcm.Config{})
+	tb.Cleanup(func() { m.Close() })
+	s := m.NewSocket(kcm.Datagram)
+	if _, err := m.Attach(c, lenPrefix); err != nil {
+		tb.Fatal(err)
+	}
+	buf := make([]byte, len(req))
+	return func() error {
+		if err := s.Send(req); err != nil {
+			return err
+		}
+		_, err := s.Recv(buf)
+		return err
 	}
 }
 
@@ -120,42 +135,10 @@ func BenchmarkRRInstances(b *testing.B) {
 	const instances = 200
 	req := frame([]byte{1})
 	b.Run(fmt.Sprintf("instances=%d/impl=raw", instances), func(b *testing.B) {
-		rrParallel(b, instances, func() func() error {
-			c, srv := tcpPair(b)
-			go rawEcho(srv)
-			r := bufio.NewReader(c)
-			buf := make([]byte, len(req))
-			return func() error {
-				if _, err := c.Write(req); err != nil {
-					return err
-				}
-				if _, err := io.ReadFull(r, buf[:4]); err != nil {
-					return err
-				}
-				_, err := io.ReadFull(r, buf[4:4+binary.BigEndian.Uint32(buf)])
-				return err
-			}
-		})
+		rrParallel(b, instances, func() func() error { return rawRR(b, req) })
 	})
 	b.Run(fmt.Sprintf("instances=%d/impl=kcm", instances), func(b *testing.B) {
-		rrParallel(b, instances, func() func() error {
-			c, srv := tcpPair(b)
-			go kcmEcho(srv)
-			m := kcm.NewMux(kcm.Config{})
-			b.Cleanup(func() { m.Close() })
-			s := m.NewSocket(kcm.Datagram)
-			if _, err := m.Attach(c, lenPrefix); err != nil {
-				b.Fatal(err)
-			}
-			buf := make([]byte, len(req))
-			return func() error {
-				if err := s.Send(req); err != nil {
-					return err
-				}
-				_, err := s.Recv(buf)
-				return err
-			}
-		})
+		rrParallel(b, instances, func() func() error { return kcmRR(b, req) })
 	})
 }
 
