@@ -112,9 +112,9 @@ func ReleaseBatch(ms []Message) {
 
 // msgQueue is a FIFO of messages: a growable ring.
 type msgQueue struct {
-	q          []Message
-	head, size int
+	size, head int // size first: the receive path looks only at it
 	bytes      int
+	q          []Message
 }
 
 func (q *msgQueue) len() int { return q.size }

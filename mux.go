@@ -26,10 +26,11 @@ type Mux struct {
 	// Fields the data path touches come first, so a message touches few
 	// cache lines; the mutex guards them except where noted.
 	mu       sync.Mutex
+	rxActive int32 // psocks attached and not being unattached
+	nPaused  int32 // psocks not read because ready is full
 	closed   bool
-	rxActive int                      // psocks attached and not being unattached
-	nPaused  int                      // psocks not read because ready is full
 	txOne    atomic.Pointer[Psock]    // the psock taking new messages when it is the only one (no lock)
+	rxOne    *Psock                   // the receiving psock when rxActive == 1, or a stale one: see leadableLocked
 	waiters  waitList                 // receivers blocked in a receive call
 	ready    msgQueue                 // parsed messages no receiver has taken yet
 	txps     atomic.Pointer[[]*Psock] // psocks that take new messages (no lock)

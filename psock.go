@@ -38,39 +38,41 @@ const (
 // it fails; Done is then closed and Err says why.
 type Psock struct {
 	// Fields are grouped by when they are touched: the receive path's
-	// (four cache lines), the transmit path's (aligned on a line of its
+	// (three cache lines), the transmit path's (aligned on a line of its
 	// own), then the rest. With hundreds of muxes busy, each line a message
 	// touches is likely a cache miss, so layout is throughput.
-	mux  *Mux
 	conn net.Conn
-
-	// The read side, owned by whoever reads the psock (state rxLed or rxBg;
-	// ownership passes under mux.mu).
-	raw      syscall.RawConn
-	readFn   func(fd uintptr) bool
-	rn       int
-	rerr     syscall.Errno // of the last raw read, 0 for none
-	keepBuf  bool
-	noWait   bool        // the reader must not block (a DontWait receive)
-	rdlValid bool        // rdl is the deadline set on conn
-	intr     atomic.Bool // the reader must let go and re-check
+	intr atomic.Bool // the reader must let go and re-check
 
 	// Receive ownership and lifecycle, guarded by mux.mu.
 	rx          rxState
 	graceArmed  bool
 	gone        bool
 	unattaching bool
-	leader      *Socket
-	releases    uint64   // read sessions ended, for the grace timer
-	rxCount     msgCount // messages parsed
 
-	rdl        time.Time // read deadline last set on conn
+	// The read side, owned by whoever reads the psock (state rxLed or rxBg;
+	// ownership passes under mux.mu).
+	noWait   bool // the reader must not block (a DontWait receive)
+	rdlValid bool // rdl is the deadline set on conn
+	rdlSet   bool // and it is not the zero time (spares a look at rdl)
+	keepBuf  bool
+
+	leader     *Socket       // guarded by mux.mu
+	releases   uint64        // read sessions ended, for the grace timer; mux.mu
+	rxCount    msgCount      // messages parsed; mux.mu
+	rxWait     chan struct{} // closed when the reader lets go; mux.mu
 	pendingErr error
-	sp         strparser // its rarely used fields last, next to tx
+	sp         strparser // its rarely used fields last
+
+	rdl    time.Time // read deadline last set on conn
+	raw    syscall.RawConn
+	readFn func(fd uintptr) bool
+	rn     int
+	rerr   syscall.Errno // of the last raw read, 0 for none
 
 	tx txState
 
-	rxWait     chan struct{} // closed when the reader lets go
+	mux        *Mux
 	graceGen   uint64
 	graceDelay time.Duration
 	grace      *time.Timer
@@ -253,6 +255,9 @@ func (m *Mux) removeLocked(p *Psock) {
 	p.gone = true
 	if !p.unattaching {
 		m.rxActive--
+	}
+	if m.rxOne == p {
+		m.rxOne = nil
 	}
 	for i, q := range m.psocks {
 		if q == p {

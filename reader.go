@@ -9,7 +9,10 @@ func (p *Psock) fill(keep bool) error {
 		p.pendingErr = nil
 		return err
 	}
-	if p.raw != nil {
+	if p.raw != nil && (!keep || p.noWait) {
+		// Waiting without a buffer, or not waiting at all, needs the raw
+		// descriptor; a reader that keeps its buffer anyway reads the
+		// plain way, which touches less memory.
 		return p.fillRaw(keep)
 	}
 	if p.noWait {

@@ -252,15 +252,22 @@ func (m *Mux) leadableLocked() *Psock {
 	if m.rxActive != 1 {
 		return nil
 	}
-	for _, p := range m.psocks {
-		if !p.unattaching {
-			if p.rx == rxIdle {
-				return p
+	p := m.rxOne
+	if p == nil || p.gone || p.unattaching {
+		// The cached psock left: find the one that remains. (Caching it
+		// spares the data path a look at the psock list's memory.)
+		for _, q := range m.psocks {
+			if !q.unattaching {
+				p = q
+				break
 			}
-			return nil
 		}
+		m.rxOne = p
 	}
-	return nil
+	if p == nil || p.rx != rxIdle {
+		return nil
+	}
+	return p
 }
 
 // watchAllLocked makes sure every psock is read while receivers wait.
@@ -410,11 +417,10 @@ func (p *Psock) waitRead(sdl time.Time, keep bool) error {
 		return p.lateRead(keep)
 	}
 	dl := earliest(sdl, asm)
-	if !p.rdlValid || !dl.Equal(p.rdl) {
-		if err := p.conn.SetReadDeadline(dl); err != nil {
+	if !p.rdlValid || p.rdlSet || !dl.IsZero() {
+		if err := p.setReadDeadline(dl); err != nil {
 			return err
 		}
-		p.rdl, p.rdlValid = dl, true
 		if p.intr.Load() {
 			return errInterrupted
 		}
@@ -441,11 +447,8 @@ func (p *Psock) waitRead(sdl time.Time, keep bool) error {
 // Connections without a raw descriptor cannot be read without blocking.
 func (p *Psock) lateRead(keep bool) error {
 	if p.raw != nil {
-		if !p.rdlValid || !p.rdl.IsZero() {
-			if err := p.conn.SetReadDeadline(time.Time{}); err != nil {
-				return err
-			}
-			p.rdl, p.rdlValid = time.Time{}, true
+		if err := p.setReadDeadline(time.Time{}); err != nil {
+			return err
 		}
 		if p.intr.Load() {
 			return errInterrupted
@@ -463,6 +466,18 @@ func (p *Psock) lateRead(keep bool) error {
 	}
 	p.stats.msgTimeouts.Add(1)
 	return fmt.Errorf("%w after %v", ErrMessageTimeout, p.sp.timeout)
+}
+
+// setReadDeadline sets dl on the connection unless it is set already.
+func (p *Psock) setReadDeadline(dl time.Time) error {
+	if p.rdlValid && dl.Equal(p.rdl) {
+		return nil
+	}
+	if err := p.conn.SetReadDeadline(dl); err != nil {
+		return err
+	}
+	p.rdl, p.rdlValid, p.rdlSet = dl, true, !dl.IsZero()
+	return nil
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -525,7 +540,7 @@ func (m *Mux) releaseReadLocked(p *Psock) {
 		m.startReaderLocked(p)
 		return
 	}
-	if m.ready.bytes >= m.cfg.RecvBuffer {
+	if m.ready.size > 0 && m.ready.bytes >= m.cfg.RecvBuffer {
 		p.rx = rxPaused
 		m.nPaused++
 		return

@@ -95,7 +95,9 @@ func (sp *strparser) carve() (b []byte, ok bool, err error) {
 	b = sp.buf.b[sp.start:end:end]
 	sp.start = end
 	sp.need, sp.seen = 0, 0
-	sp.since = sp.lastRead // leftover bytes, if any, came with the last read
+	if sp.timeout > 0 {
+		sp.since = sp.lastRead // leftover bytes, if any, came with the last read
+	}
 	return b, true, nil
 }
 

@@ -112,20 +112,21 @@ func getTxWaiter() *txWaiter {
 // txState is a psock's transmit side.
 type txState struct {
 	// Hot: the first cache line is all a message sent on an idle psock
-	// needs, the second what its writer does when it lets go.
+	// needs.
 	mu      sync.Mutex
 	writing bool // a goroutine is writing; only it may write
 	stopped bool // the psock is leaving: nothing more is written
 	// closeKicked: a socket's close set the write deadline in the past to
 	// stop the writer; the writer restores it.
 	closeKicked bool
-	cut         bool          // a write stopped in the middle of a message
-	writer      *Socket       // the socket writing its own message, if any
-	q           []txEntry     // messages waiting for the writer
-	sent        msgCount      // written by the current writer, not yet in count
-	count       msgCount      // messages written, guarded by mu
-	idle        chan struct{} // closed when the writer stops, for Unattach
-	load        atomic.Int64  // bytes queued or being written, for psock choice
+	cut         bool      // a write stopped in the middle of a message
+	writer      *Socket   // the socket writing its own message, if any
+	count       msgCount  // messages written, guarded by mu
+	q           []txEntry // messages waiting for the writer
+
+	sent msgCount      // written by the current writer from a batch or the queue, not yet in count
+	idle chan struct{} // closed when the writer stops, for Unattach
+	load atomic.Int64  // bytes queued or being written, for psock choice
 
 	cbuf     []byte
 	spareQ   []txEntry
@@ -189,18 +190,17 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 			t.mu.Unlock()
 			n, err := p.conn.Write(b)
 			if err == nil || n == len(b) {
-				t.sent.add(1, len(b))
-				m.flushQueued(p)
+				m.flushQueued(p, msgCount{1, uint64(len(b))})
 				return nil
 			}
 			if s.shut.Load() {
 				// Socket.Close interrupted the write.
 				m.writeCutByClose(p, n > 0)
-				m.flushQueued(p)
+				m.flushQueued(p, msgCount{})
 				return ErrClosed
 			}
 			m.writeFailed(p, err, n > 0, nil, nil)
-			m.flushQueued(p)
+			m.flushQueued(p, msgCount{})
 			if err := m.closedErr(); err != nil {
 				return err
 			}
@@ -245,16 +245,16 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 		done, cut, err := p.writeBatch(msgs)
 		msgs = msgs[done:]
 		if err == nil {
-			m.flushQueued(p)
+			m.flushQueued(p, msgCount{})
 			return nil
 		}
 		if s.shut.Load() {
 			m.writeCutByClose(p, cut)
-			m.flushQueued(p)
+			m.flushQueued(p, msgCount{})
 			return ErrClosed
 		}
 		m.writeFailed(p, err, cut, nil, nil)
-		m.flushQueued(p)
+		m.flushQueued(p, msgCount{})
 		if err := m.closedErr(); err != nil {
 			return err
 		}
@@ -307,15 +307,16 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 	return done, n > sent, err
 }
 
-// flushQueued writes what other senders queued while the caller wrote,
-// then lets go of the psock. The caller holds p for writing.
-func (m *Mux) flushQueued(p *Psock) {
+// flushQueued counts done, the caller's own messages, writes what other
+// senders queued while the caller wrote, then lets go of the psock. The
+// caller holds p for writing.
+func (m *Mux) flushQueued(p *Psock, done msgCount) {
 	t := &p.tx
 	budget := flushBudget
 	for {
 		t.mu.Lock()
-		t.count.add(int(t.sent.msgs), int(t.sent.bytes))
-		t.sent = msgCount{}
+		t.count.add(int(done.msgs+t.sent.msgs), int(done.bytes+t.sent.bytes))
+		t.sent, done = msgCount{}, msgCount{}
 		t.writer = nil
 		if t.closeKicked {
 			// A socket's close interrupted a write: undo its deadline.
@@ -358,7 +359,7 @@ func (m *Mux) flushQueued(p *Psock) {
 
 func (m *Mux) flushInBackground(p *Psock) {
 	defer m.wg.Done()
-	m.flushQueued(p)
+	m.flushQueued(p, msgCount{})
 }
 
 // writeQueue writes queued entries with one write or writev: adjacent
