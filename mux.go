@@ -66,8 +66,7 @@ func (m *Mux) NewSocket(t SocketType) *Socket {
 	defer m.mu.Unlock()
 	s.index = m.sockIdx.alloc()
 	if m.closed {
-		s.closed = true
-		s.shut.Store(true)
+		s.shutLocked()
 	}
 	m.sockets = append(m.sockets, s)
 	return s
@@ -143,6 +142,7 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	if pc.MessageTimeout > 0 {
 		ps.sp.timeout = pc.MessageTimeout
 	}
+	ps.sp.timed = ps.sp.timeout > 0
 	ps.raw = rawConnOf(c)
 	ps.readFn = ps.rawRead
 	return ps
@@ -162,8 +162,7 @@ func (m *Mux) Close() error {
 		m.failLocked(m.psocks[0], ErrClosed)
 	}
 	for _, s := range m.sockets {
-		s.closed = true
-		s.shut.Store(true)
+		s.shutLocked()
 		s.kickSenders()
 	}
 	m.sockets = nil

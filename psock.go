@@ -56,21 +56,23 @@ type Psock struct {
 	rdlValid bool // rdl is the deadline set on conn
 	rdlSet   bool // and it is not the zero time (spares a look at rdl)
 	keepBuf  bool
+	pending  bool // pendingErr is set
 
-	leader     *Socket       // guarded by mux.mu
-	releases   uint64        // read sessions ended, for the grace timer; mux.mu
-	rxCount    msgCount      // messages parsed; mux.mu
-	rxWait     chan struct{} // closed when the reader lets go; mux.mu
-	pendingErr error
-	sp         strparser // its rarely used fields last
+	leader   *Socket       // guarded by mux.mu
+	releases uint64        // read sessions ended, for the grace timer; mux.mu
+	rxCount  msgCount      // messages parsed; mux.mu
+	rxWait   chan struct{} // closed when the reader lets go; mux.mu
+	sp       strparser     // its rarely used fields last
 
-	rdl    time.Time // read deadline last set on conn
-	raw    syscall.RawConn
-	readFn func(fd uintptr) bool
-	rn     int
-	rerr   syscall.Errno // of the last raw read, 0 for none
+	pendingErr error     // to report at the next read
+	rdl        time.Time // read deadline last set on conn
+	readFn     func(fd uintptr) bool
 
 	tx txState
+
+	raw  syscall.RawConn
+	rn   int
+	rerr syscall.Errno // of the last raw read, 0 for none
 
 	mux        *Mux
 	graceGen   uint64

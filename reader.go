@@ -5,8 +5,9 @@ package kcm
 // readers serving a waiting receiver keep it, background readers give it
 // back so an idle psock holds no buffer.
 func (p *Psock) fill(keep bool) error {
-	if err := p.pendingErr; err != nil {
-		p.pendingErr = nil
+	if p.pending {
+		err := p.pendingErr
+		p.pending, p.pendingErr = false, nil
 		return err
 	}
 	if p.raw != nil && (!keep || p.noWait) {
@@ -22,7 +23,7 @@ func (p *Psock) fill(keep bool) error {
 	if n > 0 {
 		p.sp.commit(n)
 		// Deliver what arrived with the error first; report it next time.
-		p.pendingErr = err
+		p.pending, p.pendingErr = err != nil, err
 		return nil
 	}
 	if err == nil {

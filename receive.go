@@ -97,7 +97,7 @@ func (l *waitList) remove(w *waiter) {
 // follower returns the first waiter that may take a message.
 func (l *waitList) follower() *waiter {
 	for w := l.head; w != nil; w = w.next {
-		if !w.s.disabled && !w.s.closed {
+		if !w.s.disabled && !w.s.closed() {
 			return w
 		}
 	}
@@ -124,13 +124,25 @@ type rxMode struct {
 	partial  bool // what does not fit stays for the next call
 	peek     bool // a Peek: nothing is consumed, shared or counted
 	dontWait bool // ErrWouldBlock instead of blocking
+	// dst, if set, is the caller's buffer: a reader copies the caller's
+	// message there when it fits, before it lets go of the psock, so the
+	// message holds no reference on the read buffer.
+	dst []byte
 }
 
 // recv returns up to len(out) messages for s, at least one unless err is
 // set, counted in s's statistics before any is visible to the caller.
 func (m *Mux) recv(s *Socket, out []Message, mode rxMode) (n int, err error) {
 	m.mu.Lock()
-	n, err = m.recvLocked(s, out, mode)
+	if p := m.fastLeadLocked(s, mode); p != nil {
+		// Lead without recvLocked's large frame on the stack during the
+		// read; anything unusual goes the general way.
+		p.rx, p.leader = rxLed, s
+		n, _ = m.lead(p, s, out, mode)
+	}
+	if n == 0 {
+		n, err = m.recvLocked(s, out, mode)
+	}
 	if n > 0 {
 		s.countLocked(out[:n], mode)
 	}
@@ -152,7 +164,7 @@ func (m *Mux) peek(s *Socket, b []byte, dontWait bool) (n, size int, err error) 
 	msg := one[0]
 	n = copy(b, msg.b)
 	if msg.rest {
-		s.partial = msg
+		s.keepPartial(msg)
 	} else {
 		m.ready.pushFront(msg)
 		if w := m.waiters.follower(); w != nil {
@@ -165,15 +177,15 @@ func (m *Mux) peek(s *Socket, b []byte, dontWait bool) (n, size int, err error) 
 func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 	tried := false // a non-blocking receive reads the psock once
 	for {
-		if s.closed {
+		if s.closed() {
 			return 0, ErrClosed
 		}
-		dl := s.rdl
+		dl := s.readDeadline()
 		if !dl.IsZero() && !time.Now().Before(dl) {
 			return 0, os.ErrDeadlineExceeded
 		}
-		if s.partial.b != nil {
-			out[0], s.partial = s.partial, Message{}
+		if s.hasPartial {
+			out[0] = s.takePartial()
 			return 1, nil
 		}
 		if !s.disabled {
@@ -209,7 +221,7 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			out[0] = msg
 			return 1, nil
 		}
-		if p != nil && (m.ready.len() > 0 || s.partial.b != nil || s.disabled || s.closed) {
+		if p != nil && (m.ready.len() > 0 || s.hasPartial || s.disabled || s.closed()) {
 			// A message was put back (peeked) meanwhile: it goes first; or
 			// the socket stopped receiving: someone else leads.
 			m.releaseReadLocked(p)
@@ -222,6 +234,16 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			}
 		}
 	}
+}
+
+// fastLeadLocked returns the psock s may lead right away when nothing
+// else needs a look: the lone idle psock, with no queued message, no kept
+// piece of one, no deadline and a blocking receive.
+func (m *Mux) fastLeadLocked(s *Socket, mode rxMode) *Psock {
+	if mode.dontWait || mode.peek || s.rdlSet || s.hasPartial || s.disabled || s.closed() || m.ready.size > 0 {
+		return nil
+	}
+	return m.leadableLocked()
 }
 
 // popReadyLocked moves up to len(out) queued messages to out.
@@ -290,13 +312,13 @@ func (m *Mux) startReaderLocked(p *Psock) {
 // when s must look at the mux again (p failed, was interrupted, or s's
 // deadline passed), with ErrWouldBlock when noWait found nothing to read.
 func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error) {
-	sdl := s.rdl
+	sdl := s.readDeadline()
 	p.noWait = mode.dontWait
 	m.mu.Unlock()
 	for {
-		msg, ok, err := p.sp.next(p)
+		b, ok, err := p.sp.carve()
 		if ok {
-			out[0] = msg
+			out[0] = p.sp.take(p, b, mode.dst)
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
@@ -407,6 +429,33 @@ func (m *Mux) shareLocked(p *Psock) {
 // waitRead reads more of p's stream. sdl is the receiving socket's
 // deadline. It returns errInterrupted when the reader must let go.
 func (p *Psock) waitRead(sdl time.Time, keep bool) error {
+	if keep && sdl.IsZero() && p.plainRead() {
+		// The common case, kept in a small frame: the frames on the stack
+		// while the reader waits are cold memory when the wait ends.
+		n, err := p.conn.Read(p.sp.space())
+		if n > 0 {
+			p.sp.commit(n)
+			p.pending, p.pendingErr = err != nil, err // delivered first, reported next
+			return nil
+		}
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if p.intr.Load() {
+			return errInterrupted
+		}
+		return nil
+	}
+	return p.waitReadSlow(sdl, keep)
+}
+
+// plainRead reports whether the next read needs none of the deadline,
+// pending-error and non-blocking handling.
+func (p *Psock) plainRead() bool {
+	return !p.intr.Load() && !p.sp.timed && p.rdlValid && !p.rdlSet && !p.pending && !p.noWait
+}
+
+func (p *Psock) waitReadSlow(sdl time.Time, keep bool) error {
 	if p.intr.Load() {
 		return errInterrupted
 	}

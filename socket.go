@@ -16,20 +16,24 @@ import (
 // message or, if b is too short, the next piece of it. All methods are safe
 // for concurrent use; concurrent sends are each atomic.
 type Socket struct {
-	// Fields every send or receive touches come first.
+	// The first cache line holds all a send or a receive touches
+	// (without deadlines or pieces of messages kept for later).
 	mux   *Mux
 	stats socketCounters
 	txp   atomic.Pointer[Psock] // the psock reserved for transmit
-	held  atomic.Bool           // open or batch hold something
-	shut  atomic.Bool           // closed, for the send path's lock-free check
-	wdl   atomic.Pointer[time.Time]
+	state atomic.Uint32         // sockHeld, sockShut: for lock-free checks
 
 	// Guarded by mux.mu.
-	closed   bool
-	disabled bool
-	rdl      time.Time
-	partial  Message // rest of a SeqPacket message, or a peeked one
-	free     []*waiter
+	disabled   bool
+	rdlSet     bool // rdl is not the zero time
+	hasPartial bool // partial holds a message
+
+	wdl atomic.Pointer[time.Time]
+
+	// Guarded by mux.mu.
+	rdl     time.Time
+	partial Message // rest of a SeqPacket message, or a peeked one
+	free    []*waiter
 
 	typ   SocketType
 	index int
@@ -40,6 +44,36 @@ type Socket struct {
 	txmu  sync.Mutex    // builds multi-call messages and batches
 	open  []byte        // a message being built with More
 	batch [][]byte      // messages held by Batch
+}
+
+const (
+	sockHeld uint32 = 1 << iota // open or batch hold something
+	sockShut                    // closed; changes only under mux.mu
+)
+
+// closed reports whether the socket was closed.
+func (s *Socket) closed() bool { return s.state.Load()&sockShut != 0 }
+
+// shutLocked marks the socket closed; mux.mu is held.
+func (s *Socket) shutLocked() { s.state.Or(sockShut) }
+
+// readDeadline returns the receive deadline; mux.mu is held.
+func (s *Socket) readDeadline() time.Time {
+	if !s.rdlSet {
+		return time.Time{}
+	}
+	return s.rdl
+}
+
+// keepPartial keeps msg to be returned first by the next receive; mux.mu
+// is held.
+func (s *Socket) keepPartial(msg Message) { s.partial, s.hasPartial = msg, true }
+
+// takePartial returns the kept message; mux.mu is held.
+func (s *Socket) takePartial() Message {
+	msg := s.partial
+	s.partial, s.hasPartial = Message{}, false
+	return msg
 }
 
 // Index returns the socket's index in its mux: the lowest free one when it
@@ -100,7 +134,7 @@ func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
 // calls append to it, Batch holds complete messages until a send without
 // Batch writes them all together.
 func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
-	if flags == 0 && !s.held.Load() {
+	if flags == 0 && s.state.Load()&sockHeld == 0 {
 		if len(msg) == 0 {
 			return nil
 		}
@@ -108,7 +142,13 @@ func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 	}
 	s.txmu.Lock()
 	defer s.txmu.Unlock()
-	defer func() { s.held.Store(s.open != nil || s.batch != nil) }()
+	defer func() {
+		if s.open != nil || s.batch != nil {
+			s.state.Or(sockHeld)
+		} else {
+			s.state.And(^sockHeld)
+		}
+	}()
 	if flags&More != 0 {
 		s.open = append(s.open, msg...)
 		if s.open == nil {
@@ -184,7 +224,7 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 }
 
 func (s *Socket) sendCheck() error {
-	if s.shut.Load() {
+	if s.closed() {
 		return s.opError("send", ErrClosed)
 	}
 	if dl := s.wdl.Load(); dl != nil && !dl.IsZero() && !time.Now().Before(*dl) {
@@ -247,23 +287,17 @@ func (s *Socket) Recv(b []byte) (int, error) {
 // was cut.
 func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, err error) {
 	if flags&Peek != 0 {
-		n, size, err := s.mux.peek(s, b, flags&DontWait != 0)
-		switch {
-		case err != nil:
-			return 0, 0, s.opError("recv", err)
-		case n == size:
-			return n, EOR, nil
-		case s.typ == Datagram:
-			return n, Trunc, nil
-		}
-		return n, 0, nil
+		return s.peek(b, flags)
 	}
 	var one [1]Message
-	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, dontWait: flags&DontWait != 0}
+	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, dontWait: flags&DontWait != 0, dst: b}
 	if _, err := s.mux.recv(s, one[:], mode); err != nil {
 		return 0, 0, s.opError("recv", err)
 	}
 	msg := &one[0]
+	if msg.copied {
+		return len(msg.b), EOR, nil
+	}
 	n = copy(b, msg.b)
 	switch {
 	case n == len(msg.b):
@@ -280,17 +314,30 @@ func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, er
 	return n, rflags, err
 }
 
+func (s *Socket) peek(b []byte, flags RecvFlags) (int, RecvFlags, error) {
+	n, size, err := s.mux.peek(s, b, flags&DontWait != 0)
+	switch {
+	case err != nil:
+		return 0, 0, s.opError("recv", err)
+	case n == size:
+		return n, EOR, nil
+	case s.typ == Datagram:
+		return n, Trunc, nil
+	}
+	return n, 0, nil
+}
+
 // putBack keeps the rest of a message the socket began reading for its
 // next receive.
 func (s *Socket) putBack(msg Message) {
 	m := s.mux
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s.closed {
+	if s.closed() {
 		msg.Release()
 		return
 	}
-	s.partial = msg
+	s.keepPartial(msg)
 }
 
 // RecvMessage receives one message without copying it: the Message lends
@@ -373,12 +420,12 @@ func (s *Socket) Close() error {
 	m := s.mux
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s.closed {
+	if s.closed() {
 		return nil
 	}
-	s.closed = true
-	s.shut.Store(true)
-	s.partial.Release()
+	s.shutLocked()
+	msg := s.takePartial()
+	msg.Release()
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 	m.dropSocketLocked(s)
@@ -412,7 +459,7 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 	m := s.mux
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s.rdl = t
+	s.rdl, s.rdlSet = t, !t.IsZero()
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 	return nil

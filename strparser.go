@@ -13,16 +13,21 @@ import (
 //
 // It is owned by whoever currently reads the psock; it has no lock.
 type strparser struct {
-	// Hot: touched for every message.
+	// Hot: touched for every message. The buffer's bytes are cached here
+	// so that carving a message does not touch the buffer's header.
 	parser     Parser
 	buf        *rbuf
-	start, end int      // buffered, unconsumed bytes are buf.b[start:end]
+	data       []byte   // buf.b
+	start, end int      // buffered, unconsumed bytes are data[start:end]
 	need       int      // total length of the message at start, 0 while unknown
 	seen       int      // bytes the parser saw when it last returned 0
 	max        int      // largest accepted message
 	carved     msgCount // messages carved since the owner last published them
-	err        error    // sticky: once the stream is unparsable it stays so
+	failed     bool     // err is set
+	timed      bool     // timeout is set
+	lent       bool     // messages carved since start was last reset hold references
 
+	err      error         // sticky: once the stream is unparsable it stays so
 	timeout  time.Duration // assembly deadline, 0 for none
 	pool     *bufPool
 	stats    *psockCounters
@@ -42,9 +47,20 @@ func (sp *strparser) next(p *Psock) (m Message, ok bool, err error) {
 	if !ok {
 		return m, false, err
 	}
-	sp.buf.ref()
+	return sp.take(p, b, nil), true, nil
+}
+
+// take counts the message b that carve returned and makes it a Message:
+// a copy into dst when it fits there, which needs no reference on the
+// buffer, or else a loan of the buffer's bytes.
+func (sp *strparser) take(p *Psock, b, dst []byte) Message {
 	sp.carved.add(1, len(b))
-	return Message{b: b, buf: sp.buf, p: p}, true, nil
+	if dst != nil && len(b) <= len(dst) {
+		return Message{b: dst[:copy(dst, b)], p: p, copied: true}
+	}
+	sp.buf.ref()
+	sp.lent = true
+	return Message{b: b, buf: sp.buf, p: p}
 }
 
 // nextBatch carves up to len(out) complete messages, with one reference
@@ -62,6 +78,7 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 	}
 	if n > 0 {
 		sp.buf.refs.Add(int32(n))
+		sp.lent = true
 		sp.carved.add(n, bytes)
 	}
 	return n
@@ -69,7 +86,7 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 
 // carve returns the bytes of the next complete message and consumes them.
 func (sp *strparser) carve() (b []byte, ok bool, err error) {
-	if sp.err != nil {
+	if sp.failed {
 		return nil, false, sp.err
 	}
 	avail := sp.end - sp.start
@@ -81,7 +98,7 @@ func (sp *strparser) carve() (b []byte, ok bool, err error) {
 			return nil, false, nil // the parser already found these bytes short
 		}
 		if err := sp.parse(); err != nil {
-			sp.err = err
+			sp.err, sp.failed = err, true
 			return nil, false, err
 		}
 		if sp.need == 0 {
@@ -92,17 +109,17 @@ func (sp *strparser) carve() (b []byte, ok bool, err error) {
 		return nil, false, nil
 	}
 	end := sp.start + sp.need
-	b = sp.buf.b[sp.start:end:end]
+	b = sp.data[sp.start:end:end]
 	sp.start = end
 	sp.need, sp.seen = 0, 0
-	if sp.timeout > 0 {
+	if sp.timed {
 		sp.since = sp.lastRead // leftover bytes, if any, came with the last read
 	}
 	return b, true, nil
 }
 
 func (sp *strparser) parse() error {
-	b := sp.buf.b[sp.start:sp.end]
+	b := sp.data[sp.start:sp.end]
 	n, err := callParser(sp.parser, b)
 	switch {
 	case err != nil:
@@ -151,37 +168,46 @@ var errParserPanic = errors.New("parser panicked")
 // growing the buffer so the message being assembled fits in one piece.
 func (sp *strparser) space() []byte {
 	if sp.buf == nil {
-		sp.buf = sp.pool.get(max(sp.need, minBufSize))
-		sp.start, sp.end = 0, 0
-		return sp.buf.b
+		sp.setBuf(sp.pool.get(max(sp.need, minBufSize)))
+		return sp.data
 	}
 	pending := sp.end - sp.start
-	if pending == 0 && sp.buf.refs.Load() == 1 {
-		sp.start, sp.end = 0, 0 // nobody else looks at the old bytes: reuse
+	if pending == 0 && sp.unshared() {
+		sp.start, sp.end, sp.lent = 0, 0, false // nobody else looks at the old bytes: reuse
 	}
 	want := sp.need
 	if want == 0 {
 		want = pending + minBufSize/4 // unknown length: ask for a useful amount of room
 	}
-	if len(sp.buf.b)-sp.start >= want && len(sp.buf.b)-sp.end >= min(want-pending, minBufSize/4) {
-		return sp.buf.b[sp.end:]
+	if len(sp.data)-sp.start >= want && len(sp.data)-sp.end >= min(want-pending, minBufSize/4) {
+		return sp.data[sp.end:]
 	}
 	size := max(want, minBufSize)
-	if sp.buf.refs.Load() == 1 && size <= len(sp.buf.b) {
-		copy(sp.buf.b, sp.buf.b[sp.start:sp.end])
+	if sp.unshared() && size <= len(sp.data) {
+		copy(sp.data, sp.data[sp.start:sp.end])
+		sp.lent = false
 	} else {
-		nb := sp.pool.get(size)
-		copy(nb.b, sp.buf.b[sp.start:sp.end])
-		sp.buf.release()
-		sp.buf = nb
+		old, rest := sp.buf, sp.data[sp.start:sp.end]
+		sp.setBuf(sp.pool.get(size))
+		copy(sp.data, rest)
+		old.release()
 	}
 	sp.start, sp.end = 0, pending
-	return sp.buf.b[sp.end:]
+	return sp.data[sp.end:]
+}
+
+// unshared reports whether no message lent from the buffer is still held.
+func (sp *strparser) unshared() bool { return !sp.lent || sp.buf.refs.Load() == 1 }
+
+// setBuf makes b, fresh from the pool, the buffer to read into.
+func (sp *strparser) setBuf(b *rbuf) {
+	sp.buf, sp.data, sp.lent = b, b.b, false
+	sp.start, sp.end = 0, 0
 }
 
 // commit accounts n bytes read into the slice space returned.
 func (sp *strparser) commit(n int) {
-	if sp.timeout > 0 && n > 0 {
+	if sp.timed && n > 0 {
 		sp.lastRead = time.Now()
 		if sp.end == sp.start {
 			sp.since = sp.lastRead
@@ -193,7 +219,7 @@ func (sp *strparser) commit(n int) {
 // deadline returns when the message being assembled must be complete, or
 // the zero time when there is none.
 func (sp *strparser) deadline() time.Time {
-	if sp.timeout == 0 || sp.end == sp.start {
+	if !sp.timed || sp.end == sp.start {
 		return time.Time{}
 	}
 	return sp.since.Add(sp.timeout)
@@ -204,7 +230,7 @@ func (sp *strparser) deadline() time.Time {
 func (sp *strparser) dropIfEmpty() {
 	if sp.buf != nil && sp.start == sp.end {
 		sp.buf.release()
-		sp.buf = nil
+		sp.buf, sp.data = nil, nil
 		sp.start, sp.end = 0, 0
 	}
 }
@@ -215,10 +241,10 @@ func (sp *strparser) takeRest() []byte {
 	var rest []byte
 	if sp.buf != nil {
 		if sp.end > sp.start {
-			rest = append([]byte(nil), sp.buf.b[sp.start:sp.end]...)
+			rest = append([]byte(nil), sp.data[sp.start:sp.end]...)
 		}
 		sp.buf.release()
-		sp.buf = nil
+		sp.buf, sp.data = nil, nil
 	}
 	sp.start, sp.end, sp.need, sp.seen = 0, 0, 0, 0
 	return rest

@@ -66,7 +66,7 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool) error {
 		var give error
 		dl := s.writeDeadline()
 		switch {
-		case s.shut.Load():
+		case s.closed():
 			give = ErrClosed
 		case !dl.IsZero() && !time.Now().Before(dl):
 			give = os.ErrDeadlineExceeded
@@ -193,7 +193,7 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 				m.flushQueued(p, msgCount{1, uint64(len(b))})
 				return nil
 			}
-			if s.shut.Load() {
+			if s.closed() {
 				// Socket.Close interrupted the write.
 				m.writeCutByClose(p, n > 0)
 				m.flushQueued(p, msgCount{})
@@ -248,7 +248,7 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 			m.flushQueued(p, msgCount{})
 			return nil
 		}
-		if s.shut.Load() {
+		if s.closed() {
 			m.writeCutByClose(p, cut)
 			m.flushQueued(p, msgCount{})
 			return ErrClosed
