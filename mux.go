@@ -135,6 +135,7 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 		timeout: m.cfg.MessageTimeout,
 		pool:    m.pool,
 		stats:   &ps.stats,
+		colour:  newColour(),
 	}
 	if pc.MaxMessageSize > 0 {
 		ps.sp.max = pc.MaxMessageSize

@@ -66,13 +66,13 @@ type Psock struct {
 
 	pendingErr error     // to report at the next read
 	rdl        time.Time // read deadline last set on conn
-	readFn     func(fd uintptr) bool
 
 	tx txState
 
-	raw  syscall.RawConn
-	rn   int
-	rerr syscall.Errno // of the last raw read, 0 for none
+	readFn func(fd uintptr) bool
+	raw    syscall.RawConn
+	rn     int
+	rerr   syscall.Errno // of the last raw read, 0 for none
 
 	mux        *Mux
 	graceGen   uint64

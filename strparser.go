@@ -3,6 +3,7 @@ package kcm
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 )
 
@@ -23,6 +24,7 @@ type strparser struct {
 	seen       int      // bytes the parser saw when it last returned 0
 	max        int      // largest accepted message
 	carved     msgCount // messages carved since the owner last published them
+	colour     int      // where reads start in an empty buffer; see newColour
 	failed     bool     // err is set
 	timed      bool     // timeout is set
 	lent       bool     // messages carved since start was last reset hold references
@@ -169,11 +171,12 @@ var errParserPanic = errors.New("parser panicked")
 func (sp *strparser) space() []byte {
 	if sp.buf == nil {
 		sp.setBuf(sp.pool.get(max(sp.need, minBufSize)))
-		return sp.data
+		return sp.data[sp.end:]
 	}
 	pending := sp.end - sp.start
 	if pending == 0 && sp.unshared() {
-		sp.start, sp.end, sp.lent = 0, 0, false // nobody else looks at the old bytes: reuse
+		// Nobody else looks at the old bytes: reuse.
+		sp.start, sp.end, sp.lent = sp.colour, sp.colour, false
 	}
 	want := sp.need
 	if want == 0 {
@@ -203,7 +206,21 @@ func (sp *strparser) unshared() bool { return !sp.lent || sp.buf.refs.Load() == 
 func (sp *strparser) setBuf(b *rbuf) {
 	sp.buf, sp.data, sp.lent = b, b.b, false
 	sp.start, sp.end = 0, 0
+	if sp.need == 0 {
+		sp.start, sp.end = sp.colour, sp.colour
+	}
 }
+
+// newColour returns a read start offset for a psock's empty buffers.
+// Pooled buffers are large allocations, aligned alike, so the first bytes
+// of every psock's buffer would fall in the same few cache sets, and with
+// hundreds of busy psocks evict each other on every message (the kernel's
+// copy into the buffer and the parser's look at it both miss). Starting
+// each psock at its own multiple of the line size within the first 8 KiB
+// spreads them over 128 sets of each cache way.
+func newColour() int { return rand.IntN(colours) * 64 }
+
+const colours = 128
 
 // commit accounts n bytes read into the slice space returned.
 func (sp *strparser) commit(n int) {
