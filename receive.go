@@ -134,7 +134,7 @@ type rxMode struct {
 // set, counted in s's statistics before any is visible to the caller.
 func (m *Mux) recv(s *Socket, out []Message, mode rxMode) (n int, err error) {
 	m.mu.Lock()
-	if p := m.fastLeadLocked(s, mode); p != nil {
+	if p := m.fastLeadLocked(s); p != nil && !mode.dontWait && !mode.peek {
 		// Lead without recvLocked's large frame on the stack during the
 		// read; anything unusual goes the general way.
 		p.rx, p.leader = rxLed, s
@@ -238,12 +238,92 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 
 // fastLeadLocked returns the psock s may lead right away when nothing
 // else needs a look: the lone idle psock, with no queued message, no kept
-// piece of one, no deadline and a blocking receive.
-func (m *Mux) fastLeadLocked(s *Socket, mode rxMode) *Psock {
-	if mode.dontWait || mode.peek || s.rdlSet || s.hasPartial || s.disabled || s.closed() || m.ready.size > 0 {
+// piece of one and no deadline.
+func (m *Mux) fastLeadLocked(s *Socket) *Psock {
+	if s.rdlSet || s.hasPartial || s.disabled || s.closed() || m.ready.size > 0 {
 		return nil
 	}
 	return m.leadableLocked()
+}
+
+// recvFast receives one message for s the short way: when the mux's lone
+// psock can be led at once, the reads need no deadline, and the message
+// fits in dst. It copies the message into dst, or with lent set lends it
+// there. ok is false when no message was taken: the general path must
+// serve the call (the psock may have failed meanwhile, which it sees).
+//
+// It exists for its stack. The frames above a read that waits are cold
+// memory when the wait ends (the goroutine may wake on the other CPU),
+// and each line of them costs a miss, so this path keeps them few and
+// small: Recv, recvFast, then the connection's Read.
+func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
+	m.mu.Lock()
+	p := m.fastLeadLocked(s)
+	if p == nil {
+		m.mu.Unlock()
+		return 0, false
+	}
+	p.rx, p.leader = rxLed, s
+	m.mu.Unlock()
+	sp := &p.sp
+	for {
+		size, err := sp.complete()
+		if size > 0 {
+			if lent == nil && size > len(dst) {
+				m.endLead(p, nil) // truncated or kept in part: the general path
+				return 0, false
+			}
+			b := sp.consume(size)
+			sp.carved.add(1, size)
+			if lent == nil {
+				copy(dst, b)
+			} else {
+				sp.buf.ref()
+				sp.lent = true
+				*lent = Message{b: b, buf: sp.buf, p: p}
+			}
+			n = size
+			break
+		}
+		if err == nil {
+			if !p.plainRead() {
+				m.endLead(p, nil)
+				return 0, false
+			}
+			var rn int
+			rn, err = p.conn.Read(sp.space())
+			if rn > 0 {
+				sp.commit(rn)
+				p.pending, p.pendingErr = err != nil, err // delivered first, reported next
+				continue
+			}
+			if err == nil {
+				continue
+			}
+			if err = p.plainReadErr(err); err == nil {
+				continue
+			}
+		}
+		m.endLead(p, err)
+		return 0, false
+	}
+	m.mu.Lock()
+	m.shareLocked(p)
+	m.releaseReadLocked(p)
+	s.stats.rx.add(1, n)
+	m.mu.Unlock()
+	return n, true
+}
+
+// endLead lets go of a psock a fast receive led, after err if not nil.
+func (m *Mux) endLead(p *Psock, err error) {
+	m.mu.Lock()
+	if err != nil {
+		m.readFailedLocked(p, err)
+	} else {
+		m.releaseReadLocked(p)
+	}
+	m.mu.Unlock()
 }
 
 // popReadyLocked moves up to len(out) queued messages to out.
@@ -438,15 +518,24 @@ func (p *Psock) waitRead(sdl time.Time, keep bool) error {
 			p.pending, p.pendingErr = err != nil, err // delivered first, reported next
 			return nil
 		}
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return err
+		if err == nil {
+			return nil
 		}
-		if p.intr.Load() {
-			return errInterrupted
-		}
-		return nil
+		return p.plainReadErr(err)
 	}
 	return p.waitReadSlow(sdl, keep)
+}
+
+// plainReadErr sorts out the error of a plain read (no deadline of its
+// own): nil to read again, errInterrupted, or the error.
+func (p *Psock) plainReadErr(err error) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if p.intr.Load() {
+		return errInterrupted
+	}
+	return nil
 }
 
 // plainRead reports whether the next read needs none of the deadline,

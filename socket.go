@@ -128,7 +128,15 @@ func (s *Socket) countLocked(ms []Message, mode rxMode) {
 // then senders block until the write deadline) and go out, in order, on
 // the first psock attached. A zero-length msg sends nothing; it ends a
 // batch opened with the Batch flag.
-func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
+func (s *Socket) Send(msg []byte) error {
+	if s.state.Load()&sockHeld != 0 {
+		return s.SendMsg(msg, 0)
+	}
+	if len(msg) == 0 {
+		return nil
+	}
+	return s.sendOne(msg)
+}
 
 // SendMsg sends msg with flags: More keeps the message open so the next
 // calls append to it, Batch holds complete messages until a send without
@@ -181,7 +189,11 @@ func (s *Socket) sendOne(msg []byte) error {
 	if err := s.sendCheck(); err != nil {
 		return err
 	}
-	if err := s.mux.transmit(s, msg); err != nil {
+	ok, err := s.mux.sendIdle(s, msg)
+	if !ok {
+		err = s.mux.transmit(s, msg)
+	}
+	if err != nil {
 		return s.opError("send", err)
 	}
 	s.stats.txMsgs.Add(1)
@@ -277,6 +289,9 @@ func (s *Socket) reserve(p *Psock) {
 // where the message ends). Recv blocks until a message arrives, the read
 // deadline passes or the socket closes.
 func (s *Socket) Recv(b []byte) (int, error) {
+	if n, ok := s.mux.recvFast(s, b, nil); ok {
+		return n, nil
+	}
 	n, _, err := s.RecvMsg(b, 0)
 	return n, err
 }
@@ -342,12 +357,24 @@ func (s *Socket) putBack(msg Message) {
 
 // RecvMessage receives one message without copying it: the Message lends
 // its bytes from a pooled buffer until Release.
-func (s *Socket) RecvMessage() (Message, error) {
+func (s *Socket) RecvMessage() (msg Message, err error) {
+	if _, ok := s.mux.recvFast(s, nil, &msg); !ok {
+		err = s.recvMessage(&msg)
+	}
+	return msg, err
+}
+
+// recvMessage is RecvMessage's general path, kept out of line so that its
+// frame is not on the fast path's stack (see recvFast).
+//
+//go:noinline
+func (s *Socket) recvMessage(msg *Message) error {
 	var one [1]Message
 	if _, err := s.mux.recv(s, one[:], rxMode{limit: -1}); err != nil {
-		return Message{}, s.opError("recv", err)
+		return s.opError("recv", err)
 	}
-	return one[0], nil
+	*msg = one[0]
+	return nil
 }
 
 // RecvBatch receives up to len(ms) messages without copying them, blocking

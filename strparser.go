@@ -88,36 +88,51 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 
 // carve returns the bytes of the next complete message and consumes them.
 func (sp *strparser) carve() (b []byte, ok bool, err error) {
+	n, err := sp.complete()
+	if n == 0 {
+		return nil, false, err
+	}
+	return sp.consume(n), true, nil
+}
+
+// complete returns the length of the complete message at the start of the
+// buffered bytes, or 0 while it is incomplete or the stream is unparsable.
+func (sp *strparser) complete() (int, error) {
 	if sp.failed {
-		return nil, false, sp.err
+		return 0, sp.err
 	}
 	avail := sp.end - sp.start
 	if avail == 0 {
-		return nil, false, nil
+		return 0, nil
 	}
 	if sp.need == 0 {
 		if avail == sp.seen {
-			return nil, false, nil // the parser already found these bytes short
+			return 0, nil // the parser already found these bytes short
 		}
 		if err := sp.parse(); err != nil {
 			sp.err, sp.failed = err, true
-			return nil, false, err
+			return 0, err
 		}
 		if sp.need == 0 {
-			return nil, false, nil
+			return 0, nil
 		}
 	}
 	if avail < sp.need {
-		return nil, false, nil
+		return 0, nil
 	}
-	end := sp.start + sp.need
-	b = sp.data[sp.start:end:end]
+	return sp.need, nil
+}
+
+// consume takes the complete message of n bytes that complete reported.
+func (sp *strparser) consume(n int) []byte {
+	end := sp.start + n
+	b := sp.data[sp.start:end:end]
 	sp.start = end
 	sp.need, sp.seen = 0, 0
 	if sp.timed {
 		sp.since = sp.lastRead // leftover bytes, if any, came with the last read
 	}
-	return b, true, nil
+	return b
 }
 
 func (sp *strparser) parse() error {

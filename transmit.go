@@ -188,24 +188,9 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 		if !t.writing {
 			t.writing, t.writer = true, s
 			t.mu.Unlock()
-			n, err := p.conn.Write(b)
-			if err == nil || n == len(b) {
-				m.flushQueued(p, msgCount{1, uint64(len(b))})
-				return nil
-			}
-			if s.closed() {
-				// Socket.Close interrupted the write.
-				m.writeCutByClose(p, n > 0)
-				m.flushQueued(p, msgCount{})
-				return ErrClosed
-			}
-			m.writeFailed(p, err, n > 0, nil, nil)
-			m.flushQueued(p, msgCount{})
-			if err := m.closedErr(); err != nil {
+			if retry, err := m.writeOwn(p, s, b); !retry {
 				return err
 			}
-			p.stats.txAborts.Add(1)
-			m.stats.txRetries.Add(1)
 			continue
 		}
 		if len(b) <= copyLimit && m.backlog.reserve(len(b)) {
@@ -223,6 +208,51 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 			return err
 		}
 	}
+}
+
+// sendIdle writes b when the socket's psock is the mux's only one and
+// nobody writes it: the common case, in small stack frames (see recvFast).
+// ok is false when it wrote nothing and transmit must send b.
+func (m *Mux) sendIdle(s *Socket, b []byte) (ok bool, err error) {
+	p := m.txOne.Load()
+	if p == nil || s.txp.Load() != p {
+		return false, nil
+	}
+	t := &p.tx
+	t.mu.Lock()
+	if t.stopped || t.writing {
+		t.mu.Unlock()
+		return false, nil
+	}
+	t.writing, t.writer = true, s
+	t.mu.Unlock()
+	retry, err := m.writeOwn(p, s, b)
+	return !retry, err
+}
+
+// writeOwn writes the caller's message b on p, which the caller holds for
+// writing, then flushes what others queued meanwhile and lets go. retry
+// says the write failed and b must go out, whole, on another psock.
+func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
+	n, err := p.conn.Write(b)
+	if err == nil || n == len(b) {
+		m.flushQueued(p, msgCount{1, uint64(len(b))})
+		return false, nil
+	}
+	if s.closed() {
+		// Socket.Close interrupted the write.
+		m.writeCutByClose(p, n > 0)
+		m.flushQueued(p, msgCount{})
+		return false, ErrClosed
+	}
+	m.writeFailed(p, err, n > 0, nil, nil)
+	m.flushQueued(p, msgCount{})
+	if err := m.closedErr(); err != nil {
+		return false, err
+	}
+	p.stats.txAborts.Add(1)
+	m.stats.txRetries.Add(1)
+	return true, nil
 }
 
 // transmitBatch writes msgs together on one psock when one is idle: small
@@ -311,6 +341,21 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 // senders queued while the caller wrote, then lets go of the psock. The
 // caller holds p for writing.
 func (m *Mux) flushQueued(p *Psock, done msgCount) {
+	t := &p.tx
+	t.mu.Lock()
+	if len(t.q) == 0 && !t.closeKicked && t.idle == nil {
+		// Nothing else to do: let go here, in a small frame.
+		t.count.add(int(done.msgs+t.sent.msgs), int(done.bytes+t.sent.bytes))
+		t.sent = msgCount{}
+		t.writer, t.writing = nil, false
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	m.flushQueuedSlow(p, done)
+}
+
+func (m *Mux) flushQueuedSlow(p *Psock, done msgCount) {
 	t := &p.tx
 	budget := flushBudget
 	for {
