@@ -394,6 +394,16 @@ func (s *Socket) RecvBatch(ms []Message) (int, error) {
 // Read implements net.Conn: it returns one message, or the next piece of
 // one that does not fit b, whatever the socket's type.
 func (s *Socket) Read(b []byte) (int, error) {
+	if n, ok := s.mux.recvFast(s, b, nil); ok {
+		return n, nil
+	}
+	return s.read(b)
+}
+
+// read is Read's general path, out of line for recvFast's sake.
+//
+//go:noinline
+func (s *Socket) read(b []byte) (int, error) {
 	var one [1]Message
 	if _, err := s.mux.recv(s, one[:], rxMode{limit: len(b), partial: true}); err != nil {
 		return 0, s.opError("read", err)
