@@ -342,11 +342,13 @@ func (c *loopConn) SetWriteDeadline(time.Time) error { return nil }
 // data path without system calls, for profiling kcm's code alone. With
 // many instances, used round-robin as kcmperf's rr -instances uses its
 // muxes, each exchange finds its state out of the nearest caches; raw is
-// the same exchange with a bufio.Reader and a Write, the baseline.
+// the same exchange with a bufio.Reader and a Write, the baseline;
+// kcm-lend receives with RecvMessage and Release instead of Recv.
 func BenchmarkOverhead(b *testing.B) {
 	for _, n := range []int{1, 1000} {
 		b.Run(fmt.Sprintf("instances=%d/impl=raw", n), func(b *testing.B) { overheadRaw(b, n) })
-		b.Run(fmt.Sprintf("instances=%d/impl=kcm", n), func(b *testing.B) { overheadKCM(b, n) })
+		b.Run(fmt.Sprintf("instances=%d/impl=kcm", n), func(b *testing.B) { overheadKCM(b, n, false) })
+		b.Run(fmt.Sprintf("instances=%d/impl=kcm-lend", n), func(b *testing.B) { overheadKCM(b, n, true) })
 	}
 }
 
@@ -377,7 +379,8 @@ func overheadRaw(b *testing.B, n int) {
 	}
 }
 
-func overheadKCM(b *testing.B, n int) {
+// overheadKCM receives with Recv, or with lend with RecvMessage and Release.
+func overheadKCM(b *testing.B, n int, lend bool) {
 	socks := make([]*kcm.Socket, n)
 	for i := range socks {
 		m := kcm.NewMux(kcm.Config{})
@@ -397,6 +400,11 @@ func overheadKCM(b *testing.B, n int) {
 	for i := 0; i < b.N; i++ {
 		s := socks[i%n]
 		s.Send(req)
-		s.Recv(buf)
+		if lend {
+			msg, _ := s.RecvMessage()
+			msg.Release()
+		} else {
+			s.Recv(buf)
+		}
 	}
 }

@@ -9,7 +9,9 @@ import (
 // counted: the psock that reads into a buffer holds one reference, and every
 // message carved out of it and lent to the application holds one more. A
 // buffer goes back to its pool when the last reference is dropped, so an idle
-// psock holds no buffer at all.
+// psock holds no buffer at all. The reader takes references for the messages
+// it will lend in batches (strparser.lend), so that lending one costs no
+// atomic operation; only Release does.
 const (
 	minBufSize   = 64 << 10
 	bufClassStep = 2 // each class is 4x the previous one
@@ -22,12 +24,12 @@ type rbuf struct {
 	pool *sync.Pool // nil when the buffer is not pooled
 }
 
-// ref adds a reference for a message carved out of the buffer.
-func (b *rbuf) ref() { b.refs.Add(1) }
-
 // release drops one reference and recycles the buffer after the last one.
-func (b *rbuf) release() {
-	if b.refs.Add(-1) == 0 && b.pool != nil {
+func (b *rbuf) release() { b.releaseN(1) }
+
+// releaseN drops n references.
+func (b *rbuf) releaseN(n int32) {
+	if b.refs.Add(-n) == 0 && b.pool != nil {
 		b.pool.Put(b)
 	}
 }
@@ -102,9 +104,7 @@ func ReleaseBatch(ms []Message) {
 			j++
 		}
 		if buf != nil {
-			if buf.refs.Add(-int32(j-i)) == 0 && buf.pool != nil {
-				buf.pool.Put(buf)
-			}
+			buf.releaseN(int32(j - i))
 		}
 		clear(ms[i:j])
 		i = j

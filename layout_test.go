@@ -18,7 +18,7 @@ func TestHotFieldLayout(t *testing.T) {
 	if off := unsafe.Offsetof(p.tx); off%line != 0 {
 		t.Errorf("Psock.tx at offset %d, not on a cache line", off)
 	}
-	if end := unsafe.Offsetof(p.sp) + unsafe.Offsetof(p.sp.lent) + unsafe.Sizeof(p.sp.lent); end > 3*line {
+	if end := unsafe.Offsetof(p.sp) + unsafe.Offsetof(p.sp.credit) + unsafe.Sizeof(p.sp.credit); end > 3*line {
 		t.Errorf("Psock receive fields end at %d, past three cache lines", end)
 	}
 	if end := unsafe.Offsetof(p.tx.q) + unsafe.Sizeof(p.tx.q); end > line {

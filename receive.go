@@ -278,8 +278,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 			if lent == nil {
 				copy(dst, b)
 			} else {
-				sp.buf.ref()
-				sp.lent = true
+				sp.lend(1)
 				*lent = Message{b: b, buf: sp.buf, p: p}
 			}
 			n = size
@@ -308,7 +307,9 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 		return 0, false
 	}
 	m.mu.Lock()
-	m.shareLocked(p)
+	if m.waiters.head != nil {
+		m.shareLocked(p)
+	}
 	m.releaseReadLocked(p)
 	s.stats.rx.add(1, n)
 	m.mu.Unlock()

@@ -28,6 +28,7 @@ type strparser struct {
 	failed     bool     // err is set
 	timed      bool     // timeout is set
 	lent       bool     // messages carved since start was last reset hold references
+	credit     int32    // references on buf the reader holds beyond its own, for lending
 
 	err      error         // sticky: once the stream is unparsable it stays so
 	timeout  time.Duration // assembly deadline, 0 for none
@@ -60,9 +61,29 @@ func (sp *strparser) take(p *Psock, b, dst []byte) Message {
 	if dst != nil && len(b) <= len(dst) {
 		return Message{b: dst[:copy(dst, b)], p: p, copied: true}
 	}
-	sp.buf.ref()
-	sp.lent = true
+	sp.lend(1)
 	return Message{b: b, buf: sp.buf, p: p}
+}
+
+// creditBatch is how many references a reader takes on its buffer at a
+// time, so that lending a message costs no atomic operation.
+const creditBatch = 1 << 20
+
+// lend takes n references on the buffer for messages lent from it.
+func (sp *strparser) lend(n int) {
+	if int(sp.credit) < n {
+		more := creditBatch + int32(n)
+		sp.buf.refs.Add(more)
+		sp.credit += more
+	}
+	sp.credit -= int32(n)
+	sp.lent = true
+}
+
+// dropBuf gives back the reader's references on its buffer.
+func (sp *strparser) dropBuf() {
+	sp.buf.releaseN(1 + sp.credit)
+	sp.buf, sp.data, sp.credit = nil, nil, 0
 }
 
 // nextBatch carves up to len(out) complete messages, with one reference
@@ -79,8 +100,7 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 		n++
 	}
 	if n > 0 {
-		sp.buf.refs.Add(int32(n))
-		sp.lent = true
+		sp.lend(n)
 		sp.carved.add(n, bytes)
 	}
 	return n
@@ -205,21 +225,21 @@ func (sp *strparser) space() []byte {
 		copy(sp.data, sp.data[sp.start:sp.end])
 		sp.lent = false
 	} else {
-		old, rest := sp.buf, sp.data[sp.start:sp.end]
+		old, rest, held := sp.buf, sp.data[sp.start:sp.end], 1+sp.credit
 		sp.setBuf(sp.pool.get(size))
 		copy(sp.data, rest)
-		old.release()
+		old.releaseN(held)
 	}
 	sp.start, sp.end = 0, pending
 	return sp.data[sp.end:]
 }
 
 // unshared reports whether no message lent from the buffer is still held.
-func (sp *strparser) unshared() bool { return !sp.lent || sp.buf.refs.Load() == 1 }
+func (sp *strparser) unshared() bool { return !sp.lent || sp.buf.refs.Load() == 1+sp.credit }
 
 // setBuf makes b, fresh from the pool, the buffer to read into.
 func (sp *strparser) setBuf(b *rbuf) {
-	sp.buf, sp.data, sp.lent = b, b.b, false
+	sp.buf, sp.data, sp.lent, sp.credit = b, b.b, false, 0
 	sp.start, sp.end = 0, 0
 	if sp.need == 0 {
 		sp.start, sp.end = sp.colour, sp.colour
@@ -261,8 +281,7 @@ func (sp *strparser) deadline() time.Time {
 // psock holds no memory.
 func (sp *strparser) dropIfEmpty() {
 	if sp.buf != nil && sp.start == sp.end {
-		sp.buf.release()
-		sp.buf, sp.data = nil, nil
+		sp.dropBuf()
 		sp.start, sp.end = 0, 0
 	}
 }
@@ -275,8 +294,7 @@ func (sp *strparser) takeRest() []byte {
 		if sp.end > sp.start {
 			rest = append([]byte(nil), sp.data[sp.start:sp.end]...)
 		}
-		sp.buf.release()
-		sp.buf, sp.data = nil, nil
+		sp.dropBuf()
 	}
 	sp.start, sp.end, sp.need, sp.seen = 0, 0, 0, 0
 	return rest
