@@ -1,0 +1,132 @@
+package kcm_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+// The receive fast path (a receiver leading the lone idle psock) must give
+// the same results as the general path in the cases it hands over to it.
+// cfLeaderMode puts each mux in the state where it is taken.
+
+// A message longer than the Datagram receiver's buffer: the fast path lets
+// go without taking it, and the general path truncates it.
+func TestLeaderDatagramTruncation(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	_, peer := attachPeer(t, m)
+	cfLeaderMode(t, s, peer)
+	a, b := msgOf(1, 105), msgOf(2, 20)
+	if _, err := peer.Write(append(a, b...)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 20)
+	n, err := s.Recv(buf)
+	if n != 20 || !errors.Is(err, kcm.ErrTruncated) || !bytes.Equal(buf, a[:20]) {
+		t.Fatalf("n=%d err=%v", n, err)
+	}
+	buf = make([]byte, 64)
+	if n, err := s.Recv(buf); err != nil || !bytes.Equal(buf[:n], b) {
+		t.Fatalf("next message: n=%d err=%v", n, err)
+	}
+	if st := s.Stats(); st.RxMsgs != 3 || st.RxBytes != uint64(16+4+20+len(b)) {
+		t.Fatalf("socket stats %+v", st)
+	}
+}
+
+// A SeqPacket message read in pieces through Read.
+func TestLeaderSeqPacketPieces(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.SeqPacket)
+	_, peer := attachPeer(t, m)
+	cfLeaderMode(t, s, peer)
+	a := msgOf(7, 36)
+	if _, err := peer.Write(a); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for len(got) < len(a) {
+		buf := make([]byte, 16)
+		n, err := s.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, a) {
+		t.Fatal("pieces do not make the message")
+	}
+	b := msgOf(8, 20)
+	if _, err := peer.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := s.Read(buf); err != nil || !bytes.Equal(buf[:n], b) {
+		t.Fatalf("whole message: n=%d err=%v", n, err)
+	}
+}
+
+// RecvMessage lends the message from the psock's buffer, and the buffer is
+// read into again once the message is released.
+func TestLeaderRecvMessageLends(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	p, peer := attachPeer(t, m)
+	cfLeaderMode(t, s, peer)
+	for i := range 100 {
+		want := msgOf(uint32(i), 8+i)
+		if _, err := peer.Write(want); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := s.RecvMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(msg.Bytes(), want) || msg.Psock() != p {
+			t.Fatalf("message %d: got %x", i, msg.Bytes())
+		}
+		msg.Release()
+	}
+	if st := p.Stats(); st.RxMsgs != 101 {
+		t.Fatalf("psock counted %d messages, want 101", st.RxMsgs)
+	}
+}
+
+// Messages held past the next receives keep their bytes: the reader must
+// not read over a buffer a lent message still uses.
+func TestLeaderLentMessagesSurviveLaterReads(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	_, peer := attachPeer(t, m)
+	cfLeaderMode(t, s, peer)
+	var held []kcm.Message
+	var wants [][]byte
+	for i := range 50 {
+		want := msgOf(uint32(i), 32)
+		if _, err := peer.Write(want); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := s.RecvMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, wants = append(held, msg), append(wants, want)
+	}
+	for i := range held {
+		if !bytes.Equal(held[i].Bytes(), wants[i]) {
+			t.Fatalf("message %d changed while held", i)
+		}
+		held[i].Release()
+	}
+	last := msgOf(99, 40)
+	if _, err := peer.Write(last); err != nil {
+		t.Fatal(err)
+	}
+	if got := recvWithin(t, s, 5*time.Second); !bytes.Equal(got, last) {
+		t.Fatal("the exchange after the releases failed")
+	}
+}
