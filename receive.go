@@ -292,6 +292,11 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 			var rn int
 			rn, err = p.conn.Read(sp.space())
 			if rn > 0 {
+				// Start loading the lines the rest of the receive and the
+				// next send touch, so their misses overlap.
+				m.txOne.Load()
+				s.state.Load()
+				p.intr.Load()
 				sp.commit(rn)
 				p.pending, p.pendingErr = err != nil, err // delivered first, reported next
 				continue
