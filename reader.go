@@ -23,7 +23,9 @@ func (p *Psock) fill(keep bool) error {
 	if n > 0 {
 		p.sp.commit(n)
 		// Deliver what arrived with the error first; report it next time.
-		p.pending, p.pendingErr = err != nil, err
+		if err != nil { // pending was false: fill took it
+			p.pending, p.pendingErr = true, err
+		}
 		return nil
 	}
 	if err == nil {

@@ -298,7 +298,9 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				s.state.Load()
 				p.intr.Load()
 				sp.commit(rn)
-				p.pending, p.pendingErr = err != nil, err // delivered first, reported next
+				if err != nil { // delivered first, reported next (pending was false)
+					p.pending, p.pendingErr = true, err
+				}
 				continue
 			}
 			if err == nil {
@@ -521,7 +523,9 @@ func (p *Psock) waitRead(sdl time.Time, keep bool) error {
 		n, err := p.conn.Read(p.sp.space())
 		if n > 0 {
 			p.sp.commit(n)
-			p.pending, p.pendingErr = err != nil, err // delivered first, reported next
+			if err != nil { // delivered first, reported next (pending was false)
+				p.pending, p.pendingErr = true, err
+			}
 			return nil
 		}
 		if err == nil {

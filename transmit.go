@@ -120,6 +120,8 @@ type txState struct {
 	// stop the writer; the writer restores it.
 	closeKicked bool
 	cut         bool      // a write stopped in the middle of a message
+	hasSent     bool      // sent is not zero (spares the writer a look at it)
+	waitIdle    bool      // idle is set
 	writer      *Socket   // the socket writing its own message, if any
 	count       msgCount  // messages written, guarded by mu
 	q           []txEntry // messages waiting for the writer
@@ -141,7 +143,7 @@ type txState struct {
 func (t *txState) publishSent() {
 	t.mu.Lock()
 	t.count.add(int(t.sent.msgs), int(t.sent.bytes))
-	t.sent = msgCount{}
+	t.sent, t.hasSent = msgCount{}, false
 	t.mu.Unlock()
 }
 
@@ -331,6 +333,7 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 		done++
 	}
 	t.sent.add(done, sent)
+	t.hasSent = true
 	if err != nil && done == len(msgs) {
 		err = nil
 	}
@@ -343,10 +346,10 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 func (m *Mux) flushQueued(p *Psock, done msgCount) {
 	t := &p.tx
 	t.mu.Lock()
-	if len(t.q) == 0 && !t.closeKicked && t.idle == nil {
-		// Nothing else to do: let go here, in a small frame.
-		t.count.add(int(done.msgs+t.sent.msgs), int(done.bytes+t.sent.bytes))
-		t.sent = msgCount{}
+	if len(t.q) == 0 && !t.closeKicked && !t.waitIdle && !t.hasSent {
+		// Nothing else to do: let go here, in a small frame that touches
+		// only the first line of the transmit state.
+		t.count.add(int(done.msgs), int(done.bytes))
 		t.writer, t.writing = nil, false
 		t.mu.Unlock()
 		return
@@ -361,7 +364,7 @@ func (m *Mux) flushQueuedSlow(p *Psock, done msgCount) {
 	for {
 		t.mu.Lock()
 		t.count.add(int(done.msgs+t.sent.msgs), int(done.bytes+t.sent.bytes))
-		t.sent, done = msgCount{}, msgCount{}
+		t.sent, t.hasSent, done = msgCount{}, false, msgCount{}
 		t.writer = nil
 		if t.closeKicked {
 			// A socket's close interrupted a write: undo its deadline.
@@ -370,9 +373,9 @@ func (m *Mux) flushQueuedSlow(p *Psock, done msgCount) {
 		}
 		if t.stopped || len(t.q) == 0 {
 			t.writing = false
-			if t.idle != nil {
+			if t.waitIdle {
 				close(t.idle)
-				t.idle = nil
+				t.idle, t.waitIdle = nil, false
 			}
 			t.mu.Unlock()
 			return
@@ -461,6 +464,7 @@ func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error)
 		m.finishEntry(p, e, nil)
 	}
 	p.tx.sent.add(msgs, bytes)
+	p.tx.hasSent = true
 	if i == len(q) {
 		return
 	}
@@ -640,7 +644,7 @@ func (m *Mux) stopTx(p *Psock, interrupt bool) bool {
 	t.mu.Lock()
 	var idle chan struct{}
 	if t.writing {
-		t.idle = make(chan struct{})
+		t.idle, t.waitIdle = make(chan struct{}), true
 		idle = t.idle
 	}
 	t.mu.Unlock()
