@@ -55,7 +55,6 @@ type Psock struct {
 	noWait   bool // the reader must not block (a DontWait receive)
 	rdlValid bool // rdl is the deadline set on conn
 	rdlSet   bool // and it is not the zero time (spares a look at rdl)
-	keepBuf  bool
 	pending  bool // pendingErr is set
 
 	leader   *Socket       // guarded by mux.mu

@@ -14,7 +14,7 @@ func (p *Psock) fill(keep bool) error {
 		// Waiting without a buffer, or not waiting at all, needs the raw
 		// descriptor; a reader that keeps its buffer anyway reads the
 		// plain way, which touches less memory.
-		return p.fillRaw(keep)
+		return p.fillRaw()
 	}
 	if p.noWait {
 		return ErrWouldBlock // a plain connection cannot be read without blocking

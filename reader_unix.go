@@ -31,7 +31,8 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 }
 
 // rawRead is the callback of syscall.RawConn.Read: it borrows a buffer only
-// when data is there, and hands it back before the goroutine parks.
+// when data is there, and hands it back before the goroutine parks. (A
+// reader that keeps its buffer while it waits reads with conn.Read.)
 func (p *Psock) rawRead(fd uintptr) bool {
 	b := p.sp.space()
 	for {
@@ -44,9 +45,7 @@ func (p *Psock) rawRead(fd uintptr) bool {
 				p.rn, p.rerr = 0, syscall.EAGAIN
 				return true
 			}
-			if !p.keepBuf {
-				p.sp.dropIfEmpty()
-			}
+			p.sp.dropIfEmpty()
 			return false
 		}
 		p.rn, p.rerr = n, errnoOf(err)
@@ -54,8 +53,7 @@ func (p *Psock) rawRead(fd uintptr) bool {
 	}
 }
 
-func (p *Psock) fillRaw(keep bool) error {
-	p.keepBuf = keep
+func (p *Psock) fillRaw() error {
 	if err := p.raw.Read(p.readFn); err != nil {
 		return err
 	}

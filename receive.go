@@ -273,6 +273,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				m.endLead(p, nil) // truncated or kept in part: the general path
 				return 0, false
 			}
+			// What take does, without a Message on this frame (see above).
 			b := sp.consume(size)
 			sp.carved.add(1, size)
 			if lent == nil {
