@@ -153,11 +153,3 @@ func (ch *child) Close() error {
 	ch.stdin.Close()
 	return ch.cmd.Wait()
 }
-
-// cpu is the child's total CPU time, valid after Close.
-func (ch *child) cpu() time.Duration {
-	if ch.cmd.ProcessState == nil {
-		return 0
-	}
-	return ch.cmd.ProcessState.UserTime() + ch.cmd.ProcessState.SystemTime()
-}
