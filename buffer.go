@@ -67,11 +67,10 @@ func (bp *bufPool) get(n int) *rbuf {
 // The bytes stay valid until Release; call Release exactly once when done
 // with them. The zero Message is empty and its Release is a no-op.
 type Message struct {
-	b      []byte
-	buf    *rbuf
-	p      *Psock
-	rest   bool // b is the unread rest of a message a socket began reading
-	copied bool // b is the receive call's own buffer: nothing is lent
+	b    []byte
+	buf  *rbuf
+	p    *Psock
+	rest bool // b is the unread rest of a message a socket began reading
 }
 
 // Bytes returns the message, header included. The slice is valid until

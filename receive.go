@@ -124,25 +124,13 @@ type rxMode struct {
 	partial  bool // what does not fit stays for the next call
 	peek     bool // a Peek: nothing is consumed, shared or counted
 	dontWait bool // ErrWouldBlock instead of blocking
-	// dst, if set, is the caller's buffer: a reader copies the caller's
-	// message there when it fits, before it lets go of the psock, so the
-	// message holds no reference on the read buffer.
-	dst []byte
 }
 
 // recv returns up to len(out) messages for s, at least one unless err is
 // set, counted in s's statistics before any is visible to the caller.
 func (m *Mux) recv(s *Socket, out []Message, mode rxMode) (n int, err error) {
 	m.mu.Lock()
-	if p := m.fastLeadLocked(s); p != nil && !mode.dontWait && !mode.peek {
-		// Lead without recvLocked's large frame on the stack during the
-		// read; anything unusual goes the general way.
-		p.rx, p.leader = rxLed, s
-		n, _ = m.lead(p, s, out, mode)
-	}
-	if n == 0 {
-		n, err = m.recvLocked(s, out, mode)
-	}
+	n, err = m.recvLocked(s, out, mode)
 	if n > 0 {
 		s.countLocked(out[:n], mode)
 	}
@@ -273,14 +261,13 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				m.endLead(p, nil) // truncated or kept in part: the general path
 				return 0, false
 			}
-			// What take does, without a Message on this frame (see above).
 			b := sp.consume(size)
-			sp.carved.add(1, size)
-			if lent == nil {
-				copy(dst, b)
+			if lent != nil {
+				sp.take(lent, p, b)
 			} else {
-				sp.lend(1)
-				*lent = Message{b: b, buf: sp.buf, p: p}
+				// Copied before the psock is let go: no reference needed.
+				copy(dst, b)
+				sp.carved.add(1, size)
 			}
 			n = size
 			break
@@ -405,9 +392,9 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 	p.noWait = mode.dontWait
 	m.mu.Unlock()
 	for {
-		b, ok, err := p.sp.carve()
+		msg, ok, err := p.sp.next(p)
 		if ok {
-			out[0] = p.sp.take(p, b, mode.dst)
+			out[0] = msg
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
@@ -518,44 +505,6 @@ func (m *Mux) shareLocked(p *Psock) {
 // waitRead reads more of p's stream. sdl is the receiving socket's
 // deadline. It returns errInterrupted when the reader must let go.
 func (p *Psock) waitRead(sdl time.Time, keep bool) error {
-	if keep && sdl.IsZero() && p.plainRead() {
-		// The common case, kept in a small frame: the frames on the stack
-		// while the reader waits are cold memory when the wait ends.
-		n, err := p.conn.Read(p.sp.space())
-		if n > 0 {
-			p.sp.commit(n)
-			if err != nil { // delivered first, reported next (pending was false)
-				p.pending, p.pendingErr = true, err
-			}
-			return nil
-		}
-		if err == nil {
-			return nil
-		}
-		return p.plainReadErr(err)
-	}
-	return p.waitReadSlow(sdl, keep)
-}
-
-// plainReadErr sorts out the error of a plain read (no deadline of its
-// own): nil to read again, errInterrupted, or the error.
-func (p *Psock) plainReadErr(err error) error {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
-	}
-	if p.intr.Load() {
-		return errInterrupted
-	}
-	return nil
-}
-
-// plainRead reports whether the next read needs none of the deadline,
-// pending-error and non-blocking handling.
-func (p *Psock) plainRead() bool {
-	return !p.intr.Load() && !p.sp.timed && p.rdlValid && !p.rdlSet && !p.pending && !p.noWait
-}
-
-func (p *Psock) waitReadSlow(sdl time.Time, keep bool) error {
 	if p.intr.Load() {
 		return errInterrupted
 	}
@@ -589,6 +538,24 @@ func (p *Psock) waitReadSlow(sdl time.Time, keep bool) error {
 		return errInterrupted // the receiver's deadline: it reports the timeout
 	}
 	return nil
+}
+
+// plainReadErr sorts out the error of a plain read (no deadline of its
+// own): nil to read again, errInterrupted, or the error.
+func (p *Psock) plainReadErr(err error) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if p.intr.Load() {
+		return errInterrupted
+	}
+	return nil
+}
+
+// plainRead reports whether the next read needs none of the deadline,
+// pending-error and non-blocking handling.
+func (p *Psock) plainRead() bool {
+	return !p.intr.Load() && !p.sp.timed && p.rdlValid && !p.rdlSet && !p.pending && !p.noWait
 }
 
 // lateRead reads, without waiting, the bytes that arrived after the

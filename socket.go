@@ -292,7 +292,7 @@ func (s *Socket) Recv(b []byte) (int, error) {
 	if n, ok := s.mux.recvFast(s, b, nil); ok {
 		return n, nil
 	}
-	n, _, err := s.RecvMsg(b, 0)
+	n, _, err := s.recvMsg(b, 0)
 	return n, err
 }
 
@@ -301,18 +301,27 @@ func (s *Socket) Recv(b []byte) (int, error) {
 // when the bytes returned end a message and Trunc when a Datagram message
 // was cut.
 func (s *Socket) RecvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, err error) {
+	if flags == 0 {
+		if n, ok := s.mux.recvFast(s, b, nil); ok {
+			return n, EOR, nil
+		}
+	}
+	return s.recvMsg(b, flags)
+}
+
+// recvMsg is RecvMsg's general path, out of line for recvFast's sake.
+//
+//go:noinline
+func (s *Socket) recvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, err error) {
 	if flags&Peek != 0 {
 		return s.peek(b, flags)
 	}
 	var one [1]Message
-	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, dontWait: flags&DontWait != 0, dst: b}
+	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, dontWait: flags&DontWait != 0}
 	if _, err := s.mux.recv(s, one[:], mode); err != nil {
 		return 0, 0, s.opError("recv", err)
 	}
 	msg := &one[0]
-	if msg.copied {
-		return len(msg.b), EOR, nil
-	}
 	n = copy(b, msg.b)
 	switch {
 	case n == len(msg.b):
