@@ -354,15 +354,15 @@ func (m *Mux) flushQueued(p *Psock, done msgCount) {
 		t.mu.Unlock()
 		return
 	}
-	t.mu.Unlock()
-	m.flushQueuedSlow(p, done)
+	m.flushQueuedLocked(p, done)
 }
 
-func (m *Mux) flushQueuedSlow(p *Psock, done msgCount) {
+// flushQueuedLocked is flushQueued's general case; it is called with
+// p.tx.mu held and returns without it.
+func (m *Mux) flushQueuedLocked(p *Psock, done msgCount) {
 	t := &p.tx
 	budget := flushBudget
 	for {
-		t.mu.Lock()
 		t.count.add(int(done.msgs+t.sent.msgs), int(done.bytes+t.sent.bytes))
 		t.sent, t.hasSent, done = msgCount{}, false, msgCount{}
 		t.writer = nil
@@ -401,7 +401,6 @@ func (m *Mux) flushQueuedSlow(p *Psock, done msgCount) {
 		clear(q)
 		t.mu.Lock()
 		t.spareQ, t.spareBuf = q[:0], buf[:0]
-		t.mu.Unlock()
 	}
 }
 
