@@ -48,16 +48,7 @@ func TestLeaderSeqPacketPieces(t *testing.T) {
 	if _, err := peer.Write(a); err != nil {
 		t.Fatal(err)
 	}
-	var got []byte
-	for len(got) < len(a) {
-		buf := make([]byte, 16)
-		n, err := s.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, buf[:n]...)
-	}
-	if !bytes.Equal(got, a) {
+	if got := readPieces(t, s, len(a), 16); !bytes.Equal(got, a) {
 		t.Fatal("pieces do not make the message")
 	}
 	b := msgOf(8, 20)

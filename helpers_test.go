@@ -178,6 +178,22 @@ func isTimeout(err error) bool {
 
 var _ = bytes.Equal
 
+// readPieces reads n bytes from s with Read calls of at most piece bytes
+// each, failing the test on an error.
+func readPieces(t testing.TB, s *kcm.Socket, n, piece int) []byte {
+	t.Helper()
+	var got []byte
+	buf := make([]byte, piece)
+	for len(got) < n {
+		k, err := s.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:k]...)
+	}
+	return got
+}
+
 // sendConcurrently starts senders goroutines, each with its own socket of
 // m, each sending msgs(g, i) for i < per; the returned group ends when all
 // are done. A failed send fails the test.

@@ -75,25 +75,17 @@ func TestAtomicityManySocketsManyPsocks(t *testing.T) {
 		peers = append(peers, peer)
 	}
 	const senders, perSender = 8, 25
-	var wg sync.WaitGroup
-	for g := 0; g < senders; g++ {
-		s := m.NewSocket(kcm.Datagram)
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(int64(g)))
-			for i := 0; i < perSender; i++ {
-				size := rng.Intn(1 << 20)
-				if rng.Intn(3) > 0 {
-					size = rng.Intn(2000)
-				}
-				if err := s.Send(msgOf(uint32(g*1000+i), size)); err != nil {
-					t.Errorf("send: %v", err)
-					return
-				}
-			}
-		}(g)
+	rngs := make([]*rand.Rand, senders) // each used by its sender only
+	for g := range rngs {
+		rngs[g] = rand.New(rand.NewSource(int64(g)))
 	}
+	wg := sendConcurrently(t, m, senders, perSender, func(g, i int) [][]byte {
+		size := rngs[g].Intn(1 << 20)
+		if rngs[g].Intn(3) > 0 {
+			size = rngs[g].Intn(2000)
+		}
+		return [][]byte{msgOf(uint32(g*1000+i), size)}
+	})
 	seen := collect(t, peers, senders*perSender)
 	wg.Wait()
 	used := map[int]bool{}
@@ -288,16 +280,7 @@ func TestSocketIsNetConn(t *testing.T) {
 		t.Fatal("written message differs")
 	}
 	peer.Write(msg)
-	var got []byte
-	buf := make([]byte, 7)
-	for len(got) < len(msg) {
-		n, err := s.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, buf[:n]...)
-	}
-	if !bytes.Equal(got, msg) {
+	if got := readPieces(t, s, len(msg), 7); !bytes.Equal(got, msg) {
 		t.Fatal("Read pieces differ")
 	}
 	if s.LocalAddr().Network() != "kcm" || s.RemoteAddr() == nil {
