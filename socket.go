@@ -128,15 +128,7 @@ func (s *Socket) countLocked(ms []Message, mode rxMode) {
 // then senders block until the write deadline) and go out, in order, on
 // the first psock attached. A zero-length msg sends nothing; it ends a
 // batch opened with the Batch flag.
-func (s *Socket) Send(msg []byte) error {
-	if s.state.Load()&sockHeld != 0 {
-		return s.SendMsg(msg, 0)
-	}
-	if len(msg) == 0 {
-		return nil
-	}
-	return s.sendOne(msg)
-}
+func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
 
 // SendMsg sends msg with flags: More keeps the message open so the next
 // calls append to it, Batch holds complete messages until a send without
@@ -148,6 +140,14 @@ func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 		}
 		return s.sendOne(msg)
 	}
+	return s.sendHeld(msg, flags)
+}
+
+// sendHeld is SendMsg for a message built over several calls or held in
+// a batch; out of line, so that a plain send runs in small frames.
+//
+//go:noinline
+func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 	s.txmu.Lock()
 	defer s.txmu.Unlock()
 	defer func() {
