@@ -75,7 +75,7 @@ func (m *Mux) writeProcPsockLocked(w io.Writer, p *Psock, socks []*Socket) {
 		rmem = fmt.Sprint(p.sp.buffered())
 	}
 	p.tx.mu.Lock()
-	sendQ, smem, txStop := len(p.tx.q), p.tx.load.Load(), p.tx.stopped
+	sendQ, smem, txStop := len(p.tx.q), p.tx.load.Load(), p.tx.stopped.Load()
 	p.tx.mu.Unlock()
 	fmt.Fprintf(w, "   psock-%-5d %-10d %-16d %-10d %-16d %-8d %-8s %-8d %-8d ",
 		p.index, st.RxMsgs, st.RxBytes, st.TxMsgs, st.TxBytes, 0, rmem, sendQ, smem)

@@ -285,6 +285,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				m.txOne.Load()
 				s.state.Load()
 				p.intr.Load()
+				p.tx.stopped.Load()
 				sp.commit(rn)
 				if err != nil { // delivered first, reported next (pending was false)
 					p.pending, p.pendingErr = true, err

@@ -115,17 +115,20 @@ type txState struct {
 	// needs.
 	mu      sync.Mutex
 	writing bool // a goroutine is writing; only it may write
-	stopped bool // the psock is leaving: nothing more is written
 	// closeKicked: a socket's close set the write deadline in the past to
 	// stop the writer; the writer restores it.
 	closeKicked bool
-	cut         bool      // a write stopped in the middle of a message
-	hasSent     bool      // sent is not zero (spares the writer a look at it)
-	waitIdle    bool      // idle is set
-	writer      *Socket   // the socket writing its own message, if any
-	count       msgCount  // messages written, guarded by mu
-	q           []txEntry // messages waiting for the writer
+	hasSent     bool // sent is not zero (spares the writer a look at it)
+	waitIdle    bool // idle is set
+	// stopped: the psock is leaving, nothing more is written. Written
+	// under mu; atomic so that a receive may load this line early, ahead
+	// of the send that usually follows it.
+	stopped atomic.Bool
+	writer  *Socket   // the socket writing its own message, if any
+	count   msgCount  // messages written, guarded by mu
+	q       []txEntry // messages waiting for the writer
 
+	cut  bool          // a write stopped in the middle of a message
 	sent msgCount      // written by the current writer from a batch or the queue, not yet in count
 	idle chan struct{} // closed when the writer stops, for Unattach
 	load atomic.Int64  // bytes queued or being written, for psock choice
@@ -180,7 +183,7 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 		}
 		t := &p.tx
 		t.mu.Lock()
-		if t.stopped {
+		if t.stopped.Load() {
 			t.mu.Unlock()
 			if err := m.closedErr(); err != nil {
 				return err
@@ -222,7 +225,7 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok bool, err error) {
 	}
 	t := &p.tx
 	t.mu.Lock()
-	if t.stopped || t.writing {
+	if t.stopped.Load() || t.writing {
 		t.mu.Unlock()
 		return false, nil
 	}
@@ -268,7 +271,7 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 		}
 		t := &p.tx
 		t.mu.Lock()
-		if t.stopped || t.writing {
+		if t.stopped.Load() || t.writing {
 			t.mu.Unlock()
 			break
 		}
@@ -371,7 +374,7 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount) {
 			t.closeKicked = false
 			p.conn.SetWriteDeadline(time.Time{})
 		}
-		if t.stopped || len(t.q) == 0 {
+		if t.stopped.Load() || len(t.q) == 0 {
 			t.writing = false
 			if t.waitIdle {
 				close(t.idle)
@@ -512,7 +515,7 @@ func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
 		}
 		t := &p.tx
 		t.mu.Lock()
-		if t.stopped {
+		if t.stopped.Load() {
 			t.mu.Unlock()
 			continue
 		}
@@ -621,7 +624,7 @@ func (m *Mux) writeFailed(p *Psock, err error, cut bool, head []txEntry, buf []b
 func (m *Mux) abortTxLocked(p *Psock, head []txEntry, headBuf []byte) {
 	t := &p.tx
 	t.mu.Lock()
-	t.stopped = true
+	t.stopped.Store(true)
 	q, buf := t.q, t.cbuf
 	t.q, t.cbuf = nil, nil
 	t.mu.Unlock()
