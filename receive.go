@@ -286,6 +286,9 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				s.state.Load()
 				p.intr.Load()
 				p.tx.stopped.Load()
+				if lent != nil {
+					sp.buf.refs.Load() // for the message's Release
+				}
 				sp.commit(rn)
 				if err != nil { // delivered first, reported next (pending was false)
 					p.pending, p.pendingErr = true, err
