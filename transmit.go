@@ -150,6 +150,17 @@ func (t *txState) publishSent() {
 	t.mu.Unlock()
 }
 
+// claim makes s the psock's writer if it is idle and not leaving.
+func (t *txState) claim(s *Socket) bool {
+	t.mu.Lock()
+	ok := !t.stopped.Load() && !t.writing
+	if ok {
+		t.writing, t.writer = true, s
+	}
+	t.mu.Unlock()
+	return ok
+}
+
 func (t *txState) enqueueCopy(b []byte, s *Socket) {
 	off := len(t.cbuf)
 	t.cbuf = append(t.cbuf, b...)
@@ -223,14 +234,9 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok bool, err error) {
 	if p == nil || s.txp.Load() != p {
 		return false, nil
 	}
-	t := &p.tx
-	t.mu.Lock()
-	if t.stopped.Load() || t.writing {
-		t.mu.Unlock()
+	if !p.tx.claim(s) {
 		return false, nil
 	}
-	t.writing, t.writer = true, s
-	t.mu.Unlock()
 	retry, err := m.writeOwn(p, s, b)
 	return !retry, err
 }
@@ -269,14 +275,9 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 		if p == nil {
 			break
 		}
-		t := &p.tx
-		t.mu.Lock()
-		if t.stopped.Load() || t.writing {
-			t.mu.Unlock()
+		if !p.tx.claim(s) {
 			break
 		}
-		t.writing, t.writer = true, s
-		t.mu.Unlock()
 		done, cut, err := p.writeBatch(msgs)
 		msgs = msgs[done:]
 		if err == nil {
