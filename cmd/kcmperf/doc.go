@@ -8,10 +8,12 @@
 //
 //	go run ./cmd/kcmperf
 //
-// Every configuration is measured as interleaved pairs (raw, kcm, raw, kcm,
-// ...) and reported as medians; the kcm/raw ratio is the median of the
-// per-pair ratios, because on small shared machines absolute figures swing
-// far more between runs than between two adjacent runs.
+// Every configuration is measured as interleaved pairs whose order
+// alternates (raw, kcm, kcm, raw, raw, kcm, ...), because the second run of
+// a pair tends to be the faster one, and reported as medians; the kcm/raw
+// ratio is the median of the per-pair ratios, because on small shared
+// machines absolute figures swing far more between runs than between two
+// adjacent runs.
 //
 // Tests:
 //
