@@ -73,7 +73,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.psocks, "psocks", 4, "shared: psocks (TCP connections) of the one mux")
 	fs.DurationVar(&o.duration, "l", time.Second, "measured duration of each run")
 	fs.DurationVar(&o.warmup, "w", 200*time.Millisecond, "warm-up before each measured run")
-	fs.IntVar(&o.reps, "reps", 3, "repetitions of each raw/kcm pair")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of each raw/kcm pair; which side runs first alternates")
 	fs.IntVar(&o.batch, "batch", defaultBatch, "stream: messages per kcm SendBatch and RecvBatch")
 	fs.StringVar(&o.sender, "stream-sender", "kcm", "stream: sender for the kcm receiver, kcm (SendBatch) or raw (the baseline's bufio.Writer)")
 	fs.StringVar(&o.host, "H", "", "host[:port] of a remote 'kcmperf server' (default: start one in a child process)")
