@@ -54,7 +54,7 @@ func runConfig(t *target, cfg config, o *options, prog *progress) (Row, error) {
 
 // pairOrder returns the indexes into sides in the order repetition rep
 // runs them: raw first on even repetitions, kcm first on odd ones. The run
-// second in a pair measures faster (on a 2-core machine, rr -instances 200
+// second in a pair tends to be faster (on a 2-core machine, rr -instances 200
 // gave a median ratio of 0.973 with raw always first and 0.921 with kcm
 // always first), so a fixed order would credit that to one side.
 func pairOrder(rep int) [2]int {
