@@ -3,6 +3,7 @@ package kcm_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,93 @@ func TestLeaderLentMessagesSurviveLaterReads(t *testing.T) {
 	}
 	if got := recvWithin(t, s, 5*time.Second); !bytes.Equal(got, last) {
 		t.Fatal("the exchange after the releases failed")
+	}
+}
+
+// Receivers waiting on a lone psock get one message each from a single
+// read: whoever reads it (a receiver leading it, which shares what its read
+// brought in beyond its own message, or the background reader) hands the
+// further messages to the waiting receivers in turn, and reads again only
+// when none is left.
+func TestOneReadServesEveryWaitingReceiver(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	socks := []*kcm.Socket{m.NewSocket(kcm.Datagram)}
+	for range 3 {
+		socks = append(socks, socks[0].Clone())
+	}
+	_, peer := attachPeer(t, m)
+	cfLeaderMode(t, socks[0], peer)
+
+	type got struct {
+		sock int
+		id   uint32
+		err  error
+	}
+	res := make(chan got, len(socks))
+	for i, s := range socks {
+		go func() {
+			b := make([]byte, 64)
+			n, err := s.Recv(b)
+			if err != nil {
+				res <- got{i, 0, err}
+				return
+			}
+			res <- got{i, checkMsg(t, b[:n]), nil}
+		}()
+	}
+	// Every receiver is blocked: one may lead the psock, the rest wait.
+	waitProc(t, m, func(d string) bool {
+		return strings.Count(d, "RxWait")+strings.Count(d, "RxLed-") == len(socks)
+	})
+
+	var all []byte
+	for id := uint32(1); id <= 4; id++ {
+		all = append(all, msgOf(id, 16)...)
+	}
+	if _, err := peer.Write(all); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint32]int{}
+	for range socks {
+		select {
+		case g := <-res:
+			if g.err != nil {
+				t.Fatalf("socket %d: %v", g.sock, g.err)
+			}
+			seen[g.id]++
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of 4 receivers returned; dump:\n%s", len(seen), proc(m))
+		}
+	}
+	for id := uint32(1); id <= 4; id++ {
+		if seen[id] != 1 {
+			t.Fatalf("message %d delivered %d times (all: %v)", id, seen[id], seen)
+		}
+	}
+	for i, s := range socks {
+		want := uint64(1)
+		if i == 0 {
+			want = 2 // and cfLeaderMode's message
+		}
+		if st := s.Stats(); st.RxMsgs != want {
+			t.Errorf("socket %d RxMsgs %d, want %d", i, st.RxMsgs, want)
+		}
+	}
+	if st := m.Stats(); st.RxMsgs != 5 {
+		t.Errorf("mux RxMsgs %d, want 5", st.RxMsgs)
+	}
+}
+
+// waitProc waits until the mux's /proc/net/kcm dump satisfies ok. The
+// dump is the only outside view of who leads and who waits, so it is
+// polled.
+func waitProc(t *testing.T, m *kcm.Mux, ok func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok(proc(m)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mux never reached the state; dump:\n%s", proc(m))
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
