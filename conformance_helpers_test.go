@@ -27,15 +27,39 @@ func cfDo(t *testing.T, d time.Duration, what string, f func() error) error {
 }
 
 // cfLeaderMode brings a single-psock mux into the state where the next
-// receive reads the psock itself: one message is received through the
-// background reader, which then lets go of the psock.
+// receive reads the psock itself: one message is received, and the receive
+// is waiting before the message is written, so that whoever reads it (the
+// receiver itself or the background reader, which hands it over) lets go
+// of the psock afterwards. (A message that arrives before anyone waits is
+// queued by the background reader, which then keeps reading.) The psock's
+// grace timer may still start a background reader later.
 func cfLeaderMode(t *testing.T, s *kcm.Socket, peer interface{ Write([]byte) (int, error) }) {
 	t.Helper()
-	msg := msgOf(1000, 16)
-	if _, err := peer.Write(msg); err != nil {
+	s.SetReadDeadline(time.Time{}) // a deadline sends receives the general way
+	got := make(chan error, 1)
+	go func() {
+		_, err := s.Recv(make([]byte, 64))
+		got <- err
+	}()
+	m := s.Mux()
+	deadline := time.Now().Add(5 * time.Second)
+	for d := proc(m); !strings.Contains(d, "RxWait") && !strings.Contains(d, "RxLed-"); d = proc(m) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the receive never blocked; dump:\n%s", d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := peer.Write(msgOf(1000, 16)); err != nil {
 		t.Fatal(err)
 	}
-	recvWithin(t, s, 5*time.Second)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message within 5s")
+	}
 }
 
 // proc returns the mux's /proc/net/kcm dump.
