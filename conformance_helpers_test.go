@@ -41,14 +41,9 @@ func cfLeaderMode(t *testing.T, s *kcm.Socket, peer interface{ Write([]byte) (in
 		_, err := s.Recv(make([]byte, 64))
 		got <- err
 	}()
-	m := s.Mux()
-	deadline := time.Now().Add(5 * time.Second)
-	for d := proc(m); !strings.Contains(d, "RxWait") && !strings.Contains(d, "RxLed-"); d = proc(m) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the receive never blocked; dump:\n%s", d)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitProc(t, s.Mux(), func(d string) bool {
+		return strings.Contains(d, "RxWait") || strings.Contains(d, "RxLed-")
+	})
 	if _, err := peer.Write(msgOf(1000, 16)); err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +62,20 @@ func proc(m *kcm.Mux) string {
 	var b strings.Builder
 	m.WriteProc(&b)
 	return b.String()
+}
+
+// waitProc waits until the mux's /proc/net/kcm dump satisfies ok. The
+// dump is the only outside view of who leads and who waits, so it is
+// polled.
+func waitProc(t *testing.T, m *kcm.Mux, ok func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok(proc(m)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mux never reached the state; dump:\n%s", proc(m))
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // recordingParser is lenPrefix that records the length of every buffer it

@@ -139,7 +139,7 @@ func TestOneReadServesEveryWaitingReceiver(t *testing.T) {
 
 	type got struct {
 		sock int
-		id   uint32
+		msg  []byte
 		err  error
 	}
 	res := make(chan got, len(socks))
@@ -147,11 +147,7 @@ func TestOneReadServesEveryWaitingReceiver(t *testing.T) {
 		go func() {
 			b := make([]byte, 64)
 			n, err := s.Recv(b)
-			if err != nil {
-				res <- got{i, 0, err}
-				return
-			}
-			res <- got{i, checkMsg(t, b[:n]), nil}
+			res <- got{i, b[:n], err}
 		}()
 	}
 	// Every receiver is blocked: one may lead the psock, the rest wait.
@@ -173,7 +169,7 @@ func TestOneReadServesEveryWaitingReceiver(t *testing.T) {
 			if g.err != nil {
 				t.Fatalf("socket %d: %v", g.sock, g.err)
 			}
-			seen[g.id]++
+			seen[checkMsg(t, g.msg)]++
 		case <-time.After(5 * time.Second):
 			t.Fatalf("only %d of 4 receivers returned; dump:\n%s", len(seen), proc(m))
 		}
@@ -194,19 +190,5 @@ func TestOneReadServesEveryWaitingReceiver(t *testing.T) {
 	}
 	if st := m.Stats(); st.RxMsgs != 5 {
 		t.Errorf("mux RxMsgs %d, want 5", st.RxMsgs)
-	}
-}
-
-// waitProc waits until the mux's /proc/net/kcm dump satisfies ok. The
-// dump is the only outside view of who leads and who waits, so it is
-// polled.
-func waitProc(t *testing.T, m *kcm.Mux, ok func(string) bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok(proc(m)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("mux never reached the state; dump:\n%s", proc(m))
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
