@@ -48,24 +48,32 @@ func msgOf(id uint32, size int) []byte {
 	return frame(p)
 }
 
-// checkMsg verifies a message built by msgOf and returns its id.
+// checkMsg verifies a message built by msgOf and returns its id, or
+// badID after reporting what is wrong. It reports with Errorf, so reader
+// goroutines may call it too.
 func checkMsg(t testing.TB, m []byte) uint32 {
 	t.Helper()
 	if len(m) < 12 {
-		t.Fatalf("message too short: %d bytes", len(m))
+		t.Errorf("message too short: %d bytes", len(m))
+		return badID
 	}
 	p := m[4:]
 	id := binary.BigEndian.Uint32(p)
 	if int(binary.BigEndian.Uint32(p[4:])) != len(p) {
-		t.Fatalf("message %d: size field %d, payload %d", id, binary.BigEndian.Uint32(p[4:]), len(p))
+		t.Errorf("message %d: size field %d, payload %d", id, binary.BigEndian.Uint32(p[4:]), len(p))
+		return badID
 	}
 	for i := 8; i < len(p); i++ {
 		if p[i] != byte(id)^byte(i) {
-			t.Fatalf("message %d corrupt at byte %d", id, i)
+			t.Errorf("message %d corrupt at byte %d", id, i)
+			return badID
 		}
 	}
 	return id
 }
+
+// badID is checkMsg's id for a malformed message; msgOf never makes it.
+const badID = ^uint32(0)
 
 // tcpPair returns both ends of a loopback TCP connection, closed at the
 // end of the test.
