@@ -1,7 +1,6 @@
 package kcm_test
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -183,8 +182,6 @@ func isTimeout(err error) bool {
 	var te interface{ Timeout() bool }
 	return errors.As(err, &te) && te.Timeout()
 }
-
-var _ = bytes.Equal
 
 // readPieces reads n bytes from s with Read calls of at most piece bytes
 // each, failing the test on an error.

@@ -21,15 +21,21 @@ func (p *Psock) fill(keep bool) error {
 	}
 	n, err := p.conn.Read(p.sp.space())
 	if n > 0 {
-		p.sp.commit(n)
-		// Deliver what arrived with the error first; report it next time.
-		if err != nil { // pending was false: fill took it
-			p.pending, p.pendingErr = true, err
-		}
+		p.commitRead(n, err)
 		return nil
 	}
 	if err == nil {
 		return nil
 	}
 	return err
+}
+
+// commitRead takes in the n bytes a read returned together with err: they
+// are delivered first and err is reported by the next read. pending must
+// be false, as it is after any read.
+func (p *Psock) commitRead(n int, err error) {
+	p.sp.commit(n)
+	if err != nil {
+		p.pending, p.pendingErr = true, err
+	}
 }

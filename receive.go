@@ -289,10 +289,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				if lent != nil {
 					sp.buf.refs.Load() // for the message's Release
 				}
-				sp.commit(rn)
-				if err != nil { // delivered first, reported next (pending was false)
-					p.pending, p.pendingErr = true, err
-				}
+				p.commitRead(rn, err)
 				continue
 			}
 			if err == nil {
