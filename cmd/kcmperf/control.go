@@ -50,32 +50,80 @@ func (t *target) dialHello(h hello) (net.Conn, error) {
 	return c, nil
 }
 
+// controlTimeout bounds every exchange on the control connection, so a
+// server that hangs, or a peer that is not a kcmperf server at all, ends
+// the run with an error instead of blocking it.
+const controlTimeout = 10 * time.Second
+
+// controlClient is the client's end of the control connection.
 type controlClient struct {
-	c  net.Conn
-	br *bufio.Reader
+	c         net.Conn
+	br        *bufio.Reader
+	heartbeat bool // the server keeps a heartbeat timer (see startHeartbeat)
+	timeout   time.Duration
 }
 
+// dialControl opens the control connection and checks the server's
+// greeting: its protocol version and whether it runs the heartbeat.
 func dialControl(addr string) (*controlClient, error) {
+	return dialControlTimeout(addr, controlTimeout)
+}
+
+// dialControlTimeout is dialControl with timeout bounding each exchange.
+func dialControlTimeout(addr string, timeout time.Duration) (*controlClient, error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
+	cc := &controlClient{c: c, br: bufio.NewReader(c), timeout: timeout}
+	c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(hello{kind: kindControl}.marshal()); err != nil {
 		c.Close()
 		return nil, err
 	}
-	return &controlClient{c: c, br: bufio.NewReader(c)}, nil
+	line, err := cc.br.ReadString('\n')
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s is not answering as a kcmperf server: %w", addr, err)
+	}
+	hb, ok := parseGreeting(line)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("%s is not a kcmperf server of this version (it said %q)", addr, strings.TrimSpace(line))
+	}
+	cc.heartbeat = hb
+	return cc, nil
 }
+
+// greeting is the server's first line on a control connection.
+func greeting(heartbeat bool) string {
+	return fmt.Sprintf("%s heartbeat=%t", controlVersion, heartbeat)
+}
+
+// parseGreeting reads a greeting line; ok is false for anything else.
+func parseGreeting(line string) (heartbeat, ok bool) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(line), controlVersion+" heartbeat=")
+	if !ok {
+		return false, false
+	}
+	hb, err := strconv.ParseBool(rest)
+	return hb, err == nil
+}
+
+// controlVersion names the control protocol; client and server must agree.
+const controlVersion = "kcmperf-control/1"
 
 func (cc *controlClient) Close() error { return cc.c.Close() }
 
+// do sends one command and returns the server's reply line.
 func (cc *controlClient) do(cmd string) (string, error) {
+	cc.c.SetDeadline(time.Now().Add(cc.timeout))
 	if _, err := io.WriteString(cc.c, cmd+"\n"); err != nil {
-		return "", err
+		return "", fmt.Errorf("kcmperf server: %s: %w", cmd, err)
 	}
 	line, err := cc.br.ReadString('\n')
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("kcmperf server: %s: %w", cmd, err)
 	}
 	line = strings.TrimSpace(line)
 	if strings.HasPrefix(line, "error") {
@@ -119,10 +167,9 @@ func startChild(cpuprofile string, heartbeat bool) (*child, error) {
 	if cpuprofile != "" {
 		args = append(args, "-cpuprofile", cpuprofile)
 	}
-	if heartbeat {
-		args = append(args, "-heartbeat")
-	}
+	args = append(args, "-heartbeat="+strconv.FormatBool(heartbeat))
 	cmd := exec.Command(exe, args...)
+	dieWithParent(cmd)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

@@ -25,9 +25,21 @@
 //	            can be steered back to the socket that sent the request).
 //
 // A server for remote runs is started with "kcmperf server -listen :PORT" and
-// named on the client with -H host:port. "kcmperf -peer sockperf" drives an
+// named on the client with -H host:port. Both keep the 1 ms runtime
+// heartbeat by default (-heartbeat; see docs/PERFORMANCE.md); the server
+// tells the client its setting, the report prints both, and the client
+// warns when they differ. Every exchange with the server is bounded by a
+// timeout, so a server that hangs, or a port where something else listens,
+// ends the run with an error. "kcmperf -peer sockperf" drives an
 // unmodified sockperf server with kcm and prints sockperf's own ping-pong
 // result beside it.
+//
+// -json prints the Report (report.go): the run's settings, and per
+// configuration the raw and kcm sides (median tps, CPU seconds per million
+// transactions on each end, allocations per transaction, latency
+// percentiles), the per-pair ratios and their medians. -plot FILE.png or
+// FILE.svg draws tps and CPU per transaction against instances (against
+// message size for stream rows); the file is created before measuring.
 //
 // Wire format of rr and stream: each message is a 4-byte big-endian payload
 // length followed by the payload. Every data connection starts with a fixed

@@ -141,12 +141,21 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-stream-sender wants kcm or raw, got %q", o.sender)
 	case o.only != "" && o.only != "raw" && o.only != "kcm":
 		return nil, fmt.Errorf("-only wants raw or kcm, got %q", o.only)
+	case o.peerTime <= 0:
+		return nil, errors.New("-peer-time must be positive")
 	case o.peer != "" && o.peer != "sockperf":
 		return nil, fmt.Errorf("unknown peer %q (want sockperf)", o.peer)
 	}
+	if o.plot != "" {
+		if _, err := plotFormat(o.plot); err != nil {
+			return nil, err
+		}
+	}
 	if o.host != "" {
 		if _, _, err := net.SplitHostPort(o.host); err != nil {
-			o.host = net.JoinHostPort(o.host, defaultPort)
+			// A bare host, or a bracketed IPv6 address without a port.
+			host := strings.TrimSuffix(strings.TrimPrefix(o.host, "["), "]")
+			o.host = net.JoinHostPort(host, defaultPort)
 		}
 	}
 	for _, n := range append([]int{o.req, o.resp}, o.sizes...) {

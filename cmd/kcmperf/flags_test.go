@@ -47,8 +47,15 @@ func TestFlagsSweep(t *testing.T) {
 	if o.host != "h:1" {
 		t.Errorf("host %q", o.host)
 	}
-	if o, _ := parseFlags([]string{"-H", "example.net"}, io.Discard); o.host != "example.net:"+defaultPort {
-		t.Errorf("-H without port: %q", o.host)
+	for in, want := range map[string]string{
+		"example.net": "example.net:" + defaultPort,
+		"::1":         "[::1]:" + defaultPort,
+		"[::1]":       "[::1]:" + defaultPort,
+		"[::1]:99":    "[::1]:99",
+	} {
+		if o, err := parseFlags([]string{"-H", in}, io.Discard); err != nil || o.host != want {
+			t.Errorf("-H %s: host %q (%v), want %q", in, o.host, err, want)
+		}
 	}
 }
 
@@ -76,6 +83,9 @@ func TestFlagsErrors(t *testing.T) {
 		{"-batch", "0"},
 		{"-stream-sender", "udp"},
 		{"extra"},
+		{"-plot", "out.jpg"},
+		{"-plot", "noextension"},
+		{"-peer-time", "0s"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 
@@ -14,16 +16,40 @@ import (
 type perfMux struct {
 	*kcm.Mux
 	once sync.Once
+
+	mu       sync.Mutex
+	psockErr error // the first psock failure, which closed the mux
 }
 
 func newPerfMux() *perfMux {
 	pm := &perfMux{}
 	pm.Mux = kcm.NewMux(kcm.Config{
 		MaxMessageSize: maxMessageSize,
-		// The callback may run with mux state held: close from elsewhere.
-		OnPsockError: func(*kcm.Psock, error) { go pm.Close() },
+		OnPsockError: func(_ *kcm.Psock, err error) {
+			pm.mu.Lock()
+			if pm.psockErr == nil {
+				pm.psockErr = err
+			}
+			pm.mu.Unlock()
+			go pm.Close() // the callback may run with mux state held
+		},
 	})
 	return pm
+}
+
+// explain adds to err, from a call on one of pm's sockets, the psock
+// failure that closed the mux, if that is why the call failed: "use of
+// closed socket" alone would hide the cause.
+func (pm *perfMux) explain(err error) error {
+	if err == nil || !errors.Is(err, kcm.ErrClosed) {
+		return err
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if pm.psockErr == nil {
+		return err
+	}
+	return fmt.Errorf("%w (the mux closed after: %v)", err, pm.psockErr)
 }
 
 func (pm *perfMux) attach(c net.Conn, p kcm.Parser) (*kcm.Psock, error) {

@@ -33,8 +33,15 @@ func serverMain(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", ":"+defaultPort, "address to listen on")
 	stdinExit := fs.Bool("stdin-exit", false, "exit when stdin reaches EOF (used when run as a child)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole server run to this file")
-	heartbeat := fs.Bool("heartbeat", false, "keep a timer pending, as the client does with -heartbeat (see the client's flag)")
+	heartbeat := fs.Bool("heartbeat", true, "keep a timer pending, as the client does by default (see the client's -heartbeat); the client reports this setting")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kcmperf server: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
 	if *heartbeat {
@@ -48,7 +55,7 @@ func serverMain(args []string, stdout, stderr io.Writer) int {
 		}
 		defer stop()
 	}
-	s, err := startServer(*listen)
+	s, err := startServer(*listen, *heartbeat)
 	if err != nil {
 		fmt.Fprintln(stderr, "kcmperf server:", err)
 		return 1
@@ -102,7 +109,22 @@ func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) 
 		defer startHeartbeat()()
 	}
 	if o.peer == "sockperf" {
-		return runSockperf(o, stdout)
+		return runSockperf(o, stdout, stderr)
+	}
+	var plotFile *os.File
+	if o.plot != "" {
+		// Fail before measuring, not half a minute later.
+		if plotFile, err = os.Create(o.plot); err != nil {
+			return fmt.Errorf("-plot: %w", err)
+		}
+		defer func() {
+			if cerr := plotFile.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(o.plot)
+			}
+		}()
 	}
 
 	rep := &Report{
@@ -133,6 +155,10 @@ func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) 
 		return err
 	}
 	defer t.Close()
+	rep.Heartbeat, rep.ServerHeartbeat = o.heartbeat, t.ctrl.heartbeat
+	if o.heartbeat != t.ctrl.heartbeat {
+		fmt.Fprintf(stderr, "kcmperf: warning: heartbeat is %t here but %t on the server; the ratios mix two runtime modes (see -heartbeat)\n", o.heartbeat, t.ctrl.heartbeat)
+	}
 
 	var prog *progress
 	if f, ok := stdout.(*os.File); ok && !o.json {
@@ -153,8 +179,9 @@ func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) 
 	if err != nil {
 		return err
 	}
-	if o.plot != "" {
-		if err := writePlot(o.plot, rep.Rows); err != nil {
+	if plotFile != nil {
+		format, _ := plotFormat(o.plot) // checked by parseFlags
+		if err := drawPlot(plotFile, format, rep.Rows); err != nil {
 			return err
 		}
 		if !o.json {

@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,7 +100,7 @@ func TestEveryTestAgainstChild(t *testing.T) {
 // detector sees both sides, and checks that closing the server leaves no
 // goroutine behind (goleak).
 func TestInProcessServer(t *testing.T) {
-	s, err := startServer("127.0.0.1:0")
+	s, err := startServer("127.0.0.1:0", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +140,7 @@ func TestTableOutput(t *testing.T) {
 }
 
 func TestServerQuit(t *testing.T) {
-	s, err := startServer("127.0.0.1:0")
+	s, err := startServer("127.0.0.1:0", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,5 +166,143 @@ func TestServerQuit(t *testing.T) {
 	case <-s.Quit():
 	case <-time.After(5 * time.Second):
 		t.Fatal("quit did not close Quit()")
+	}
+}
+
+// TestControlRefusesStrangers: a peer that is not a kcmperf server, whether
+// it answers something else or nothing at all, ends dialControl with an
+// error in bounded time instead of a hang.
+func TestControlRefusesStrangers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	answers := []string{"HTTP/1.1 400 Bad Request\r\n", ""}
+	done := make(chan struct{})
+	defer func() { <-done }()
+	go func() {
+		defer close(done)
+		for _, answer := range answers {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, answer)
+			io.Copy(io.Discard, c) // until the client gives up
+			c.Close()
+		}
+	}()
+	for _, answer := range answers {
+		start := time.Now()
+		cc, err := dialControlTimeout(ln.Addr().String(), 300*time.Millisecond)
+		if err == nil {
+			cc.Close()
+			t.Fatalf("answer %q: accepted as a kcmperf server", answer)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("answer %q: gave up after %v", answer, d)
+		}
+		if !strings.Contains(err.Error(), "kcmperf server") {
+			t.Errorf("answer %q: error %q does not say what is wrong", answer, err)
+		}
+	}
+}
+
+// TestControlTimesOut: a server that stops answering mid-run (here: a
+// control peer that greets and then goes silent) makes the command fail
+// after the control timeout.
+func TestControlTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := readHello(c); err != nil {
+			return
+		}
+		io.WriteString(c, greeting(true)+"\n")
+		io.Copy(io.Discard, c)
+	}()
+	cc, err := dialControlTimeout(ln.Addr().String(), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cc.heartbeat {
+		t.Error("greeting's heartbeat=true not seen")
+	}
+	if _, err := cc.stop(); err == nil {
+		t.Error("stop succeeded against a silent server")
+	}
+	cc.Close()
+	<-done
+}
+
+// TestServerFlags: "kcmperf server" rejects stray arguments, -h is not an
+// error, and the heartbeat it runs is what a client's greeting reports.
+func TestServerFlags(t *testing.T) {
+	if code := serverMain([]string{"-h"}, io.Discard, io.Discard); code != 0 {
+		t.Errorf("server -h: exit %d, want 0", code)
+	}
+	if code := serverMain([]string{"-listen", "127.0.0.1:0", "junk"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("server with a stray argument: exit %d, want 2", code)
+	}
+	for _, hb := range []bool{false, true} {
+		s, err := startServer("127.0.0.1:0", hb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := dialControl(s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cc.heartbeat != hb {
+			t.Errorf("server heartbeat %v reported as %v", hb, cc.heartbeat)
+		}
+		cc.Close()
+		s.Close()
+	}
+}
+
+// TestReportHeartbeat: the report says whether each process ran the
+// heartbeat; the child follows the client's -heartbeat.
+func TestReportHeartbeat(t *testing.T) {
+	for _, hb := range []bool{true, false} {
+		rep := runJSON(t, "-t", "rr", "-heartbeat="+strconv.FormatBool(hb))
+		if rep.Heartbeat != hb || rep.ServerHeartbeat != hb {
+			t.Errorf("-heartbeat=%v: report says client %v, server %v", hb, rep.Heartbeat, rep.ServerHeartbeat)
+		}
+	}
+}
+
+// TestPlotFileCheckedFirst: an unwritable -plot path fails before any
+// measurement, and a failed run leaves no plot file behind.
+func TestPlotFileCheckedFirst(t *testing.T) {
+	var out, errb bytes.Buffer
+	bad := filepath.Join(t.TempDir(), "missing", "x.png")
+	start := time.Now()
+	if code := clientMain([]string{"-t", "rr", "-l", "10s", "-plot", bad}, &out, &errb); code == 0 {
+		t.Fatal("unwritable -plot path accepted")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("failed after %v: it measured first", d)
+	}
+	if out.Len() != 0 {
+		t.Errorf("printed results before failing:\n%s", out.String())
+	}
+	path := filepath.Join(t.TempDir(), "y.png")
+	if code := clientMain([]string{"-t", "rr", "-plot", path, "-H", "127.0.0.1:1"}, &out, &errb); code == 0 {
+		t.Fatal("run against a closed port succeeded")
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("failed run left %s behind (%v)", path, err)
 	}
 }

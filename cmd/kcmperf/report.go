@@ -98,15 +98,19 @@ func median(xs []float64) float64 {
 
 // Report is the whole result, as -json prints it.
 type Report struct {
-	Command   string        `json:"command"`
-	Server    string        `json:"server"` // "child" or the remote host:port
-	GoVersion string        `json:"go_version"`
-	CPU       string        `json:"cpu,omitempty"`
-	NumCPU    int           `json:"num_cpu"`
-	Reps      int           `json:"reps"`
-	Duration  time.Duration `json:"duration_ns"`
-	Warmup    time.Duration `json:"warmup_ns"`
-	Rows      []Row         `json:"rows"`
+	Command string `json:"command"`
+	Server  string `json:"server"` // "child process on ADDR", or the remote host:port
+	// Heartbeat and ServerHeartbeat say whether each process kept the
+	// runtime heartbeat timer (see -heartbeat); they should agree.
+	Heartbeat       bool          `json:"heartbeat"`
+	ServerHeartbeat bool          `json:"server_heartbeat"`
+	GoVersion       string        `json:"go_version"`
+	CPU             string        `json:"cpu,omitempty"`
+	NumCPU          int           `json:"num_cpu"`
+	Reps            int           `json:"reps"`
+	Duration        time.Duration `json:"duration_ns"`
+	Warmup          time.Duration `json:"warmup_ns"`
+	Rows            []Row         `json:"rows"`
 }
 
 func (rep *Report) writeJSON(w io.Writer) error {
@@ -116,8 +120,8 @@ func (rep *Report) writeJSON(w io.Writer) error {
 }
 
 func (rep *Report) writeTable(w io.Writer) error {
-	fmt.Fprintf(w, "kcmperf: raw TCP vs kcm, server %s, %d reps x %v (+%v warm-up), medians; %s, %d CPUs, %s\n",
-		rep.Server, rep.Reps, rep.Duration, rep.Warmup, rep.GoVersion, rep.NumCPU, rep.CPU)
+	fmt.Fprintf(w, "kcmperf: raw TCP vs kcm, server %s, %d reps x %v (+%v warm-up), medians; %s, %d CPUs, %s; heartbeat: client %s, server %s\n",
+		rep.Server, rep.Reps, rep.Duration, rep.Warmup, rep.GoVersion, rep.NumCPU, rep.CPU, onOff(rep.Heartbeat), onOff(rep.ServerHeartbeat))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "test\tside\ttps\tkcm/raw\tMB/s\tcpu s/Mtx cli\tsrv\tcpu kcm/raw\tallocs/tx\tp50 us\tp99 us\tp99.9 us\tpair ratios\t")
 	for _, r := range rep.Rows {
@@ -147,6 +151,13 @@ func (rep *Report) writeTable(w io.Writer) error {
 		}
 	}
 	return tw.Flush()
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func mbps(bps float64) string {

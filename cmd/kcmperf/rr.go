@@ -52,7 +52,7 @@ func rrRaw(t *target, cfg config) (*workload, error) {
 // rrKCM is super_kcmperf: per instance its own mux with one socket and one
 // psock, Send of the request and Recv of the response.
 func rrKCM(t *target, cfg config) (*workload, error) {
-	socks, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
+	socks, muxes, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
 		return t.dial(kindKCMEcho, cfg.RespSize)
 	})
 	if err != nil {
@@ -63,14 +63,15 @@ func rrKCM(t *target, cfg config) (*workload, error) {
 		latency: true,
 		close:   cleanup,
 		run: func(i int, w *worker) error {
-			return kcmRR(socks[i], newMessage(cfg.ReqSize, 'q'), hdrLen+cfg.RespSize, w)
+			return muxes[i].explain(kcmRR(socks[i], newMessage(cfg.ReqSize, 'q'), hdrLen+cfg.RespSize, w))
 		},
 	}, nil
 }
 
 // kcmInstances makes n muxes of one socket and one psock over connections
-// from dial, and returns their sockets and a function closing them all.
-func kcmInstances(n int, dial func() (net.Conn, error)) ([]*kcm.Socket, func(), error) {
+// from dial, and returns their sockets, the muxes in the same order and a
+// function closing them all.
+func kcmInstances(n int, dial func() (net.Conn, error)) ([]*kcm.Socket, []*perfMux, func(), error) {
 	muxes := make([]*perfMux, 0, n)
 	socks := make([]*kcm.Socket, 0, n)
 	cleanup := func() {
@@ -82,18 +83,18 @@ func kcmInstances(n int, dial func() (net.Conn, error)) ([]*kcm.Socket, func(), 
 		c, err := dial()
 		if err != nil {
 			cleanup()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		m := newPerfMux()
 		muxes = append(muxes, m)
 		if _, err := m.attach(c, lengthPrefix); err != nil {
 			c.Close()
 			cleanup()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		socks = append(socks, m.NewSocket(kcm.Datagram))
 	}
-	return socks, cleanup, nil
+	return socks, muxes, cleanup, nil
 }
 
 // kcmRR sends req and receives a response of want bytes on s until w

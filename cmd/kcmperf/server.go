@@ -9,16 +9,21 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gokcm/kcm"
 )
+
+// helloTimeout is how long a new connection may take to send its hello.
+const helloTimeout = 10 * time.Second
 
 // server answers every kind of kcmperf connection on one listening port. It
 // runs in a child process of the client (the default), as "kcmperf server"
 // on a remote machine, or in-process in tests.
 type server struct {
-	ln net.Listener
-	wg sync.WaitGroup
+	ln        net.Listener
+	heartbeat bool // reported in the control greeting
+	wg        sync.WaitGroup
 
 	mu      sync.Mutex
 	closers map[io.Closer]struct{}
@@ -27,12 +32,12 @@ type server struct {
 	once    sync.Once
 }
 
-func startServer(addr string) (*server, error) {
+func startServer(addr string, heartbeat bool) (*server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &server{ln: ln, closers: make(map[io.Closer]struct{}), quit: make(chan struct{})}
+	s := &server{ln: ln, heartbeat: heartbeat, closers: make(map[io.Closer]struct{}), quit: make(chan struct{})}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -100,10 +105,14 @@ func (s *server) serveConn(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	// A connection that never says what it is for must not hold the
+	// server's resources.
+	c.SetReadDeadline(time.Now().Add(helloTimeout))
 	h, err := readHello(c)
 	if err != nil {
 		return
 	}
+	c.SetReadDeadline(time.Time{})
 	switch h.kind {
 	case kindControl:
 		s.serveControl(c)
@@ -120,6 +129,9 @@ func (s *server) serveConn(c net.Conn) {
 // server process used since this connection's last "start", which is how the
 // client learns the server's share of each measured interval.
 func (s *server) serveControl(c net.Conn) {
+	if _, err := io.WriteString(c, greeting(s.heartbeat)+"\n"); err != nil {
+		return
+	}
 	sc := bufio.NewScanner(c)
 	var cpu0 = cpuTime()
 	for sc.Scan() {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -34,8 +35,16 @@ func sharedRaw(t *target, cfg config) (*workload, error) {
 		replies[i] = make(chan struct{}, 1)
 	}
 	done := make(chan struct{})
+	// failed is closed, with readErr set, when a reader stops on an error:
+	// the workers waiting for replies on its connection report it.
+	failed := make(chan struct{})
+	var readErr error
+	var failOnce sync.Once
+	fail := func(err error) {
+		failOnce.Do(func() { readErr = err; close(failed) })
+	}
 	var readers sync.WaitGroup
-	for _, c := range conns {
+	for ci, c := range conns {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -44,13 +53,20 @@ func sharedRaw(t *target, cfg config) (*workload, error) {
 			var hdr [hdrLen]byte
 			for {
 				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					fail(fmt.Errorf("connection %d: reading a reply: %w", ci, err))
+					return
+				}
+				if n := int(binary.BigEndian.Uint32(hdr[:])); n != len(body) {
+					fail(fmt.Errorf("connection %d: reply of %d bytes, want %d", ci, n, len(body)))
 					return
 				}
 				if _, err := io.ReadFull(br, body); err != nil {
+					fail(fmt.Errorf("connection %d: reading a reply: %w", ci, err))
 					return
 				}
 				id := binary.BigEndian.Uint32(body)
 				if int(id) >= len(replies) {
+					fail(fmt.Errorf("connection %d: reply for unknown instance %d", ci, id))
 					return
 				}
 				replies[id] <- struct{}{}
@@ -85,6 +101,8 @@ func sharedRaw(t *target, cfg config) (*workload, error) {
 				case <-replies[i]:
 				case <-done:
 					return nil
+				case <-failed:
+					return readErr
 				}
 				w.record(start)
 			}
@@ -119,7 +137,7 @@ func sharedKCM(t *target, cfg config) (*workload, error) {
 		run: func(i int, w *worker) error {
 			req := newMessage(cfg.ReqSize, 'q')
 			binary.BigEndian.PutUint32(req[hdrLen:], uint32(i))
-			return kcmRR(socks[i], req, hdrLen+cfg.RespSize, w)
+			return m.explain(kcmRR(socks[i], req, hdrLen+cfg.RespSize, w))
 		},
 	}, nil
 }

@@ -48,10 +48,18 @@ type peerResult struct {
 // runSockperf starts an unmodified "sockperf server", runs sockperf's own
 // ping-pong client against it, then a Go raw TCP client and a kcm client
 // speaking sockperf's framing, and prints the three side by side.
-func runSockperf(o *options, w io.Writer) error {
+//
+// Without the sockperf binary it says so on stderr (and, with -json, in a
+// JSON object with "skipped") and returns nil: a missing optional peer is
+// not a failure.
+func runSockperf(o *options, w, stderr io.Writer) error {
 	bin, err := exec.LookPath("sockperf")
 	if err != nil {
-		fmt.Fprintln(w, "kcmperf: sockperf not found in PATH; install Debian package sockperf to compare kcm with it")
+		const why = "sockperf not found in PATH; install Debian package sockperf to compare kcm with it"
+		fmt.Fprintln(stderr, "kcmperf:", why)
+		if o.json {
+			return json.NewEncoder(w).Encode(map[string]any{"peer": "sockperf", "skipped": why})
+		}
 		return nil
 	}
 	addr, stop, err := startSockperfServer(bin)
@@ -88,7 +96,7 @@ func runSockperf(o *options, w io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{"peer": "sockperf", "server": addr, "message_size": sockperfHdrLen, "results": results})
 	}
-	fmt.Fprintf(w, "sockperf server on %s, 14-byte ping-pong over TCP, %v per client; latency one-way (RTT/2) as sockperf prints it\n", addr, o.peerTime)
+	fmt.Fprintf(w, "sockperf server on %s, 14-byte ping-pong over TCP, %v per Go client (sockperf's own runs %s); latency one-way (RTT/2) as sockperf prints it\n", addr, o.peerTime, sockperfSeconds(o.peerTime)+"s")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "client\tround trips/s\tvs sockperf\tavg us\tp50 us\tp99 us\tp99.9 us\t")
 	for _, r := range results {
@@ -108,6 +116,7 @@ func startSockperfServer(bin string) (addr string, stop func(), err error) {
 	ln.Close()
 	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(bin, "server", "--tcp", "-i", "127.0.0.1", "-p", port)
+	dieWithParent(cmd)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -149,12 +158,19 @@ var (
 // sockperfPingPong runs sockperf's own client and parses its summary.
 func sockperfPingPong(bin, addr string, d time.Duration) (peerResult, error) {
 	host, port, _ := net.SplitHostPort(addr)
-	secs := strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
-	out, err := exec.Command(bin, "ping-pong", "--tcp", "-i", host, "-p", port, "-t", secs, "-m", strconv.Itoa(sockperfHdrLen)).CombinedOutput()
+	secs := sockperfSeconds(d)
+	cmd := exec.Command(bin, "ping-pong", "--tcp", "-i", host, "-p", port, "-t", secs, "-m", strconv.Itoa(sockperfHdrLen))
+	dieWithParent(cmd)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return peerResult{}, fmt.Errorf("sockperf ping-pong: %v: %s", err, out)
 	}
 	return parseSockperf(out)
+}
+
+// sockperfSeconds is d as sockperf's -t takes it: whole seconds, at least 1.
+func sockperfSeconds(d time.Duration) string {
+	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
 }
 
 func parseSockperf(out []byte) (peerResult, error) {

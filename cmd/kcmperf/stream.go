@@ -69,7 +69,7 @@ func streamKCM(t *target, cfg config) (*workload, error) {
 	if cfg.Sender == "raw" {
 		kind = kindRawStream
 	}
-	socks, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
+	socks, muxes, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
 		return t.dialHello(hello{kind: kind, size: cfg.ReqSize, batch: cfg.Batch})
 	})
 	if err != nil {
@@ -87,7 +87,7 @@ func streamKCM(t *target, cfg config) (*workload, error) {
 			for !w.stopped() {
 				k, err := s.RecvBatch(ms)
 				if err != nil {
-					return err
+					return muxes[i].explain(err)
 				}
 				for j := range ms[:k] {
 					if l := len(ms[j].Bytes()); l != want {

@@ -29,6 +29,7 @@ func newWorkload(t *target, cfg config, side string) (*workload, error) {
 // kcm, raw, raw, kcm... Adjacent runs see the same machine load, so their
 // ratio is far steadier than either absolute figure.
 func runConfig(t *target, cfg config, o *options, prog *progress) (Row, error) {
+	defer prog.clear() // also before an error is printed
 	var runs [2][]runResult
 	for rep := range o.reps {
 		for _, si := range pairOrder(rep) {
@@ -48,7 +49,6 @@ func runConfig(t *target, cfg config, o *options, prog *progress) (Row, error) {
 			runs[si] = append(runs[si], res)
 		}
 	}
-	prog.clear()
 	return makeRow(cfg, runs[0], runs[1]), nil
 }
 
@@ -79,5 +79,9 @@ func runSuite(t *target, o *options, prog *progress) ([]Row, error) {
 
 // estimate is the wall time a suite will take, for the opening line.
 func (o *options) estimate() time.Duration {
-	return time.Duration(len(o.configs())*2*o.reps) * (o.warmup + o.duration)
+	sides := 2
+	if o.only != "" {
+		sides = 1
+	}
+	return time.Duration(len(o.configs())*sides*o.reps) * (o.warmup + o.duration)
 }
