@@ -44,6 +44,12 @@ type Mux struct {
 	departed PsockStats // counters of psocks that left and went quiet
 	leaving  []*Psock   // psocks that left while a reader or writer still ran
 
+	// Senders waiting, uncopied, in a psock's queue look again when a
+	// psock goes idle: see noteTxIdle.
+	txWaiting atomic.Int32
+	idleMu    sync.Mutex
+	idleCh    chan struct{} // closed at the next noteTxIdle; nil until asked for
+
 	pool  *bufPool
 	stats muxCounters
 	wg    sync.WaitGroup // background readers and writers
@@ -124,6 +130,7 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 	m.startReaderLocked(ps)
 	m.publishTxLocked()
 	m.backlog.flushLocked(ps)
+	m.noteTxIdle() // senders waiting on busy psocks may move to it
 	return ps, nil
 }
 

@@ -38,9 +38,21 @@ const (
 // it fails; Done is then closed and Err says why.
 type Psock struct {
 	// Fields are grouped by when they are touched: the receive path's
-	// (three cache lines), the transmit path's (aligned on a line of its
-	// own), then the rest. With hundreds of muxes busy, each line a message
-	// touches is likely a cache miss, so layout is throughput.
+	// (three cache lines), the transmit path's (a line of its own), then
+	// the rest. With hundreds of muxes busy, each line a message touches is
+	// likely a cache miss, so layout is throughput.
+	//
+	// The runtime puts an 8-byte header before objects this large that
+	// hold pointers, so a psock starts 8 bytes past a line boundary: 56
+	// bytes of cold fields come first, and the receive group starts a line
+	// (TestHotFieldLayout checks it on real allocations).
+	err        error         // why it left; mux.mu
+	done       chan struct{} // closed when it left
+	index      int
+	graceGen   uint64
+	graceDelay time.Duration
+	graceAt    int64 // when the armed grace timer fires, Unix ns
+
 	conn net.Conn
 	intr atomic.Bool // the reader must let go and re-check
 
@@ -73,17 +85,9 @@ type Psock struct {
 	rn     int
 	rerr   syscall.Errno // of the last raw read, 0 for none
 
-	mux        *Mux
-	graceGen   uint64
-	graceDelay time.Duration
-	grace      *time.Timer
-
-	index int
+	mux   *Mux
+	grace *time.Timer
 	stats psockCounters
-
-	// Lifecycle, guarded by mux.mu.
-	err  error
-	done chan struct{}
 }
 
 // Index returns the psock's index in its mux: the lowest free one when it
@@ -229,6 +233,14 @@ func (m *Mux) failTxLocked(p *Psock, err error, head []txEntry, headBuf []byte) 
 		return
 	}
 	p.err = err
+	if p.rx != rxLed && p.rx != rxBg {
+		// Nobody reads p: its complete messages are delivered here (a
+		// reader would deliver them before it read again), before p's
+		// counters are folded into the mux's; only a partial one is lost.
+		m.stopReadLocked(p)
+		m.salvageLocked(p)
+		p.sp.takeRest()
+	}
 	m.removeLocked(p)
 	// Close outside the lock: some connections block in Close (tls.Conn
 	// sends close_notify, which can wait for a full send buffer).
@@ -237,14 +249,24 @@ func (m *Mux) failTxLocked(p *Psock, err error, head []txEntry, headBuf []byte) 
 		defer m.wg.Done()
 		c.Close()
 	}(p.conn)
-	if p.rx != rxLed && p.rx != rxBg {
-		m.stopReadLocked(p)
-		p.sp.takeRest()
-	}
 	m.abortTxLocked(p, head, headBuf)
 	close(p.done)
 	if cb := m.cfg.OnPsockError; cb != nil && err != ErrClosed {
 		go cb(p, err)
+	}
+}
+
+// salvageLocked delivers the complete messages buffered on p, which
+// nobody reads, to receivers or the ready queue, whatever its limit: the
+// bytes are already in memory and their psock is leaving.
+func (m *Mux) salvageLocked(p *Psock) {
+	for {
+		msg, ok, _ := p.sp.next(p)
+		if !ok {
+			break
+		}
+		p.publishRxLocked()
+		m.deliverLocked(msg)
 	}
 }
 
@@ -268,6 +290,13 @@ func (m *Mux) removeLocked(p *Psock) {
 	}
 	m.psockIdx.free(p.index)
 	m.publishTxLocked()
+	// Sockets give up their reservation of p now, counted on p before its
+	// counters are folded into the mux's (later counts would be lost).
+	for _, s := range m.sockets {
+		if s.txp.CompareAndSwap(p, nil) {
+			p.stats.unreserved.Add(1)
+		}
+	}
 	if p.grace != nil {
 		p.grace.Stop()
 		p.graceArmed = false

@@ -138,6 +138,37 @@ func (m *Mux) recv(s *Socket, out []Message, mode rxMode) (n int, err error) {
 	return n, err
 }
 
+// recvPiece copies the next message for s, or the next piece of it, into
+// b; what does not fit stays with s for its next receive, kept before the
+// mux lock is let go so that a concurrent receive on s continues the same
+// message rather than overtaking it. eor says the bytes end a message.
+func (m *Mux) recvPiece(s *Socket, b []byte, dontWait bool) (n int, eor bool, err error) {
+	var one [1]Message
+	mode := rxMode{limit: len(b), partial: true, dontWait: dontWait}
+	m.mu.Lock()
+	if _, err := m.recvLocked(s, one[:], mode); err != nil {
+		m.mu.Unlock()
+		return 0, false, err
+	}
+	s.countLocked(one[:], mode)
+	msg := one[0]
+	if len(msg.b) > len(b) {
+		rest := msg
+		rest.b, rest.rest = msg.b[len(b):], true
+		if msg.buf != nil {
+			msg.buf.refs.Add(1) // the piece and the rest each hold one
+		}
+		s.keepPartial(rest)
+		msg.b = msg.b[:len(b)]
+	} else {
+		eor = true
+	}
+	m.mu.Unlock()
+	n = copy(b, msg.b)
+	msg.Release()
+	return n, eor, nil
+}
+
 // peek copies the next message for s into b and leaves it first in line,
 // all under the mux lock so no later message can overtake it. It returns
 // the bytes copied, the message's length, and whether it is the rest of a
@@ -183,6 +214,10 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			if p := m.leadableLocked(); p != nil && !tried {
 				p.rx, p.leader = rxLed, s
 				n, err := m.lead(p, s, out, mode)
+				if n > 0 && s.hasPartial {
+					m.putFrontLocked(out[:n])
+					continue
+				}
 				if n > 0 {
 					return n, nil
 				}
@@ -205,6 +240,10 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 		msg, p := w.msg, w.lead
 		w.msg, w.lead = Message{}, nil
 		s.putWaiter(w)
+		if msg.b != nil && s.hasPartial {
+			m.putFrontLocked([]Message{msg})
+			continue
+		}
 		if msg.b != nil {
 			out[0] = msg
 			return 1, nil
@@ -218,9 +257,26 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 		if p != nil {
 			mode.dontWait = false
 			if n, _ := m.lead(p, s, out, mode); n > 0 {
+				if s.hasPartial {
+					m.putFrontLocked(out[:n])
+					continue
+				}
 				return n, nil
 			}
 		}
+	}
+}
+
+// putFrontLocked puts messages a receive call on s got back at the head
+// of the ready queue, in order: another call on s kept the rest of an
+// earlier message while this one waited or read, and that rest goes first.
+func (m *Mux) putFrontLocked(ms []Message) {
+	for i := len(ms) - 1; i >= 0; i-- {
+		m.ready.pushFront(ms[i])
+		ms[i] = Message{}
+	}
+	if w := m.waiters.follower(); w != nil {
+		w.signal() // it finds them in the queue
 	}
 }
 
@@ -641,6 +697,7 @@ func (m *Mux) releaseReadLocked(p *Psock) {
 	if p.gone || p.unattaching {
 		p.rx = rxStopped
 		if p.gone {
+			m.salvageLocked(p) // see failTxLocked
 			p.sp.takeRest()
 		}
 		return
@@ -667,7 +724,10 @@ func (m *Mux) releaseReadLocked(p *Psock) {
 
 // armGraceLocked starts the grace timer of an idle psock.
 func (m *Mux) armGraceLocked(p *Psock) {
-	if p.graceArmed {
+	// A message being assembled must be looked at again by its deadline,
+	// also when the timer is already armed for later.
+	dl := p.sp.deadline()
+	if p.graceArmed && (dl.IsZero() || dl.UnixNano() >= p.graceAt) {
 		return
 	}
 	p.graceArmed = true
@@ -675,11 +735,13 @@ func (m *Mux) armGraceLocked(p *Psock) {
 	if p.graceDelay == 0 {
 		p.graceDelay = graceMin
 	}
-	d := p.graceDelay
-	if dl := p.sp.deadline(); !dl.IsZero() {
-		// A message is being assembled: look again by its deadline.
-		d = max(min(d, time.Until(dl)), 0)
+	now := time.Now()
+	at := now.Add(p.graceDelay)
+	if !dl.IsZero() && dl.Before(at) {
+		at = dl
 	}
+	d := max(at.Sub(now), 0)
+	p.graceAt = at.UnixNano()
 	if p.grace == nil {
 		p.grace = time.AfterFunc(d, func() { m.graceExpired(p) })
 	} else {

@@ -316,22 +316,27 @@ func (s *Socket) recvMsg(b []byte, flags RecvFlags) (n int, rflags RecvFlags, er
 	if flags&Peek != 0 {
 		return s.peek(b, flags)
 	}
+	dontWait := flags&DontWait != 0
+	if s.typ == SeqPacket {
+		n, eor, err := s.mux.recvPiece(s, b, dontWait)
+		if err != nil {
+			return 0, 0, s.opError("recv", err)
+		}
+		if eor {
+			rflags = EOR
+		}
+		return n, rflags, nil
+	}
 	var one [1]Message
-	mode := rxMode{limit: len(b), partial: s.typ == SeqPacket, dontWait: flags&DontWait != 0}
+	mode := rxMode{limit: len(b), dontWait: dontWait}
 	if _, err := s.mux.recv(s, one[:], mode); err != nil {
 		return 0, 0, s.opError("recv", err)
 	}
 	msg := &one[0]
 	n = copy(b, msg.b)
-	switch {
-	case n == len(msg.b):
-		rflags = EOR
-	case s.typ == SeqPacket:
-		msg.b, msg.rest = msg.b[n:], true
-		s.putBack(*msg)
-		return n, 0, nil
-	default:
-		rflags = EOR | Trunc
+	rflags = EOR
+	if n < len(msg.b) {
+		rflags |= Trunc
 		err = s.opError("recv", ErrTruncated)
 	}
 	msg.Release()
@@ -349,19 +354,6 @@ func (s *Socket) peek(b []byte, flags RecvFlags) (int, RecvFlags, error) {
 		return n, Trunc, nil
 	}
 	return n, 0, nil
-}
-
-// putBack keeps the rest of a message the socket began reading for its
-// next receive.
-func (s *Socket) putBack(msg Message) {
-	m := s.mux
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if s.closed() {
-		msg.Release()
-		return
-	}
-	s.keepPartial(msg)
 }
 
 // RecvMessage receives one message without copying it: the Message lends
@@ -413,18 +405,10 @@ func (s *Socket) Read(b []byte) (int, error) {
 //
 //go:noinline
 func (s *Socket) read(b []byte) (int, error) {
-	var one [1]Message
-	if _, err := s.mux.recv(s, one[:], rxMode{limit: len(b), partial: true}); err != nil {
+	n, _, err := s.mux.recvPiece(s, b, false)
+	if err != nil {
 		return 0, s.opError("read", err)
 	}
-	msg := &one[0]
-	n := copy(b, msg.b)
-	if n < len(msg.b) {
-		msg.b, msg.rest = msg.b[n:], true
-		s.putBack(*msg)
-		return n, nil
-	}
-	msg.Release()
 	return n, nil
 }
 

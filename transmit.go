@@ -3,6 +3,7 @@ package kcm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -59,10 +60,16 @@ type txWaiter struct {
 // wait blocks until the message is written or must be retried. While it
 // is still queued, the socket's closing or the passing of its write
 // deadline (which may change meanwhile) withdraws it: withdraw is called
-// under mu to take it out.
-func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool) error {
+// under mu to take it out. A message waiting in psock from's queue also
+// moves, with errRetry, when another psock of m goes idle (from is nil for
+// the backlog, which has nowhere to move to).
+func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool, m *Mux, from *Psock) error {
 	for {
 		sig := s.txSignal()
+		var idle <-chan struct{}
+		if from != nil {
+			idle = m.txIdleSignal()
+		}
 		var give error
 		dl := s.writeDeadline()
 		switch {
@@ -79,6 +86,16 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool) error {
 			}
 			mu.Unlock()
 			return <-w.done // being written: it goes out whole
+		}
+		if from != nil && m.idleElsewhere(from) {
+			// Another psock has nothing to write while this message waits
+			// (perhaps behind a peer that stopped reading): move there.
+			mu.Lock()
+			if !w.taken && withdraw() {
+				mu.Unlock()
+				return errRetry
+			}
+			mu.Unlock()
 		}
 		var timeout <-chan time.Time
 		if !dl.IsZero() {
@@ -97,8 +114,44 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool) error {
 			return err
 		case <-timeout:
 		case <-sig:
+		case <-idle:
 		}
 	}
+}
+
+// txIdleSignal returns a channel closed at the next noteTxIdle.
+func (m *Mux) txIdleSignal() <-chan struct{} {
+	m.idleMu.Lock()
+	defer m.idleMu.Unlock()
+	if m.idleCh == nil {
+		m.idleCh = make(chan struct{})
+	}
+	return m.idleCh
+}
+
+// noteTxIdle wakes the senders waiting in psock queues, if any, after a
+// psock may have gone idle, so that they can move to it.
+func (m *Mux) noteTxIdle() {
+	if m.txWaiting.Load() == 0 {
+		return
+	}
+	m.idleMu.Lock()
+	defer m.idleMu.Unlock()
+	if m.idleCh != nil {
+		close(m.idleCh)
+		m.idleCh = nil
+	}
+}
+
+// idleElsewhere reports whether a psock other than p takes new messages
+// and has nothing queued or being written.
+func (m *Mux) idleElsewhere(p *Psock) bool {
+	for _, q := range *m.txps.Load() {
+		if q != p && q.tx.load.Load() == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 var txWaiterPool = sync.Pool{New: func() any { return &txWaiter{done: make(chan error, 1)} }}
@@ -128,16 +181,16 @@ type txState struct {
 	count   msgCount  // messages written, guarded by mu
 	q       []txEntry // messages waiting for the writer
 
-	cut  bool          // a write stopped in the middle of a message
-	sent msgCount      // written by the current writer from a batch or the queue, not yet in count
-	idle chan struct{} // closed when the writer stops, for Unattach
-	load atomic.Int64  // bytes queued or being written, for psock choice
+	cut      bool          // a write stopped in the middle of a message
+	inflight []txEntry     // the queue a writer is writing; guarded by mu
+	sent     msgCount      // written by the current writer from a batch or the queue, not yet in count
+	idle     chan struct{} // closed when the writer stops, for Unattach
+	load     atomic.Int64  // bytes queued or being written, for psock choice
 
 	cbuf     []byte
 	spareQ   []txEntry
 	spareBuf []byte
 	iov      net.Buffers // writer's scratch
-	wv       net.Buffers
 	wbuf     []byte
 }
 
@@ -184,6 +237,9 @@ func (t *txState) withdraw(w *txWaiter) bool {
 // is written or queued.
 func (m *Mux) transmit(s *Socket, b []byte) error {
 	for {
+		if s.closed() {
+			return ErrClosed // a retried message of a closed socket is dropped
+		}
 		p := m.pickTx(s)
 		if p == nil {
 			err := m.backlog.add(s, b)
@@ -204,7 +260,9 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 		if !t.writing {
 			t.writing, t.writer = true, s
 			t.mu.Unlock()
-			if retry, err := m.writeOwn(p, s, b); !retry {
+			retry, err := m.writeOwn(p, s, b)
+			m.noteTxIdle()
+			if !retry {
 				return err
 			}
 			continue
@@ -218,7 +276,9 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 		t.q = append(t.q, txEntry{ext: b, w: w, s: s})
 		t.load.Add(int64(len(b)))
 		t.mu.Unlock()
-		err := w.wait(s, &t.mu, func() bool { return t.withdraw(w) })
+		m.txWaiting.Add(1)
+		err := w.wait(s, &t.mu, func() bool { return t.withdraw(w) }, m, p)
+		m.txWaiting.Add(-1)
 		txWaiterPool.Put(w)
 		if err != errRetry {
 			return err
@@ -245,7 +305,11 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok bool, err error) {
 // writing, then flushes what others queued meanwhile and lets go. retry
 // says the write failed and b must go out, whole, on another psock.
 func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
+	// Counted in the psock's load while it is written, so that a write
+	// stuck on a peer that stopped reading steers other messages away.
+	p.tx.load.Add(int64(len(b)))
 	n, err := p.conn.Write(b)
+	p.tx.load.Add(-int64(len(b)))
 	if err == nil || n == len(b) {
 		m.flushQueued(p, msgCount{1, uint64(len(b))})
 		return false, nil
@@ -257,13 +321,15 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 		return false, ErrClosed
 	}
 	m.writeFailed(p, err, n > 0, nil, nil)
-	m.flushQueued(p, msgCount{})
-	if err := m.closedErr(); err != nil {
-		return false, err
+	// Counted while this goroutine still writes p: once it lets go, an
+	// Unattach may fold p's counters into the mux's.
+	closedErr := m.closedErr()
+	if closedErr == nil {
+		p.stats.txAborts.Add(1)
+		m.stats.txRetries.Add(1)
 	}
-	p.stats.txAborts.Add(1)
-	m.stats.txRetries.Add(1)
-	return true, nil
+	m.flushQueued(p, msgCount{})
+	return closedErr == nil, closedErr
 }
 
 // transmitBatch writes msgs together on one psock when one is idle: small
@@ -290,12 +356,15 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 			return ErrClosed
 		}
 		m.writeFailed(p, err, cut, nil, nil)
-		m.flushQueued(p, msgCount{})
-		if err := m.closedErr(); err != nil {
-			return err
+		closedErr := m.closedErr() // counted before letting go, as in writeOwn
+		if closedErr == nil {
+			p.stats.txAborts.Add(uint64(len(msgs)))
+			m.stats.txRetries.Add(uint64(len(msgs)))
 		}
-		p.stats.txAborts.Add(uint64(len(msgs)))
-		m.stats.txRetries.Add(uint64(len(msgs)))
+		m.flushQueued(p, msgCount{})
+		if closedErr != nil {
+			return closedErr
+		}
 	}
 	for _, b := range msgs {
 		if err := m.transmit(s, b); err != nil {
@@ -314,6 +383,8 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 	for _, b := range msgs {
 		total += len(b)
 	}
+	t.load.Add(int64(total)) // see writeOwn
+	defer t.load.Add(-int64(total))
 	var n int
 	if total <= coalesceLimit && total/len(msgs) < 512 {
 		t.wbuf = t.wbuf[:0]
@@ -322,11 +393,8 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 		}
 		n, err = p.conn.Write(t.wbuf)
 	} else {
-		t.wv = append(t.iov[:0], msgs...)
-		t.iov = t.wv
-		var n64 int64
-		n64, err = t.wv.WriteTo(p.conn)
-		n = int(n64)
+		t.iov = append(t.iov[:0], msgs...)
+		n, err = p.writev()
 	}
 	sent := 0
 	for _, b := range msgs {
@@ -358,14 +426,16 @@ func (m *Mux) flushQueued(p *Psock, done msgCount) {
 		t.mu.Unlock()
 		return
 	}
-	m.flushQueuedLocked(p, done)
+	m.flushQueuedLocked(p, done, flushBudget)
 }
 
 // flushQueuedLocked is flushQueued's general case; it is called with
-// p.tx.mu held and returns without it.
-func (m *Mux) flushQueuedLocked(p *Psock, done msgCount) {
+// p.tx.mu held and returns without it. The caller writes at most budget
+// bytes of the queue; a queue that would take it past that goes to a
+// goroutine of its own, so that no sender is held hostage by others' data
+// (and a closing socket is not kept waiting for it).
+func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 	t := &p.tx
-	budget := flushBudget
 	for {
 		t.count.add(int(done.msgs+t.sent.msgs), int(done.bytes+t.sent.bytes))
 		t.sent, t.hasSent, done = msgCount{}, false, msgCount{}
@@ -382,35 +452,61 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount) {
 				t.idle, t.waitIdle = nil, false
 			}
 			t.mu.Unlock()
+			m.noteTxIdle()
 			return
 		}
-		if budget <= 0 {
+		if t.load.Load() > int64(budget) {
 			t.mu.Unlock()
 			m.wg.Add(1)
 			go m.flushInBackground(p)
 			return
 		}
-		q, buf := t.q, t.cbuf
-		t.q, t.cbuf = t.spareQ[:0], t.spareBuf[:0]
-		t.spareQ, t.spareBuf = nil, nil
-		for i := range q {
-			if q[i].w != nil {
-				q[i].w.taken = true
-			}
+		q, buf := t.takeQueueLocked(m, p)
+		if len(q) == 0 {
+			t.spareQ, t.spareBuf = q, buf[:0]
+			continue
 		}
+		t.inflight = q
 		t.mu.Unlock()
 		n, err := p.writeQueue(q, buf)
 		budget -= n
-		m.completeQueue(p, q, buf, n, err)
+		keep := m.completeQueue(p, q, buf, n, err)
 		clear(q)
 		t.mu.Lock()
-		t.spareQ, t.spareBuf = q[:0], buf[:0]
+		t.inflight = nil
+		t.spareQ = q[:0]
+		if !keep {
+			t.spareBuf = buf[:0]
+		}
 	}
+}
+
+// takeQueueLocked takes the queue for writing: its waiting senders can no
+// longer withdraw, except those of sockets closed meanwhile, which are
+// dropped here (their Close may have looked before the queue was taken).
+func (t *txState) takeQueueLocked(m *Mux, p *Psock) ([]txEntry, []byte) {
+	q, buf := t.q, t.cbuf
+	t.q, t.cbuf = t.spareQ[:0], t.spareBuf[:0]
+	t.spareQ, t.spareBuf = nil, nil
+	kept := q[:0]
+	for _, e := range q {
+		if e.w != nil {
+			if e.s != nil && e.s.closed() {
+				m.finishEntry(p, &e, ErrClosed)
+				continue
+			}
+			e.w.taken = true
+		}
+		kept = append(kept, e)
+	}
+	clear(q[len(kept):])
+	return kept, buf
 }
 
 func (m *Mux) flushInBackground(p *Psock) {
 	defer m.wg.Done()
-	m.flushQueued(p, msgCount{})
+	p.tx.mu.Lock()
+	m.flushQueuedLocked(p, msgCount{}, math.MaxInt)
 }
 
 // writeQueue writes queued entries with one write or writev: adjacent
@@ -445,14 +541,23 @@ func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 	if len(iov) == 1 {
 		return p.conn.Write(iov[0])
 	}
-	t.wv = iov
-	n, err := t.wv.WriteTo(p.conn)
+	return p.writev()
+}
+
+// writev writes t.iov with one writev. WriteTo consumes the slice it is
+// called on, so t.iov is set back to its whole backing array for reuse.
+func (p *Psock) writev() (int, error) {
+	t := &p.tx
+	whole := t.iov
+	n, err := t.iov.WriteTo(p.conn)
+	t.iov = whole[:0]
 	return int(n), err
 }
 
 // completeQueue accounts a queue write of n bytes: written messages are
-// done, the rest go to other psocks when err is set.
-func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error) {
+// done, the rest go to other psocks when err is set. It reports whether
+// queued messages still use buf, which must then not be reused.
+func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error) (keep bool) {
 	sent, msgs, bytes := 0, 0, 0
 	i := 0
 	for ; i < len(q); i++ {
@@ -469,13 +574,61 @@ func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error)
 	p.tx.sent.add(msgs, bytes)
 	p.tx.hasSent = true
 	if i == len(q) {
-		return
+		return false
 	}
 	cut := n > sent
 	if err == nil {
 		err = errors.New("short write")
 	}
+	if m.closeInterrupted(p, err) {
+		if !cut && p.raw != nil {
+			return p.putBack(m, q[i:], buf)
+		}
+		err = fmt.Errorf("%w: a closing socket interrupted the write", ErrMidMessage)
+	}
 	m.writeFailed(p, err, cut, q[i:], buf)
+	return false
+}
+
+// closeInterrupted reports whether err ended a queue write because a
+// socket's close interrupted it (see dropSocketLocked).
+func (m *Mux) closeInterrupted(p *Psock, err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	p.tx.mu.Lock()
+	defer p.tx.mu.Unlock()
+	return p.tx.closeKicked
+}
+
+// putBack puts the unwritten messages of a queue write that a socket's
+// close interrupted between two messages back at the head of the queue, in
+// order: the psock's stream is intact, so it goes on. The closed sockets'
+// messages are dropped, and their waiting senders return. It reports
+// whether the messages put back still use buf.
+func (p *Psock) putBack(m *Mux, rest []txEntry, buf []byte) (keep bool) {
+	back := make([]txEntry, 0, len(rest))
+	for _, e := range rest {
+		if e.s != nil && e.s.closed() {
+			m.finishEntry(p, &e, ErrClosed)
+			continue
+		}
+		if e.ext == nil {
+			e.ext = buf[e.off : e.off+e.n] // buf is not reused while it is queued
+			keep = true
+		}
+		back = append(back, e)
+	}
+	t := &p.tx
+	t.mu.Lock()
+	for i := range back {
+		if back[i].w != nil {
+			back[i].w.taken = false // it may be withdrawn again
+		}
+	}
+	t.q = append(back, t.q...)
+	t.mu.Unlock()
+	return keep
 }
 
 // finishEntry ends a queued message: its sender is told err, its bytes
@@ -501,13 +654,13 @@ func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
 		m.finishEntry(from, e, ErrClosed)
 		return
 	}
+	m.stats.txRetries.Add(1)
 	if e.w != nil {
 		m.finishEntry(from, e, errRetry) // the sender retries itself
 		return
 	}
 	b := e.bytes(buf)
 	from.tx.load.Add(-int64(len(b)))
-	m.stats.txRetries.Add(1)
 	for {
 		p := m.pickTx(nil)
 		if p == nil {
@@ -563,20 +716,32 @@ func (m *Mux) writeCutByClose(p *Psock, cut bool) {
 }
 
 // dropSocketLocked drops the messages of a closing socket that wait in
-// the backlog or in psock queues; messages being written go out whole,
-// except the one the socket writes itself, which is interrupted.
+// the backlog or in psock queues. Copied messages being written go out
+// whole; a write that holds a sender of the socket (its own message, or
+// one too large to copy, in another writer's queue) is interrupted.
 func (m *Mux) dropSocketLocked(s *Socket) {
 	m.backlog.q = m.dropEntries(nil, m.backlog.q, nil, s)
 	for _, p := range m.psocks {
 		t := &p.tx
 		t.mu.Lock()
 		t.q = m.dropEntries(p, t.q, t.cbuf, s)
-		if t.writing && t.writer == s {
+		if t.writing && (t.writer == s || holdsSender(t.inflight, s)) {
 			t.closeKicked = true
 			p.conn.SetWriteDeadline(aLongTimeAgo)
 		}
 		t.mu.Unlock()
 	}
+}
+
+// holdsSender reports whether q has a message whose sender, of socket s,
+// waits for it to be written.
+func holdsSender(q []txEntry, s *Socket) bool {
+	for i := range q {
+		if q[i].s == s && q[i].w != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // dropEntries removes s's copied messages from q (waiting senders withdraw
@@ -784,7 +949,7 @@ func (b *backlog) add(s *Socket, msg []byte) error {
 			}
 		}
 		return false
-	})
+	}, m, nil)
 	txWaiterPool.Put(w)
 	return err
 }

@@ -1,0 +1,277 @@
+package kcm_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+// Regression tests from the third review: transmit side.
+
+// stalledPair returns a TCP pair with small buffers whose server end (the
+// peer) is never read: a large write on the client end blocks.
+func stalledPair(t *testing.T) (client, peer net.Conn) {
+	t.Helper()
+	c, peer := tcpPair(t)
+	c.(*net.TCPConn).SetWriteBuffer(32 << 10)
+	peer.(*net.TCPConn).SetReadBuffer(32 << 10)
+	return c, peer
+}
+
+var smemRE = regexp.MustCompile(`(?m)^\s*psock-(\d+)\s.*$`)
+
+// psockSmem returns the Smem column (bytes queued or being written) of
+// psock index idx in the mux's proc dump, or -1.
+func psockSmem(m *kcm.Mux, idx int) int64 {
+	for _, line := range smemRE.FindAllStringSubmatch(proc(m), -1) {
+		if line[1] != strconv.Itoa(idx) {
+			continue
+		}
+		f := bytes.Fields([]byte(line[0]))
+		// Object RX-Msgs RX-Bytes TX-Msgs TX-Bytes Recv-Q Rmem Send-Q Smem Status
+		if len(f) >= 9 {
+			n, _ := strconv.ParseInt(string(f[8]), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// waitSmem waits until psock idx holds at least n bytes for sending.
+func waitSmem(t *testing.T, m *kcm.Mux, idx int, n int64) {
+	t.Helper()
+	waitProc(t, m, func(string) bool { return psockSmem(m, idx) >= n })
+}
+
+// TestSendAvoidsStalledPsock: a psock whose peer stopped reading, stuck in
+// a large write, does not take new messages while another psock is idle,
+// even from a socket that had reserved it; and a message already waiting
+// behind the stuck write moves when a psock goes idle (here: is attached).
+func TestSendAvoidsStalledPsock(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, peerA := stalledPair(t)
+	if _, err := m.Attach(c, lenPrefix); err != nil {
+		t.Fatal(err)
+	}
+	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	if err := sB.Send(msgOf(1, 10)); err != nil { // sB reserves psock 0
+		t.Fatal(err)
+	}
+	readMsg(t, peerA)
+	errs := make(chan error, 3)
+	go func() { errs <- sA.Send(msgOf(2, 4<<20)) }()
+	waitSmem(t, m, 0, 4<<20) // sA is writing
+	big := msgOf(3, 200<<10) // too large to copy: its sender waits in the queue
+	go func() { errs <- sC.Send(big) }()
+	waitSmem(t, m, 0, 4<<20+200<<10)
+
+	_, peerB := attachPeer(t, m)
+	peerB.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got := readMsg(t, peerB); !bytes.Equal(got, big) {
+		t.Fatalf("psock 1 got message %d, want sC's waiting message 3", checkMsg(t, got))
+	}
+	if err := <-errs; err != nil {
+		t.Fatalf("sC: %v", err)
+	}
+	other := msgOf(4, 200<<10)
+	go func() { errs <- sB.Send(other) }()
+	if got := readMsg(t, peerB); !bytes.Equal(got, other) {
+		t.Fatalf("psock 1 got message %d, want sB's message 4", checkMsg(t, got))
+	}
+	if err := <-errs; err != nil {
+		t.Fatalf("sB: %v", err)
+	}
+	m.Close()
+	if err := <-errs; !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("sA, stuck until the mux closed: %v", err)
+	}
+}
+
+// TestSocketCloseReleasesSenderInOthersWrite: a sender whose large message
+// is being written by another goroutine (a writer flushing the queue) to a
+// stalled peer returns ErrClosed when its socket closes; and a sender whose
+// own message went out is not held writing other sockets' large messages.
+func TestSocketCloseReleasesSenderInOthersWrite(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, peer := stalledPair(t)
+	if _, err := m.Attach(c, lenPrefix); err != nil {
+		t.Fatal(err)
+	}
+	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	a, b := msgOf(1, 4<<20), msgOf(2, 16<<20)
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() { errA <- sA.Send(a) }()
+	waitSmem(t, m, 0, int64(len(a)))
+	go func() { errB <- sB.Send(b) }() // waits, uncopied, behind a
+	waitSmem(t, m, 0, int64(len(a)+len(b)))
+	if _, err := io.ReadFull(peer, make([]byte, len(a))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errA:
+		if err != nil {
+			t.Fatalf("sA: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("sA still sending 5s after its message was read: it writes sB's 16 MiB")
+	}
+	sB.Close()
+	select {
+	case err := <-errB:
+		if !errors.Is(err, kcm.ErrClosed) {
+			t.Fatalf("sB's Send after its socket closed: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("sB's Send still blocked 5s after its socket closed")
+	}
+}
+
+// TestTxRetriesCountsWaitingSenders: TxRetries counts every message
+// restarted after a psock failed, the one its writer wrote, a copied one
+// and one whose sender waited uncopied in the queue alike.
+func TestTxRetriesCountsWaitingSenders(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, _ := tcpPair(t)
+	gc := newGateConn(c)
+	if _, err := m.Attach(gc, lenPrefix); err != nil {
+		t.Fatal(err)
+	}
+	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	a, small, big := msgOf(1, 100), msgOf(2, 100), msgOf(3, 200<<10)
+	errs := make(chan error, 2)
+	go func() { errs <- sA.Send(a) }()
+	<-gc.entered                           // sA writes a itself and is held in Write
+	if err := sC.Send(small); err != nil { // copied into the queue
+		t.Fatal(err)
+	}
+	go func() { errs <- sB.Send(big) }() // too big to copy: waits queued
+	waitSmem(t, m, 0, int64(len(a)+len(small)+len(big)))
+	gc.failAndRelease() // every message goes to the backlog: no psock left
+	_, good := attachPeer(t, m)
+	got := map[uint32][]byte{}
+	good.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(got) < 3 {
+		b := readMsg(t, good)
+		got[checkMsg(t, b)] = b
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got[3], big) {
+		t.Fatal("the waiting sender's message differs")
+	}
+	if r := m.Stats().TxRetries; r != 3 {
+		t.Fatalf("TxRetries %d, want 3", r)
+	}
+}
+
+// TestReservationsOfDepartedPsockCount: a socket's reservation of a psock
+// that left the mux is released, and counted, when the psock leaves, so the
+// mux's aggregate Reserved and Unreserved agree with its psocks'.
+func TestReservationsOfDepartedPsockCount(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	p1, peer1 := attachPeer(t, m)
+	s := m.NewSocket(kcm.Datagram)
+	if err := s.Send(msgOf(1, 20)); err != nil {
+		t.Fatal(err)
+	}
+	readMsg(t, peer1)
+	if _, err := p1.Unattach(); err != nil {
+		t.Fatal(err)
+	}
+	p2, peer2 := attachPeer(t, m)
+	if err := s.Send(msgOf(2, 20)); err != nil {
+		t.Fatal(err)
+	}
+	readMsg(t, peer2)
+	s.Close()
+	agg, s1, s2 := m.Stats().Psocks, p1.Stats(), p2.Stats()
+	if agg.Reserved != s1.Reserved+s2.Reserved || agg.Unreserved != s1.Unreserved+s2.Unreserved {
+		t.Fatalf("mux Reserved/Unreserved %d/%d, psocks' sum %d/%d",
+			agg.Reserved, agg.Unreserved, s1.Reserved+s2.Reserved, s1.Unreserved+s2.Unreserved)
+	}
+	if agg.Reserved != 2 || agg.Unreserved != 2 {
+		t.Fatalf("every socket closed: Reserved %d, Unreserved %d, want 2 and 2", agg.Reserved, agg.Unreserved)
+	}
+}
+
+// TestTxAbortsOfUnattachedWriterReachMux: a writer cut by Unattach counts
+// its abort before it lets go of the psock, so the count is in the mux's
+// aggregate once Unattach has returned.
+func TestTxAbortsOfUnattachedWriterReachMux(t *testing.T) {
+	for round := range 20 {
+		m := kcm.NewMux(kcm.Config{})
+		c1, _ := stalledPair(t)
+		p1, err := m.Attach(c1, lenPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := m.NewSocket(kcm.Datagram)
+		msg := msgOf(1, 2<<20)
+		errc := make(chan error, 1)
+		go func() { errc <- s.Send(msg) }()
+		waitSmem(t, m, 0, int64(len(msg)))
+		_, peer2 := attachPeer(t, m)
+		go io.Copy(io.Discard, peer2)
+		if _, err := p1.Unattach(); !errors.Is(err, kcm.ErrMidMessage) {
+			t.Fatalf("round %d: unattach: %v", round, err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if own, agg := p1.Stats().TxAborts, m.Stats().Psocks.TxAborts; own != 1 || agg != own {
+			t.Fatalf("round %d: psock TxAborts %d, mux aggregate %d, want 1 and 1", round, own, agg)
+		}
+		m.Close()
+	}
+}
+
+// gateConn holds its first Write until failAndRelease, which also makes
+// every Write fail without writing.
+type gateConn struct {
+	net.Conn
+	mu      sync.Mutex
+	gate    chan struct{}
+	entered chan struct{}
+	first   bool
+	fail    bool
+}
+
+func newGateConn(c net.Conn) *gateConn {
+	return &gateConn{Conn: c, gate: make(chan struct{}), entered: make(chan struct{})}
+}
+
+func (c *gateConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	first := !c.first
+	c.first = true
+	c.mu.Unlock()
+	if first {
+		close(c.entered)
+		<-c.gate
+	}
+	c.mu.Lock()
+	fail := c.fail
+	c.mu.Unlock()
+	if fail {
+		return 0, errInjected
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *gateConn) failAndRelease() {
+	c.mu.Lock()
+	c.fail = true
+	c.mu.Unlock()
+	close(c.gate)
+}
