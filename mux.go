@@ -128,8 +128,11 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 		}
 	}
 	m.startReaderLocked(ps)
-	m.publishTxLocked()
+	// The backlog goes first in the new psock's queue, before senders can
+	// find the psock: a socket's new message must not overtake its older,
+	// held ones.
 	m.backlog.flushLocked(ps)
+	m.publishTxLocked()
 	m.noteTxIdle() // senders waiting on busy psocks may move to it
 	return ps, nil
 }

@@ -266,6 +266,12 @@ func (s *Socket) kickSenders() {
 	}
 }
 
+// writeExpired reports whether the socket's write deadline has passed.
+func (s *Socket) writeExpired() bool {
+	dl := s.writeDeadline()
+	return !dl.IsZero() && !time.Now().Before(dl)
+}
+
 func (s *Socket) writeDeadline() time.Time {
 	if dl := s.wdl.Load(); dl != nil {
 		return *dl

@@ -265,6 +265,9 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 			if !retry {
 				return err
 			}
+			if s.writeExpired() {
+				return os.ErrDeadlineExceeded // nothing of it went out elsewhere
+			}
 			continue
 		}
 		if len(b) <= copyLimit && m.backlog.reserve(len(b)) {
@@ -282,6 +285,9 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 		txWaiterPool.Put(w)
 		if err != errRetry {
 			return err
+		}
+		if s.writeExpired() {
+			return os.ErrDeadlineExceeded
 		}
 	}
 }
