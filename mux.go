@@ -133,7 +133,7 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 	// held ones.
 	m.backlog.flushLocked(ps)
 	m.publishTxLocked()
-	m.noteTxIdle() // senders waiting on busy psocks may move to it
+	m.noteTxIdle(nil) // senders waiting on busy psocks may move to it
 	return ps, nil
 }
 

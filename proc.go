@@ -47,9 +47,9 @@ func (m *Mux) writeProcMux(w io.Writer) {
 
 func (m *Mux) writeProcSocketLocked(w io.Writer, s *Socket) {
 	st := s.statsLocked()
-	recvQ, rmem := 0, len(s.partial.b)
-	if rmem > 0 {
-		recvQ = 1
+	recvQ, rmem := len(s.kept), 0
+	for _, msg := range s.kept {
+		rmem += len(msg.b)
 	}
 	fmt.Fprintf(w, "   kcm-%-7d %-10d %-16d %-10d %-16d %-8d %-8d %-8d %-8s ",
 		s.index, st.RxMsgs, st.RxBytes, st.TxMsgs, st.TxBytes, recvQ, rmem, 0, "-")

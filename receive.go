@@ -182,8 +182,8 @@ func (m *Mux) peek(s *Socket, b []byte, dontWait bool) (n, size int, err error) 
 	}
 	msg := one[0]
 	n = copy(b, msg.b)
-	if msg.rest {
-		s.keepPartial(msg)
+	if msg.rest || msg.held {
+		s.putKeptBack(msg)
 	} else {
 		m.ready.pushFront(msg)
 		if w := m.waiters.follower(); w != nil {
@@ -203,8 +203,8 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 		if !dl.IsZero() && !time.Now().Before(dl) {
 			return 0, os.ErrDeadlineExceeded
 		}
-		if s.hasPartial {
-			out[0] = s.takePartial()
+		if s.hasKept {
+			out[0] = s.takeKept()
 			return 1, nil
 		}
 		if !s.disabled {
@@ -214,10 +214,6 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			if p := m.leadableLocked(); p != nil && !tried {
 				p.rx, p.leader = rxLed, s
 				n, err := m.lead(p, s, out, mode)
-				if n > 0 && s.hasPartial {
-					m.putFrontLocked(out[:n])
-					continue
-				}
 				if n > 0 {
 					return n, nil
 				}
@@ -240,15 +236,23 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 		msg, p := w.msg, w.lead
 		w.msg, w.lead = Message{}, nil
 		s.putWaiter(w)
-		if msg.b != nil && s.hasPartial {
-			m.putFrontLocked([]Message{msg})
-			continue
-		}
 		if msg.b != nil {
+			switch {
+			case s.closed():
+				// Closed while the message was on its way: it goes back
+				// first in line for the other sockets.
+				m.putFrontLocked([]Message{msg})
+				continue
+			case s.hasKept:
+				// Another call on s kept messages while this one waited:
+				// they go first.
+				s.holdBack([]Message{msg})
+				continue
+			}
 			out[0] = msg
 			return 1, nil
 		}
-		if p != nil && (m.ready.len() > 0 || s.hasPartial || s.disabled || s.closed()) {
+		if p != nil && (m.ready.len() > 0 || s.hasKept || s.disabled || s.closed()) {
 			// A message was put back (peeked) meanwhile: it goes first; or
 			// the socket stopped receiving: someone else leads.
 			m.releaseReadLocked(p)
@@ -257,19 +261,14 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 		if p != nil {
 			mode.dontWait = false
 			if n, _ := m.lead(p, s, out, mode); n > 0 {
-				if s.hasPartial {
-					m.putFrontLocked(out[:n])
-					continue
-				}
 				return n, nil
 			}
 		}
 	}
 }
 
-// putFrontLocked puts messages a receive call on s got back at the head
-// of the ready queue, in order: another call on s kept the rest of an
-// earlier message while this one waited or read, and that rest goes first.
+// putFrontLocked puts messages back at the head of the ready queue, in
+// order, for any socket to take.
 func (m *Mux) putFrontLocked(ms []Message) {
 	for i := len(ms) - 1; i >= 0; i-- {
 		m.ready.pushFront(ms[i])
@@ -284,7 +283,7 @@ func (m *Mux) putFrontLocked(ms []Message) {
 // else needs a look: the lone idle psock, with no queued message, no kept
 // piece of one and no deadline.
 func (m *Mux) fastLeadLocked(s *Socket) *Psock {
-	if s.rdlSet || s.hasPartial || s.disabled || s.closed() || m.ready.size > 0 {
+	if s.rdlSet || s.hasKept || s.disabled || s.closed() || m.ready.size > 0 {
 		return nil
 	}
 	return m.leadableLocked()
@@ -442,8 +441,10 @@ func (m *Mux) startReaderLocked(p *Psock) {
 
 // lead reads p for receiver s until s has at least one message. It is
 // called and returns with m.mu held, p.rx == rxLed on entry. It returns 0
-// when s must look at the mux again (p failed, was interrupted, or s's
-// deadline passed), with ErrWouldBlock when noWait found nothing to read.
+// when s must look at the mux again (p failed, was interrupted, s's
+// deadline passed, s closed, or another call on s kept messages, which
+// then hold these behind them), with ErrWouldBlock when noWait found
+// nothing to read.
 func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error) {
 	sdl := s.readDeadline()
 	p.noWait = mode.dontWait
@@ -455,6 +456,18 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
+			switch {
+			case s.closed():
+				// Closed while it read: its messages go first in line for
+				// the other sockets, before any later one is shared.
+				m.putFrontLocked(out[:n])
+				n = 0
+			case s.hasKept:
+				// Another call on s kept messages meanwhile: these follow
+				// them, and this call takes the first.
+				s.holdBack(out[:n])
+				n = 0
+			}
 			if !mode.peek { // a peeked message stays first in line
 				m.shareLocked(p)
 			}

@@ -275,3 +275,37 @@ func (c *gateConn) failAndRelease() {
 	c.mu.Unlock()
 	close(c.gate)
 }
+
+// TestBacklogSenderOnSlowPsockDeadline: a sender waiting uncopied in the
+// backlog is moved into a new psock's queue by Attach and taken into a
+// write that stalls; its write deadline passes meanwhile. It must return
+// once the write goes through (the message is out whole), and the race
+// detector must see no unsynchronised access to its state (the writer
+// marks it taken under the psock's transmit lock, the sender reads that
+// under the mux lock). The sleeps are the point: nothing signals "waiting
+// in the backlog", and the deadline has to pass during the write.
+func TestBacklogSenderOnSlowPsockDeadline(t *testing.T) {
+	m := newMux(t, kcm.Config{SendBuffer: 1024})
+	s := m.NewSocket(kcm.Datagram)
+	if err := s.Send(msgOf(1, 200)); err != nil { // backlog, copied
+		t.Fatal(err)
+	}
+	s.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	errc := make(chan error, 1)
+	go func() { errc <- s.Send(msgOf(2, 4<<20)) }() // backlog, waits uncopied
+	time.Sleep(20 * time.Millisecond)
+	c, peer := stalledPair(t)
+	if _, err := m.Attach(c, lenPrefix); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	go io.Copy(io.Discard, peer)
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("the message went out whole, yet Send returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("send still blocked after the peer read everything")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,16 +25,16 @@ type Socket struct {
 	state atomic.Uint32         // sockHeld, sockShut: for lock-free checks
 
 	// Guarded by mux.mu.
-	disabled   bool
-	rdlSet     bool // rdl is not the zero time
-	hasPartial bool // partial holds a message
+	disabled bool
+	rdlSet   bool // rdl is not the zero time
+	hasKept  bool // partial or held holds a message
 
 	wdl atomic.Pointer[time.Time]
 
 	// Guarded by mux.mu.
-	rdl     time.Time
-	partial Message // rest of a SeqPacket message, or a peeked one
-	free    []*waiter
+	rdl  time.Time
+	kept []Message // taken first by the next receive, in order: see keepPartial
+	free []*waiter
 
 	typ   SocketType
 	index int
@@ -44,6 +45,10 @@ type Socket struct {
 	txmu  sync.Mutex    // builds multi-call messages and batches
 	open  []byte        // a message being built with More
 	batch [][]byte      // messages held by Batch
+
+	// Pads the socket to 256 bytes: its size class then keeps sockets on
+	// cache-line boundaries (TestHotFieldLayout).
+	_ [24]byte
 }
 
 const (
@@ -65,15 +70,70 @@ func (s *Socket) readDeadline() time.Time {
 	return s.rdl
 }
 
-// keepPartial keeps msg to be returned first by the next receive; mux.mu
-// is held.
-func (s *Socket) keepPartial(msg Message) { s.partial, s.hasPartial = msg, true }
+// Messages a socket keeps, all guarded by mux.mu: the rest of a message a
+// receive call could not take whole (always first), and messages given to
+// the socket while it kept others (held), which a concurrent call on the
+// same socket then takes after them, in order. They belong to the socket:
+// no other socket may take them, or the stream order of their psock breaks.
+// The slice keeps its capacity, so keeping costs no allocation after the
+// first.
 
-// takePartial returns the kept message; mux.mu is held.
-func (s *Socket) takePartial() Message {
-	msg := s.partial
-	s.partial, s.hasPartial = Message{}, false
+// keepPartial keeps msg, the rest of a message, to be returned first.
+func (s *Socket) keepPartial(msg Message) {
+	s.kept = slices.Insert(s.kept, 0, msg)
+	s.hasKept = true
+}
+
+// holdBack keeps ms, given to s, after the messages it keeps already.
+func (s *Socket) holdBack(ms []Message) {
+	for i := range ms {
+		ms[i].held = true
+		s.kept = append(s.kept, ms[i])
+		ms[i] = Message{}
+	}
+	s.hasKept = len(s.kept) > 0
+}
+
+// takeKept returns the first message s keeps; hasKept must be true.
+func (s *Socket) takeKept() Message {
+	msg := s.kept[0]
+	copy(s.kept, s.kept[1:])
+	s.kept[len(s.kept)-1] = Message{}
+	s.kept = s.kept[:len(s.kept)-1]
+	s.hasKept = len(s.kept) > 0
 	return msg
+}
+
+// putKeptBack puts msg, which takeKept returned and a peek did not
+// consume, back in front.
+func (s *Socket) putKeptBack(msg Message) { s.keepPartial(msg) }
+
+// releaseKeptLocked gives up what s keeps when it closes or stops
+// receiving: the rest of a message it began is its own and stays with it
+// (dropped on close), held messages go back to the head of the mux's
+// queue, in order, for the other sockets.
+func (m *Mux) releaseKeptLocked(s *Socket, closing bool) {
+	rest := len(s.kept) > 0 && s.kept[0].rest
+	held := s.kept
+	if rest {
+		held = s.kept[1:]
+	}
+	if len(held) > 0 {
+		for i := range held {
+			held[i].held = false
+		}
+		m.putFrontLocked(held) // empties them
+	}
+	keep := 0
+	if rest {
+		if closing {
+			s.kept[0].Release()
+		} else {
+			keep = 1
+		}
+	}
+	s.kept = s.kept[:keep]
+	s.hasKept = keep > 0
 }
 
 // Index returns the socket's index in its mux: the lowest free one when it
@@ -435,6 +495,9 @@ func (s *Socket) SetRecvDisabled(disabled bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s.disabled = disabled
+	if disabled {
+		m.releaseKeptLocked(s, false)
+	}
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 }
@@ -460,8 +523,7 @@ func (s *Socket) Close() error {
 		return nil
 	}
 	s.shutLocked()
-	msg := s.takePartial()
-	msg.Release()
+	m.releaseKeptLocked(s, true)
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 	m.dropSocketLocked(s)

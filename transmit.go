@@ -52,8 +52,11 @@ func (e *txEntry) bytes(cbuf []byte) []byte {
 
 // txWaiter is a sender waiting for its uncopied message to be written.
 type txWaiter struct {
-	done  chan error
-	taken bool // a writer has it: it can no longer be withdrawn
+	done chan error
+	// taken: a writer has it, it can no longer be withdrawn. Atomic: a
+	// backlog sender reads it under mux.mu, a psock's writer sets it under
+	// its transmit lock.
+	taken atomic.Bool
 	timer *time.Timer
 }
 
@@ -80,7 +83,7 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool, m *Mux,
 		}
 		if give != nil {
 			mu.Lock()
-			if !w.taken && withdraw() {
+			if !w.taken.Load() && withdraw() {
 				mu.Unlock()
 				return give
 			}
@@ -91,7 +94,7 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool, m *Mux,
 			// Another psock has nothing to write while this message waits
 			// (perhaps behind a peer that stopped reading): move there.
 			mu.Lock()
-			if !w.taken && withdraw() {
+			if !w.taken.Load() && withdraw() {
 				mu.Unlock()
 				return errRetry
 			}
@@ -129,10 +132,11 @@ func (m *Mux) txIdleSignal() <-chan struct{} {
 	return m.idleCh
 }
 
-// noteTxIdle wakes the senders waiting in psock queues, if any, after a
-// psock may have gone idle, so that they can move to it.
-func (m *Mux) noteTxIdle() {
-	if m.txWaiting.Load() == 0 {
+// noteTxIdle wakes the senders waiting in psock queues, if any, when p
+// (nil: a psock just attached) has nothing to write, so that they can move
+// to it.
+func (m *Mux) noteTxIdle(p *Psock) {
+	if m.txWaiting.Load() == 0 || (p != nil && p.tx.load.Load() != 0) {
 		return
 	}
 	m.idleMu.Lock()
@@ -158,7 +162,7 @@ var txWaiterPool = sync.Pool{New: func() any { return &txWaiter{done: make(chan 
 
 func getTxWaiter() *txWaiter {
 	w := txWaiterPool.Get().(*txWaiter)
-	w.taken = false
+	w.taken.Store(false)
 	return w
 }
 
@@ -261,7 +265,7 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 			t.writing, t.writer = true, s
 			t.mu.Unlock()
 			retry, err := m.writeOwn(p, s, b)
-			m.noteTxIdle()
+			m.noteTxIdle(p)
 			if !retry {
 				return err
 			}
@@ -458,7 +462,7 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 				t.idle, t.waitIdle = nil, false
 			}
 			t.mu.Unlock()
-			m.noteTxIdle()
+			m.noteTxIdle(p)
 			return
 		}
 		if t.load.Load() > int64(budget) {
@@ -477,9 +481,9 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 		n, err := p.writeQueue(q, buf)
 		budget -= n
 		keep := m.completeQueue(p, q, buf, n, err)
-		clear(q)
 		t.mu.Lock()
-		t.inflight = nil
+		t.inflight = nil // before clear: a socket's close reads it
+		clear(q)
 		t.spareQ = q[:0]
 		if !keep {
 			t.spareBuf = buf[:0]
@@ -501,7 +505,7 @@ func (t *txState) takeQueueLocked(m *Mux, p *Psock) ([]txEntry, []byte) {
 				m.finishEntry(p, &e, ErrClosed)
 				continue
 			}
-			e.w.taken = true
+			e.w.taken.Store(true)
 		}
 		kept = append(kept, e)
 	}
@@ -588,9 +592,12 @@ func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error)
 	}
 	if m.closeInterrupted(p, err) {
 		if !cut && p.raw != nil {
-			return p.putBack(m, q[i:], buf)
+			if ok, keep := p.putBack(m, q[i:], buf); ok {
+				return keep
+			}
+		} else {
+			err = fmt.Errorf("%w: a closing socket interrupted the write", ErrMidMessage)
 		}
-		err = fmt.Errorf("%w: a closing socket interrupted the write", ErrMidMessage)
 	}
 	m.writeFailed(p, err, cut, q[i:], buf)
 	return false
@@ -612,7 +619,15 @@ func (m *Mux) closeInterrupted(p *Psock, err error) bool {
 // order: the psock's stream is intact, so it goes on. The closed sockets'
 // messages are dropped, and their waiting senders return. It reports
 // whether the messages put back still use buf.
-func (p *Psock) putBack(m *Mux, rest []txEntry, buf []byte) (keep bool) {
+func (p *Psock) putBack(m *Mux, rest []txEntry, buf []byte) (ok, keep bool) {
+	t := &p.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped.Load() {
+		// The psock is leaving meanwhile (unattached, failed): its queue
+		// went elsewhere, and so must these.
+		return false, false
+	}
 	back := make([]txEntry, 0, len(rest))
 	for _, e := range rest {
 		if e.s != nil && e.s.closed() {
@@ -623,18 +638,13 @@ func (p *Psock) putBack(m *Mux, rest []txEntry, buf []byte) (keep bool) {
 			e.ext = buf[e.off : e.off+e.n] // buf is not reused while it is queued
 			keep = true
 		}
+		if e.w != nil {
+			e.w.taken.Store(false) // it may be withdrawn again
+		}
 		back = append(back, e)
 	}
-	t := &p.tx
-	t.mu.Lock()
-	for i := range back {
-		if back[i].w != nil {
-			back[i].w.taken = false // it may be withdrawn again
-		}
-	}
 	t.q = append(back, t.q...)
-	t.mu.Unlock()
-	return keep
+	return true, keep
 }
 
 // finishEntry ends a queued message: its sender is told err, its bytes
@@ -969,7 +979,7 @@ func (b *backlog) flushLocked(p *Psock) {
 	t.mu.Lock()
 	for _, e := range b.q {
 		if e.w != nil {
-			e.w.taken = true
+			e.w.taken.Store(true)
 		}
 		t.q = append(t.q, e)
 		t.load.Add(int64(len(e.ext)))
