@@ -48,10 +48,24 @@ func TestGraceTimerHonoursAssemblyDeadline(t *testing.T) {
 	m.mu.Lock()
 	p.graceDelay = graceMax
 	m.mu.Unlock()
+	// The first message goes to a receive that already waits, so that
+	// whoever reads it lets go of the psock after it (a message that
+	// arrives first is queued, and the background reader goes on reading).
+	got := make(chan error, 1)
+	go func() {
+		_, err := s.Recv(buf)
+		got <- err
+	}()
+	for waiting := false; !waiting; {
+		m.mu.Lock()
+		waiting = m.waiters.head != nil || p.rx == rxLed
+		m.mu.Unlock()
+		time.Sleep(time.Millisecond) // no event says "a receive waits"
+	}
 	if _, err := peer.Write(msg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Recv(buf); err != nil {
+	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
 	m.mu.Lock()
