@@ -71,7 +71,6 @@ type Message struct {
 	buf  *rbuf
 	p    *Psock
 	rest bool // b is the unread rest of a message a socket began reading
-	held bool // kept by a socket it was given to (see Socket.holdBack)
 }
 
 // Bytes returns the message, header included. The slice is valid until

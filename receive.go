@@ -158,7 +158,11 @@ func (m *Mux) recvPiece(s *Socket, b []byte, dontWait bool) (n int, eor bool, er
 		if msg.buf != nil {
 			msg.buf.refs.Add(1) // the piece and the rest each hold one
 		}
-		s.keepPartial(rest)
+		if s.closed() {
+			rest.Release() // it closed while the message was on its way
+		} else {
+			s.keepRest(rest, msg.rest)
+		}
 		msg.b = msg.b[:len(b)]
 	} else {
 		eor = true
@@ -182,8 +186,8 @@ func (m *Mux) peek(s *Socket, b []byte, dontWait bool) (n, size int, err error) 
 	}
 	msg := one[0]
 	n = copy(b, msg.b)
-	if msg.rest || msg.held {
-		s.putKeptBack(msg)
+	if msg.rest {
+		s.keepRest(msg, true)
 	} else {
 		m.ready.pushFront(msg)
 		if w := m.waiters.follower(); w != nil {
@@ -237,18 +241,6 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 		w.msg, w.lead = Message{}, nil
 		s.putWaiter(w)
 		if msg.b != nil {
-			switch {
-			case s.closed():
-				// Closed while the message was on its way: it goes back
-				// first in line for the other sockets.
-				m.putFrontLocked([]Message{msg})
-				continue
-			case s.hasKept:
-				// Another call on s kept messages while this one waited:
-				// they go first.
-				s.holdBack([]Message{msg})
-				continue
-			}
 			out[0] = msg
 			return 1, nil
 		}
@@ -264,18 +256,6 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 				return n, nil
 			}
 		}
-	}
-}
-
-// putFrontLocked puts messages back at the head of the ready queue, in
-// order, for any socket to take.
-func (m *Mux) putFrontLocked(ms []Message) {
-	for i := len(ms) - 1; i >= 0; i-- {
-		m.ready.pushFront(ms[i])
-		ms[i] = Message{}
-	}
-	if w := m.waiters.follower(); w != nil {
-		w.signal() // it finds them in the queue
 	}
 }
 
@@ -441,10 +421,8 @@ func (m *Mux) startReaderLocked(p *Psock) {
 
 // lead reads p for receiver s until s has at least one message. It is
 // called and returns with m.mu held, p.rx == rxLed on entry. It returns 0
-// when s must look at the mux again (p failed, was interrupted, s's
-// deadline passed, s closed, or another call on s kept messages, which
-// then hold these behind them), with ErrWouldBlock when noWait found
-// nothing to read.
+// when s must look at the mux again (p failed, was interrupted, or s's
+// deadline passed), with ErrWouldBlock when noWait found nothing to read.
 func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error) {
 	sdl := s.readDeadline()
 	p.noWait = mode.dontWait
@@ -456,18 +434,6 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
-			switch {
-			case s.closed():
-				// Closed while it read: its messages go first in line for
-				// the other sockets, before any later one is shared.
-				m.putFrontLocked(out[:n])
-				n = 0
-			case s.hasKept:
-				// Another call on s kept messages meanwhile: these follow
-				// them, and this call takes the first.
-				s.holdBack(out[:n])
-				n = 0
-			}
 			if !mode.peek { // a peeked message stays first in line
 				m.shareLocked(p)
 			}

@@ -33,7 +33,7 @@ type Socket struct {
 
 	// Guarded by mux.mu.
 	rdl  time.Time
-	kept []Message // taken first by the next receive, in order: see keepPartial
+	kept []Message // rests of messages, taken first by the next receives: see keepRest
 	free []*waiter
 
 	typ   SocketType
@@ -70,31 +70,26 @@ func (s *Socket) readDeadline() time.Time {
 	return s.rdl
 }
 
-// Messages a socket keeps, all guarded by mux.mu: the rest of a message a
-// receive call could not take whole (always first), and messages given to
-// the socket while it kept others (held), which a concurrent call on the
-// same socket then takes after them, in order. They belong to the socket:
-// no other socket may take them, or the stream order of their psock breaks.
-// The slice keeps its capacity, so keeping costs no allocation after the
-// first.
+// Pieces a socket keeps, guarded by mux.mu: the rests of messages receive
+// calls on it could not take whole. They are the socket's own (no other
+// socket could make sense of them) and come before anything else in its
+// next receives: the rest of the message a call just took first, the rest
+// of a fresh message after the ones kept already (concurrent calls on one
+// socket). The slice keeps its capacity, so keeping costs no allocation
+// after the first.
 
-// keepPartial keeps msg, the rest of a message, to be returned first.
-func (s *Socket) keepPartial(msg Message) {
-	s.kept = slices.Insert(s.kept, 0, msg)
+// keepRest keeps rest, of a message just taken; first says it continues
+// the message that was first in line.
+func (s *Socket) keepRest(rest Message, first bool) {
+	if first {
+		s.kept = slices.Insert(s.kept, 0, rest)
+	} else {
+		s.kept = append(s.kept, rest)
+	}
 	s.hasKept = true
 }
 
-// holdBack keeps ms, given to s, after the messages it keeps already.
-func (s *Socket) holdBack(ms []Message) {
-	for i := range ms {
-		ms[i].held = true
-		s.kept = append(s.kept, ms[i])
-		ms[i] = Message{}
-	}
-	s.hasKept = len(s.kept) > 0
-}
-
-// takeKept returns the first message s keeps; hasKept must be true.
+// takeKept returns the first piece s keeps; hasKept must be true.
 func (s *Socket) takeKept() Message {
 	msg := s.kept[0]
 	copy(s.kept, s.kept[1:])
@@ -104,36 +99,11 @@ func (s *Socket) takeKept() Message {
 	return msg
 }
 
-// putKeptBack puts msg, which takeKept returned and a peek did not
-// consume, back in front.
-func (s *Socket) putKeptBack(msg Message) { s.keepPartial(msg) }
-
-// releaseKeptLocked gives up what s keeps when it closes or stops
-// receiving: the rest of a message it began is its own and stays with it
-// (dropped on close), held messages go back to the head of the mux's
-// queue, in order, for the other sockets.
-func (m *Mux) releaseKeptLocked(s *Socket, closing bool) {
-	rest := len(s.kept) > 0 && s.kept[0].rest
-	held := s.kept
-	if rest {
-		held = s.kept[1:]
-	}
-	if len(held) > 0 {
-		for i := range held {
-			held[i].held = false
-		}
-		m.putFrontLocked(held) // empties them
-	}
-	keep := 0
-	if rest {
-		if closing {
-			s.kept[0].Release()
-		} else {
-			keep = 1
-		}
-	}
-	s.kept = s.kept[:keep]
-	s.hasKept = keep > 0
+// dropKept releases what s keeps, when it closes.
+func (s *Socket) dropKept() {
+	ReleaseBatch(s.kept)
+	s.kept = s.kept[:0]
+	s.hasKept = false
 }
 
 // Index returns the socket's index in its mux: the lowest free one when it
@@ -495,9 +465,6 @@ func (s *Socket) SetRecvDisabled(disabled bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s.disabled = disabled
-	if disabled {
-		m.releaseKeptLocked(s, false)
-	}
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 }
@@ -523,7 +490,7 @@ func (s *Socket) Close() error {
 		return nil
 	}
 	s.shutLocked()
-	m.releaseKeptLocked(s, true)
+	s.dropKept()
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 	m.dropSocketLocked(s)
