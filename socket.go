@@ -269,7 +269,7 @@ func (s *Socket) sendCheck() error {
 	if s.closed() {
 		return s.opError("send", ErrClosed)
 	}
-	if dl := s.wdl.Load(); dl != nil && !dl.IsZero() && !time.Now().Before(*dl) {
+	if s.wdl.Load() != nil && s.writeExpired() { // no call without a deadline
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -298,8 +298,8 @@ func (s *Socket) kickSenders() {
 
 // writeExpired reports whether the socket's write deadline has passed.
 func (s *Socket) writeExpired() bool {
-	dl := s.writeDeadline()
-	return !dl.IsZero() && !time.Now().Before(dl)
+	dl := s.wdl.Load()
+	return dl != nil && !dl.IsZero() && !time.Now().Before(*dl)
 }
 
 func (s *Socket) writeDeadline() time.Time {

@@ -241,8 +241,13 @@ func (t *txState) withdraw(w *txWaiter) bool {
 // is written or queued.
 func (m *Mux) transmit(s *Socket, b []byte) error {
 	for {
+		// Checked again on each retry: a message handed back by a failed
+		// or closing write is dropped with its socket, or at its deadline.
 		if s.closed() {
-			return ErrClosed // a retried message of a closed socket is dropped
+			return ErrClosed
+		}
+		if s.writeExpired() {
+			return os.ErrDeadlineExceeded
 		}
 		p := m.pickTx(s)
 		if p == nil {
@@ -269,9 +274,6 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 			if !retry {
 				return err
 			}
-			if s.writeExpired() {
-				return os.ErrDeadlineExceeded // nothing of it went out elsewhere
-			}
 			continue
 		}
 		if len(b) <= copyLimit && m.backlog.reserve(len(b)) {
@@ -289,9 +291,6 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 		txWaiterPool.Put(w)
 		if err != errRetry {
 			return err
-		}
-		if s.writeExpired() {
-			return os.ErrDeadlineExceeded
 		}
 	}
 }
@@ -331,15 +330,22 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 		return false, ErrClosed
 	}
 	m.writeFailed(p, err, n > 0, nil, nil)
-	// Counted while this goroutine still writes p: once it lets go, an
-	// Unattach may fold p's counters into the mux's.
-	closedErr := m.closedErr()
-	if closedErr == nil {
-		p.stats.txAborts.Add(1)
-		m.stats.txRetries.Add(1)
-	}
+	closedErr := m.countRetries(p, 1)
 	m.flushQueued(p, msgCount{})
 	return closedErr == nil, closedErr
+}
+
+// countRetries counts n of the writer's own messages that failed on p and
+// go out again elsewhere, unless the mux closed (its error is returned).
+// The writer calls it while it still writes p: once it lets go, an
+// Unattach may fold p's counters into the mux's.
+func (m *Mux) countRetries(p *Psock, n int) error {
+	if err := m.closedErr(); err != nil {
+		return err
+	}
+	p.stats.txAborts.Add(uint64(n))
+	m.stats.txRetries.Add(uint64(n))
+	return nil
 }
 
 // transmitBatch writes msgs together on one psock when one is idle: small
@@ -366,11 +372,7 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 			return ErrClosed
 		}
 		m.writeFailed(p, err, cut, nil, nil)
-		closedErr := m.closedErr() // counted before letting go, as in writeOwn
-		if closedErr == nil {
-			p.stats.txAborts.Add(uint64(len(msgs)))
-			m.stats.txRetries.Add(uint64(len(msgs)))
-		}
+		closedErr := m.countRetries(p, len(msgs))
 		m.flushQueued(p, msgCount{})
 		if closedErr != nil {
 			return closedErr
