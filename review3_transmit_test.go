@@ -115,22 +115,25 @@ func TestSocketCloseReleasesSenderInOthersWrite(t *testing.T) {
 	if _, err := io.ReadFull(peer, make([]byte, len(a))); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-errA:
-		if err != nil {
-			t.Fatalf("sA: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("sA still sending 5s after its message was read: it writes sB's 16 MiB")
+	if err := waitErr(t, errA, "sA's Send, after its message was read (is it writing sB's 16 MiB?)"); err != nil {
+		t.Fatalf("sA: %v", err)
 	}
 	sB.Close()
+	if err := waitErr(t, errB, "sB's Send, after its socket closed"); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("sB's Send after its socket closed: %v, want ErrClosed", err)
+	}
+}
+
+// waitErr returns the error a call started earlier sends on ch, failing
+// the test if it does not come within 5 s (cfDo starts and waits at once).
+func waitErr(t *testing.T, ch <-chan error, what string) error {
+	t.Helper()
 	select {
-	case err := <-errB:
-		if !errors.Is(err, kcm.ErrClosed) {
-			t.Fatalf("sB's Send after its socket closed: %v, want ErrClosed", err)
-		}
+	case err := <-ch:
+		return err
 	case <-time.After(5 * time.Second):
-		t.Fatal("sB's Send still blocked 5s after its socket closed")
+		t.Fatalf("%s did not return within 5s", what)
+		return nil
 	}
 }
 
@@ -300,12 +303,7 @@ func TestBacklogSenderOnSlowPsockDeadline(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	go io.Copy(io.Discard, peer)
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("the message went out whole, yet Send returned %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("send still blocked after the peer read everything")
+	if err := waitErr(t, errc, "Send, after the peer read everything"); err != nil {
+		t.Fatalf("the message went out whole, yet Send returned %v", err)
 	}
 }
