@@ -71,6 +71,7 @@ type Message struct {
 	buf  *rbuf
 	p    *Psock
 	rest bool // b is the unread rest of a message a socket began reading
+	own  bool // taken from its socket's own queue (affinity)
 }
 
 // Bytes returns the message, header included. The slice is valid until

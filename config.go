@@ -51,6 +51,27 @@ type Config struct {
 	// method of the mux, Close included). Mux.Close does not wait for
 	// callbacks still running.
 	OnPsockError func(p *Psock, err error)
+
+	// Affinity, if set, steers received messages to sockets: it returns
+	// the index (Socket.Index) of the socket that should receive msg, read
+	// from psock p, or -1 for any socket. Steering is best effort and never
+	// holds up other sockets: the message goes to a receive call waiting
+	// on that socket or waits for its next one, in a queue of the socket's
+	// own that it takes first; it goes to any socket when no open,
+	// receiving socket has that index or when Config.RecvBuffer bytes
+	// already wait for particular sockets. Messages waiting for a socket
+	// that closes or disables receiving go to the other sockets, in order.
+	//
+	// Affinity is called with the mux's lock held, from the goroutine
+	// reading p: it must be a quick function of its arguments and must not
+	// call methods of the mux, its sockets or its psocks. msg is only
+	// valid during the call. A panic in it is a fault of the stream, as in
+	// a parser: the message goes to any socket and p fails with ErrParse.
+	//
+	// With Affinity set, psocks are always read by background goroutines
+	// (a receive never reads a psock itself), which costs a goroutine
+	// handoff per message on a mux of one psock.
+	Affinity func(msg []byte, p *Psock) int
 }
 
 // PsockConfig overrides the mux's receive limits for one psock. Zero fields

@@ -29,6 +29,7 @@ type Mux struct {
 	rxActive int32 // psocks attached and not being unattached
 	nPaused  int32 // psocks not read because ready is full
 	closed   bool
+	affine   bool                     // cfg.Affinity is set: see affinity.go
 	txOne    atomic.Pointer[Psock]    // the psock taking new messages when it is the only one (no lock)
 	rxOne    *Psock                   // the receiving psock when rxActive == 1, or a stale one: see leadableLocked
 	waiters  waitList                 // receivers blocked in a receive call
@@ -38,11 +39,15 @@ type Mux struct {
 	cfg      Config
 
 	sockets  []*Socket
+	byIndex  []*Socket // open sockets by index, with Affinity only
+	ownBytes int       // bytes in the sockets' own queues (affinity)
 	sockIdx  indexSet
 	psockIdx indexSet
-	backlog  backlog    // messages sent while no psock was attached
-	departed PsockStats // counters of psocks that left and went quiet
-	leaving  []*Psock   // psocks that left while a reader or writer still ran
+	backlog  backlog // messages sent while no psock was attached
+	// Counters of psocks that left and went quiet; behind a pointer to
+	// keep the mux in a size class of whole cache lines (TestHotFieldLayout).
+	departed *PsockStats
+	leaving  []*Psock // psocks that left while a reader or writer still ran
 
 	// Senders waiting, uncopied, in a psock's queue look again when a
 	// psock goes idle: see noteTxIdle.
@@ -59,6 +64,7 @@ type Mux struct {
 // documented defaults.
 func NewMux(cfg Config) *Mux {
 	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool()}
+	m.affine = m.cfg.Affinity != nil
 	m.txps.Store(new([]*Psock))
 	m.backlog.init(m)
 	return m
@@ -73,6 +79,12 @@ func (m *Mux) NewSocket(t SocketType) *Socket {
 	s.index = m.sockIdx.alloc()
 	if m.closed {
 		s.shutLocked()
+	} else if m.affine {
+		s.aff = &sockAff{}
+		for len(m.byIndex) <= s.index {
+			m.byIndex = append(m.byIndex, nil)
+		}
+		m.byIndex[s.index] = s
 	}
 	m.sockets = append(m.sockets, s)
 	return s
@@ -175,6 +187,7 @@ func (m *Mux) Close() error {
 	for _, s := range m.sockets {
 		s.shutLocked()
 		s.kickSenders()
+		m.dropOwnLocked(s)
 	}
 	m.sockets = nil
 	m.waiters.wakeAll()
@@ -201,7 +214,10 @@ func (m *Mux) dropReadyLocked() {
 func (m *Mux) Stats() MuxStats {
 	m.mu.Lock()
 	m.foldLeavingLocked()
-	agg := m.departed
+	var agg PsockStats
+	if m.departed != nil {
+		agg = *m.departed
+	}
 	for _, p := range m.psocks {
 		agg.add(p.statsLocked())
 	}

@@ -51,6 +51,10 @@ func (m *Mux) writeProcSocketLocked(w io.Writer, s *Socket) {
 	for _, msg := range s.kept {
 		rmem += len(msg.b)
 	}
+	if s.aff != nil {
+		recvQ += s.aff.own.len()
+		rmem += s.aff.own.bytes
+	}
 	fmt.Fprintf(w, "   kcm-%-7d %-10d %-16d %-10d %-16d %-8d %-8d %-8d %-8s ",
 		s.index, st.RxMsgs, st.RxBytes, st.TxMsgs, st.TxBytes, recvQ, rmem, 0, "-")
 	if p := s.txp.Load(); p != nil {

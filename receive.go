@@ -68,6 +68,9 @@ func (w *waiter) wait(dl time.Time) {
 type waitList struct{ head, tail *waiter }
 
 func (l *waitList) push(w *waiter) {
+	if a := w.s.aff; a != nil {
+		a.addWaiter(w)
+	}
 	w.prev, w.next, w.queued = l.tail, nil, true
 	if l.tail != nil {
 		l.tail.next = w
@@ -80,6 +83,9 @@ func (l *waitList) push(w *waiter) {
 func (l *waitList) remove(w *waiter) {
 	if !w.queued {
 		return
+	}
+	if a := w.s.aff; a != nil {
+		a.dropWaiter(w)
 	}
 	if w.prev != nil {
 		w.prev.next = w.next
@@ -188,6 +194,8 @@ func (m *Mux) peek(s *Socket, b []byte, dontWait bool) (n, size int, err error) 
 	n = copy(b, msg.b)
 	if msg.rest {
 		s.keepRest(msg, true)
+	} else if msg.own {
+		m.pushOwnFrontLocked(s, msg)
 	} else {
 		m.ready.pushFront(msg)
 		if w := m.waiters.follower(); w != nil {
@@ -212,6 +220,9 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			return 1, nil
 		}
 		if !s.disabled {
+			if s.aff != nil && s.aff.own.len() > 0 {
+				return m.popOwnLocked(s, out), nil
+			}
 			if m.ready.len() > 0 {
 				return m.popReadyLocked(out), nil
 			}
@@ -383,7 +394,7 @@ func (m *Mux) resumeLocked() {
 
 // leadableLocked returns the mux's only receiving psock if nobody reads it.
 func (m *Mux) leadableLocked() *Psock {
-	if m.rxActive != 1 {
+	if m.rxActive != 1 || m.affine {
 		return nil
 	}
 	p := m.rxOne
@@ -466,7 +477,7 @@ func (m *Mux) background(p *Psock) {
 			switch {
 			case p.intr.Load() || p.gone || p.unattaching,
 				// A receiver took it and none waits: let the next one lead.
-				handed && m.waiters.follower() == nil && m.rxActive == 1,
+				handed && m.waiters.follower() == nil && m.rxActive == 1 && !m.affine,
 				m.ready.bytes >= m.cfg.RecvBuffer && m.waiters.follower() == nil:
 				m.releaseReadLocked(p)
 				m.mu.Unlock()
@@ -495,13 +506,22 @@ func (p *Psock) publishRxLocked() {
 	p.sp.carved = msgCount{}
 }
 
-// deliverLocked hands msg to the first follower, or queues it.
+// deliverLocked hands msg to the socket Config.Affinity names, to the
+// first follower, or queues it.
 func (m *Mux) deliverLocked(msg Message) (handed bool) {
 	if m.closed {
 		msg.Release() // no socket can ever take it
 		m.stats.rxReadyDrops.Add(1)
 		return false
 	}
+	if m.affine && m.steerLocked(msg) {
+		return true
+	}
+	return m.deliverAnyLocked(msg)
+}
+
+// deliverAnyLocked hands msg to the first follower, or queues it.
+func (m *Mux) deliverAnyLocked(msg Message) (handed bool) {
 	if w := m.waiters.follower(); w != nil {
 		m.waiters.remove(w)
 		if w.peek || m.ready.len() > 0 {
@@ -683,7 +703,7 @@ func (m *Mux) releaseReadLocked(p *Psock) {
 	}
 	p.rx = rxIdle
 	if w := m.waiters.follower(); w != nil {
-		if m.rxActive == 1 {
+		if m.rxActive == 1 && !m.affine {
 			m.waiters.remove(w)
 			p.rx, p.leader = rxLed, w.s
 			w.lead = p

@@ -30,6 +30,7 @@ type Socket struct {
 	hasKept  bool // partial or held holds a message
 
 	wdl atomic.Pointer[time.Time]
+	aff *sockAff // with Config.Affinity only
 
 	// Guarded by mux.mu.
 	rdl  time.Time
@@ -48,7 +49,7 @@ type Socket struct {
 
 	// Pads the socket to 256 bytes: its size class then keeps sockets on
 	// cache-line boundaries (TestHotFieldLayout).
-	_ [24]byte
+	_ [16]byte
 }
 
 const (
@@ -465,6 +466,9 @@ func (s *Socket) SetRecvDisabled(disabled bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s.disabled = disabled
+	if disabled {
+		m.releaseOwnLocked(s)
+	}
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 }
@@ -491,6 +495,10 @@ func (s *Socket) Close() error {
 	}
 	s.shutLocked()
 	s.dropKept()
+	m.releaseOwnLocked(s)
+	if s.aff != nil {
+		m.byIndex[s.index] = nil
+	}
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)
 	m.dropSocketLocked(s)

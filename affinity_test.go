@@ -1,0 +1,331 @@
+package kcm_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+// Affinity tests use msgOf messages whose id carries the index of the
+// socket they are meant for in its top 16 bits.
+
+func affID(sock, seq int) uint32 { return uint32(sock)<<16 | uint32(seq) }
+
+// bySocketID is the tests' Config.Affinity: the socket index in a msgOf id.
+func bySocketID(msg []byte, _ *kcm.Psock) int {
+	if len(msg) < 8 {
+		return -1
+	}
+	return int(binary.BigEndian.Uint32(msg[4:]) >> 16)
+}
+
+// recvID receives one message on s and returns its id.
+func recvID(t *testing.T, s *kcm.Socket) uint32 {
+	t.Helper()
+	return checkMsg(t, recvWithin(t, s, 5*time.Second))
+}
+
+// echoPeers attaches n connections to m whose far ends echo every message.
+func echoPeers(t *testing.T, m *kcm.Mux, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	for range n {
+		_, peer := attachPeer(t, m)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var hdr [4]byte
+			for {
+				if _, err := io.ReadFull(peer, hdr[:]); err != nil {
+					return
+				}
+				body := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
+				copy(body, hdr[:])
+				if _, err := io.ReadFull(peer, body[4:]); err != nil {
+					return
+				}
+				if _, err := peer.Write(body); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// Each socket's replies come back to it over several connections, however
+// the sockets' receive calls interleave: what the shared test of kcmperf
+// and any client of a request/response protocol over a mux need.
+func TestAffinitySteersRepliesToTheirSocket(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: bySocketID})
+	const sockets, rounds = 8, 200
+	socks := make([]*kcm.Socket, sockets)
+	for i := range socks {
+		socks[i] = m.NewSocket(kcm.Datagram)
+	}
+	echoPeers(t, m, 3)
+	var wg sync.WaitGroup
+	for _, s := range socks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := range rounds {
+				want := affID(s.Index(), seq)
+				if err := s.Send(msgOf(want, 8+seq%50)); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+				s.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 128)
+				n, err := s.Recv(buf)
+				if err != nil {
+					t.Errorf("socket %d: recv: %v", s.Index(), err)
+					return
+				}
+				if got := checkMsg(t, buf[:n]); got != want {
+					t.Errorf("socket %d got reply %#x, want %#x", s.Index(), got, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range socks {
+		if st := s.Stats(); st.RxMsgs != rounds {
+			t.Errorf("socket %d received %d messages, want %d", s.Index(), st.RxMsgs, rounds)
+		}
+	}
+}
+
+// A message for a socket that is not receiving waits for it, in its own
+// queue: other sockets do not take it, and it comes first, in order, at the
+// socket's next receives.
+func TestAffinityQueuesForSocketNotReceiving(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: bySocketID})
+	a := m.NewSocket(kcm.Datagram)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	for seq := range 3 {
+		peer.Write(msgOf(affID(a.Index(), seq), 20))
+	}
+	peer.Write(msgOf(affID(b.Index(), 0), 20))
+	// One stream, read in order: b's message comes after a's three.
+	if got := recvID(t, b); got != affID(b.Index(), 0) {
+		t.Fatalf("b got %#x", got)
+	}
+	if _, _, err := b.RecvMsg(make([]byte, 64), kcm.DontWait); !errors.Is(err, kcm.ErrWouldBlock) {
+		t.Fatalf("b's next receive: %v, want ErrWouldBlock (a's messages are a's)", err)
+	}
+	if dump := proc(m); !strings.Contains(dump, "kcm-0       0          0                0          0                3        72") {
+		t.Errorf("dump does not show a's three waiting messages (Recv-Q 3, Rmem 72):\n%s", dump)
+	}
+	for seq := range 3 {
+		if got := recvID(t, a); got != affID(a.Index(), seq) {
+			t.Fatalf("a got %#x, want %#x", got, affID(a.Index(), seq))
+		}
+	}
+}
+
+// A waiting receive of the named socket gets the message even when a
+// receive of another socket waited longer.
+func TestAffinityHandsToWaitingSocket(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: bySocketID})
+	a := m.NewSocket(kcm.Datagram)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	type reply struct {
+		sock int
+		id   uint32
+	}
+	got := make(chan reply, 2)
+	recvOn := func(s *kcm.Socket) {
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, err := s.Recv(buf)
+		if err != nil {
+			t.Errorf("socket %d: %v", s.Index(), err)
+			got <- reply{s.Index(), badID}
+			return
+		}
+		got <- reply{s.Index(), checkMsg(t, buf[:n])}
+	}
+	go recvOn(b)
+	waitProc(t, m, func(d string) bool { return strings.Count(d, "RxWait") == 1 })
+	go recvOn(a)
+	waitProc(t, m, func(d string) bool { return strings.Count(d, "RxWait") == 2 })
+	peer.Write(msgOf(affID(a.Index(), 7), 20))
+	if r := <-got; r != (reply{a.Index(), affID(a.Index(), 7)}) {
+		t.Fatalf("socket %d got %#x, want a (%d) to get its message", r.sock, r.id, a.Index())
+	}
+	peer.Write(msgOf(affID(b.Index(), 8), 20))
+	if r := <-got; r != (reply{b.Index(), affID(b.Index(), 8)}) {
+		t.Fatalf("socket %d got %#x, want b's message", r.sock, r.id)
+	}
+	if a.Stats().RxMsgs != 1 || b.Stats().RxMsgs != 1 {
+		t.Fatalf("a received %d, b %d", a.Stats().RxMsgs, b.Stats().RxMsgs)
+	}
+}
+
+// Messages without a socket of their own go to any receiving socket: an
+// index no open socket has, -1, or that of a socket that stopped receiving.
+func TestAffinityWithoutTargetGoesToAnySocket(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: bySocketID})
+	a := m.NewSocket(kcm.Datagram)
+	off := a.Clone()
+	off.SetRecvDisabled(true)
+	_, peer := attachPeer(t, m)
+	want := []uint32{affID(99, 1), affID(off.Index(), 2), 3} // 3: too short for an index
+	peer.Write(msgOf(want[0], 20))
+	peer.Write(msgOf(want[1], 20))
+	peer.Write(frame([]byte{0, 0, 0}))
+	for _, id := range want[:2] {
+		if got := recvID(t, a); got != id {
+			t.Fatalf("got %#x, want %#x", got, id)
+		}
+	}
+	if b := recvWithin(t, a, 5*time.Second); len(b) != 7 {
+		t.Fatalf("got %d bytes, want the 7-byte message", len(b))
+	}
+}
+
+// The messages waiting for a socket go to the others, in order, when it
+// closes or disables receiving.
+func TestAffinityReleasesQueueOnCloseAndDisable(t *testing.T) {
+	for _, how := range []string{"close", "disable"} {
+		t.Run(how, func(t *testing.T) {
+			m := newMux(t, kcm.Config{Affinity: bySocketID})
+			a := m.NewSocket(kcm.Datagram)
+			b := a.Clone()
+			_, peer := attachPeer(t, m)
+			for seq := range 3 {
+				peer.Write(msgOf(affID(a.Index(), seq), 20))
+			}
+			peer.Write(msgOf(affID(b.Index(), 9), 20))
+			if got := recvID(t, b); got != affID(b.Index(), 9) {
+				t.Fatalf("b got %#x", got)
+			}
+			if how == "close" {
+				a.Close()
+			} else {
+				a.SetRecvDisabled(true)
+			}
+			for seq := range 3 {
+				if got := recvID(t, b); got != affID(a.Index(), seq) {
+					t.Fatalf("b got %#x, want a's message %d", got, seq)
+				}
+			}
+			if how == "disable" {
+				a.SetRecvDisabled(false)
+				peer.Write(msgOf(affID(a.Index(), 4), 20))
+				if got := recvID(t, a); got != affID(a.Index(), 4) {
+					t.Fatalf("a, enabled again, got %#x", got)
+				}
+			}
+		})
+	}
+}
+
+// Config.RecvBuffer bounds what waits for particular sockets: past it, a
+// message goes to any socket.
+func TestAffinityBoundFallsBackToAnySocket(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 100})
+	a := m.NewSocket(kcm.Datagram)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	for seq := range 3 {
+		peer.Write(msgOf(affID(a.Index(), seq), 36)) // 40 bytes each
+	}
+	if got := recvID(t, b); got != affID(a.Index(), 2) {
+		t.Fatalf("b got %#x, want a's third message (over the bound)", got)
+	}
+	for seq := range 2 {
+		if got := recvID(t, a); got != affID(a.Index(), seq) {
+			t.Fatalf("a got %#x", got)
+		}
+	}
+}
+
+// Peek of a message waiting for its socket leaves it first in line;
+// SeqPacket pieces and RecvBatch work on such messages too.
+func TestAffinityPeekPiecesAndBatch(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: bySocketID})
+	a := m.NewSocket(kcm.SeqPacket)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	for seq := range 4 {
+		peer.Write(msgOf(affID(a.Index(), seq), 40))
+	}
+	peer.Write(msgOf(affID(b.Index(), 0), 20))
+	recvID(t, b) // a's four wait for it now
+
+	buf := make([]byte, 64)
+	n, _, err := a.RecvMsg(buf, kcm.Peek)
+	if err != nil || checkMsg(t, buf[:n]) != affID(a.Index(), 0) {
+		t.Fatalf("peek: %v", err)
+	}
+	whole := readPieces(t, a, 44, 10)
+	if got := checkMsg(t, whole); got != affID(a.Index(), 0) {
+		t.Fatalf("pieces gave %#x", got)
+	}
+	ms := make([]kcm.Message, 8)
+	k, err := a.RecvBatch(ms)
+	if err != nil || k != 3 {
+		t.Fatalf("batch: %d messages, %v; want 3", k, err)
+	}
+	for i, msg := range ms[:k] {
+		if got := checkMsg(t, msg.Bytes()); got != affID(a.Index(), i+1) {
+			t.Fatalf("batch message %d is %#x", i, got)
+		}
+	}
+	kcm.ReleaseBatch(ms[:k])
+}
+
+// A panic in the affinity function is bad input on that psock: its message
+// still reaches a socket, the psock fails with ErrParse, and another psock
+// goes on.
+func TestAffinityPanicFailsOnlyItsPsock(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: func(msg []byte, p *kcm.Psock) int {
+		if msg[4] == 0xff {
+			panic("bad message")
+		}
+		return -1
+	}})
+	s := m.NewSocket(kcm.Datagram)
+	bad, badPeer := attachPeer(t, m)
+	_, goodPeer := attachPeer(t, m)
+	badPeer.Write(frame([]byte{0xff, 1, 2}))
+	if b := recvWithin(t, s, 5*time.Second); len(b) != 7 || b[4] != 0xff {
+		t.Fatalf("got %x, want the message that made the function panic", b)
+	}
+	if err := waitDone(t, bad); !errors.Is(err, kcm.ErrParse) {
+		t.Fatalf("psock error %v, want ErrParse", err)
+	}
+	goodPeer.Write(msgOf(5, 20))
+	if got := recvID(t, s); got != 5 {
+		t.Fatalf("got %#x from the other psock", got)
+	}
+}
+
+// Closing the mux drops the messages waiting for sockets and counts them.
+func TestAffinityMuxCloseDropsQueues(t *testing.T) {
+	m := kcm.NewMux(kcm.Config{Affinity: bySocketID})
+	a := m.NewSocket(kcm.Datagram)
+	b := a.Clone()
+	_, peer := attachPeer(t, m)
+	peer.Write(msgOf(affID(a.Index(), 0), 20))
+	peer.Write(msgOf(affID(b.Index(), 0), 20))
+	recvID(t, b)
+	m.Close()
+	if st := m.Stats(); st.RxReadyDrops != 1 {
+		t.Fatalf("RxReadyDrops %d, want 1", st.RxReadyDrops)
+	}
+	if _, err := a.Recv(make([]byte, 64)); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("recv after close: %v", err)
+	}
+}
