@@ -21,8 +21,10 @@
 //	            -instances N runs N independent muxes of one socket and one
 //	            psock against N raw TCP connections (super_kcmperf).
 //	-t stream   one-way messages from the server to the client: msgs/s, bytes/s.
-//	-t shared   N sockets over M psocks of one mux (provisional until replies
-//	            can be steered back to the socket that sent the request).
+//	-t shared   N sockets over M psocks of one mux, each reply steered to the
+//	            socket that sent the request (Config.Affinity), against N
+//	            goroutines over M raw connections with a reader each that
+//	            routes replies by id.
 //
 // A server for remote runs is started with "kcmperf server -listen :PORT" and
 // named on the client with -H host:port. Both keep the 1 ms runtime

@@ -21,9 +21,13 @@ type perfMux struct {
 	psockErr error // the first psock failure, which closed the mux
 }
 
-func newPerfMux() *perfMux {
+func newPerfMux() *perfMux { return newPerfMuxAffinity(nil) }
+
+// newPerfMuxAffinity returns a perfMux whose Config.Affinity is affinity.
+func newPerfMuxAffinity(affinity func([]byte, *kcm.Psock) int) *perfMux {
 	pm := &perfMux{}
 	pm.Mux = kcm.NewMux(kcm.Config{
+		Affinity:       affinity,
 		MaxMessageSize: maxMessageSize,
 		OnPsockError: func(_ *kcm.Psock, err error) {
 			pm.mu.Lock()

@@ -88,8 +88,8 @@ func TestEveryTestAgainstChild(t *testing.T) {
 		}
 		checkRow(t, r)
 	}
-	if !rep.Rows[2].Provisional || rep.Rows[2].Psocks != 2 {
-		t.Errorf("shared row: provisional %v psocks %d", rep.Rows[2].Provisional, rep.Rows[2].Psocks)
+	if rep.Rows[2].Psocks != 2 {
+		t.Errorf("shared row: psocks %d", rep.Rows[2].Psocks)
 	}
 	if !strings.HasPrefix(rep.Server, "child process") || rep.Reps != 2 {
 		t.Errorf("report header: server %q reps %d", rep.Server, rep.Reps)

@@ -29,16 +29,15 @@ type Side struct {
 // Row is one configuration, raw and kcm side by side.
 type Row struct {
 	config
-	Provisional bool      `json:"provisional,omitempty"`
-	Raw         Side      `json:"raw"`
-	KCM         Side      `json:"kcm"`
-	Ratio       float64   `json:"ratio"`       // kcm/raw tps: median of the per-pair ratios
-	PairRatios  []float64 `json:"pair_ratios"` // kcm/raw tps of each adjacent pair
-	CPURatio    float64   `json:"cpu_ratio"`   // kcm/raw CPU per transaction (client+server), median of pairs
+	Raw        Side      `json:"raw"`
+	KCM        Side      `json:"kcm"`
+	Ratio      float64   `json:"ratio"`       // kcm/raw tps: median of the per-pair ratios
+	PairRatios []float64 `json:"pair_ratios"` // kcm/raw tps of each adjacent pair
+	CPURatio   float64   `json:"cpu_ratio"`   // kcm/raw CPU per transaction (client+server), median of pairs
 }
 
 func makeRow(cfg config, raw, kcm []runResult) Row {
-	r := Row{config: cfg, Provisional: cfg.Test == "shared", Raw: makeSide(raw), KCM: makeSide(kcm)}
+	r := Row{config: cfg, Raw: makeSide(raw), KCM: makeSide(kcm)}
 	var cpu []float64
 	for i := range min(len(raw), len(kcm)) {
 		r.PairRatios = append(r.PairRatios, kcm[i].tps()/raw[i].tps())
@@ -126,9 +125,6 @@ func (rep *Report) writeTable(w io.Writer) error {
 	fmt.Fprintln(tw, "test\tside\ttps\tkcm/raw\tMB/s\tcpu s/Mtx cli\tsrv\tcpu kcm/raw\tallocs/tx\tp50 us\tp99 us\tp99.9 us\tpair ratios\t")
 	for _, r := range rep.Rows {
 		name := r.config.String()
-		if r.Provisional {
-			name += " (provisional)"
-		}
 		line := func(name, side string, s Side, ratio, cpuRatio, pairs string) {
 			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t%s\t\n",
 				name, side, s.TPS, ratio, mbps(s.BytesPerSec), s.ClientCPUPerM, s.ServerCPUPerM,

@@ -18,11 +18,10 @@ import (
 // each reply to its goroutine by the 4-byte id at the start of the payload
 // (the server echoes it).
 //
-// The kcm side is provisional: N socket clones of one mux whose M psocks lead
-// to a kcm echo server. kcm cannot yet steer a reply to the socket that sent
-// the request, so each goroutine sends its request and takes whichever reply
-// reaches it; transactions are still one reply per request, and latency is
-// from a send to the next reply that goroutine receives.
+// The kcm side is N sockets of one mux whose M psocks lead to kcm echo
+// servers, with Config.Affinity steering each reply to the socket whose
+// index its id carries: the same routing, done by the mux. Each goroutine
+// checks that the reply it receives is its own.
 
 func sharedRaw(t *target, cfg config) (*workload, error) {
 	conns, err := dialN(t, cfg.Psocks, kindRawEcho, cfg.RespSize)
@@ -112,7 +111,7 @@ func sharedRaw(t *target, cfg config) (*workload, error) {
 }
 
 func sharedKCM(t *target, cfg config) (*workload, error) {
-	m := newPerfMux()
+	m := newPerfMuxAffinity(replySocket)
 	for range cfg.Psocks {
 		c, err := t.dial(kindKCMEcho, cfg.RespSize)
 		if err != nil {
@@ -135,9 +134,43 @@ func sharedKCM(t *target, cfg config) (*workload, error) {
 		latency: true,
 		close:   func() { m.Close() },
 		run: func(i int, w *worker) error {
-			req := newMessage(cfg.ReqSize, 'q')
-			binary.BigEndian.PutUint32(req[hdrLen:], uint32(i))
-			return m.explain(kcmRR(socks[i], req, hdrLen+cfg.RespSize, w))
+			return m.explain(sharedRR(socks[i], cfg, w))
 		},
 	}, nil
+}
+
+// replySocket is the shared test's Config.Affinity: a reply goes to the
+// socket whose index its payload starts with.
+func replySocket(msg []byte, _ *kcm.Psock) int {
+	if len(msg) < hdrLen+4 {
+		return -1
+	}
+	return int(binary.BigEndian.Uint32(msg[hdrLen:]))
+}
+
+// sharedRR sends requests carrying s's index and receives their replies on
+// s until w stops, checking that each reply is s's own.
+func sharedRR(s *kcm.Socket, cfg config, w *worker) error {
+	req := newMessage(cfg.ReqSize, 'q')
+	binary.BigEndian.PutUint32(req[hdrLen:], uint32(s.Index()))
+	want := hdrLen + cfg.RespSize
+	resp := make([]byte, want+1)
+	for !w.stopped() {
+		start := time.Now()
+		if err := s.Send(req); err != nil {
+			return err
+		}
+		n, err := s.Recv(resp)
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("response of %d bytes, want %d", n, want)
+		}
+		if id := binary.BigEndian.Uint32(resp[hdrLen:]); id != uint32(s.Index()) {
+			return fmt.Errorf("socket %d received the reply for socket %d", s.Index(), id)
+		}
+		w.record(start)
+	}
+	return nil
 }
