@@ -42,7 +42,8 @@ var (
 	ErrAlreadyAttached = errors.New("kcm: connection already attached")
 
 	// ErrNotAttached is returned when unattaching a psock that is no longer
-	// in its mux (kernel ENOENT).
+	// in its mux (kernel ENOENT), and by SendTo when its psock is not, or
+	// no longer, attached to the socket's mux.
 	ErrNotAttached = errors.New("kcm: psock not attached")
 
 	// ErrUnattachInProgress is returned by a second, concurrent Unattach of

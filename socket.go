@@ -232,6 +232,31 @@ func (s *Socket) sendOne(msg []byte) error {
 	return nil
 }
 
+// SendTo sends msg, atomically, on psock p and on no other: the send of an
+// unconnected socket (spec section 6), for instance a reply on the
+// connection its request came from (Message.Psock). Like Send it returns
+// once msg is written or queued in p, and msg may be reused then; it
+// honours the write deadline and a closing socket alike. It fails with an
+// error wrapping ErrNotAttached when p is not attached to the socket's mux
+// or leaves it (fails or is unattached) before msg is written; a message
+// p had queued when SendTo returned nil is then lost, since no other
+// connection leads to p's peer. SendTo sends msg alone: messages held with
+// More or Batch stay held.
+func (s *Socket) SendTo(msg []byte, p *Psock) error {
+	if err := s.sendCheck(); err != nil {
+		return err
+	}
+	if len(msg) == 0 {
+		return nil
+	}
+	if err := s.mux.transmitTo(s, p, msg); err != nil {
+		return s.opError("send", err)
+	}
+	s.stats.txMsgs.Add(1)
+	s.stats.txBytes.Add(uint64(len(msg)))
+	return nil
+}
+
 // SendBatch sends several messages together (sendmmsg): on an idle psock
 // small messages are coalesced into one write and larger ones go in one
 // writev. Each message is atomic on its own. Empty messages are skipped.

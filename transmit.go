@@ -40,6 +40,7 @@ type txEntry struct {
 	ext    []byte    // the message, outside cbuf
 	w      *txWaiter // the sender waiting for ext to be written, if any
 	owned  bool      // the mux holds the bytes: they count in the send buffer
+	pinned bool      // sent with SendTo: this psock or none
 	s      *Socket   // the sending socket; nil for retried messages
 }
 
@@ -269,30 +270,93 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 		if !t.writing {
 			t.writing, t.writer = true, s
 			t.mu.Unlock()
-			retry, err := m.writeOwn(p, s, b)
+			retry, err := m.writeOwn(p, s, b, false)
 			m.noteTxIdle(p)
 			if !retry {
 				return err
 			}
 			continue
 		}
-		if len(b) <= copyLimit && m.backlog.reserve(len(b)) {
-			t.enqueueCopy(b, s)
-			t.mu.Unlock()
-			return nil
-		}
-		w := getTxWaiter()
-		t.q = append(t.q, txEntry{ext: b, w: w, s: s})
-		t.load.Add(int64(len(b)))
-		t.mu.Unlock()
-		m.txWaiting.Add(1)
-		err := w.wait(s, &t.mu, func() bool { return t.withdraw(w) }, m, p)
-		m.txWaiting.Add(-1)
-		txWaiterPool.Put(w)
-		if err != errRetry {
+		if err := m.queueLocked(p, s, b, false); err != errRetry {
 			return err
 		}
 	}
+}
+
+// transmitTo sends one message from s on p and no other psock (SendTo).
+func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
+	if p == nil || p.mux != m {
+		return fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
+	}
+	if s.closed() {
+		return ErrClosed
+	}
+	if s.writeExpired() {
+		return os.ErrDeadlineExceeded
+	}
+	t := &p.tx
+	t.mu.Lock()
+	if t.stopped.Load() {
+		t.mu.Unlock()
+		return m.pinnedErr(p)
+	}
+	if !t.writing {
+		t.writing, t.writer = true, s
+		t.mu.Unlock()
+		failed, err := m.writeOwn(p, s, b, true)
+		if failed {
+			return m.pinnedErr(p)
+		}
+		return err
+	}
+	return m.queueLocked(p, s, b, true)
+}
+
+// queueLocked queues b from s on p, which another goroutine writes, and
+// lets go of p.tx.mu: a small message is copied and queueLocked returns;
+// another one waits until it is written, fails, or must go elsewhere
+// (errRetry; never for a pinned one).
+func (m *Mux) queueLocked(p *Psock, s *Socket, b []byte, pinned bool) error {
+	t := &p.tx
+	if len(b) <= copyLimit && m.backlog.reserve(len(b)) {
+		t.enqueueCopy(b, s)
+		t.q[len(t.q)-1].pinned = pinned
+		t.mu.Unlock()
+		return nil
+	}
+	w := getTxWaiter()
+	t.q = append(t.q, txEntry{ext: b, w: w, s: s, pinned: pinned})
+	t.load.Add(int64(len(b)))
+	t.mu.Unlock()
+	from := p // a waiting sender moves to a psock that goes idle
+	if pinned {
+		from = nil
+	} else {
+		m.txWaiting.Add(1)
+		defer m.txWaiting.Add(-1)
+	}
+	err := w.wait(s, &t.mu, func() bool { return t.withdraw(w) }, m, from)
+	txWaiterPool.Put(w)
+	return err
+}
+
+// pinnedErr is the error of a message sent to p that p did not write.
+func (m *Mux) pinnedErr(p *Psock) error {
+	if err := m.closedErr(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return pinnedLostLocked(p)
+}
+
+// pinnedLostLocked is the error of a message sent to p, which left the mux
+// without writing it; mux.mu is held.
+func pinnedLostLocked(p *Psock) error {
+	if p.err == nil {
+		return fmt.Errorf("kcm: psock %d: %w: it left before the message was written", p.index, ErrNotAttached)
+	}
+	return fmt.Errorf("kcm: psock %d: %w: it failed before the message was written: %w", p.index, ErrNotAttached, p.err)
 }
 
 // sendIdle writes b when the socket's psock is the mux's only one and
@@ -306,14 +370,15 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok bool, err error) {
 	if !p.tx.claim(s) {
 		return false, nil
 	}
-	retry, err := m.writeOwn(p, s, b)
+	retry, err := m.writeOwn(p, s, b, false)
 	return !retry, err
 }
 
 // writeOwn writes the caller's message b on p, which the caller holds for
 // writing, then flushes what others queued meanwhile and lets go. retry
-// says the write failed and b must go out, whole, on another psock.
-func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
+// says the write failed and b must go out, whole, on another psock; or,
+// pinned to p (SendTo), nowhere.
+func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, err error) {
 	// Counted in the psock's load while it is written, so that a write
 	// stuck on a peer that stopped reading steers other messages away.
 	p.tx.load.Add(int64(len(b)))
@@ -330,7 +395,12 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 		return false, ErrClosed
 	}
 	m.writeFailed(p, err, n > 0, nil, nil)
-	closedErr := m.countRetries(p, 1)
+	var closedErr error
+	if pinned {
+		p.stats.txAborts.Add(1)
+	} else {
+		closedErr = m.countRetries(p, 1)
+	}
 	m.flushQueued(p, msgCount{})
 	return closedErr == nil, closedErr
 }
@@ -670,6 +740,11 @@ func (m *Mux) finishEntry(p *Psock, e *txEntry, err error) {
 func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
 	if m.closed {
 		m.finishEntry(from, e, ErrClosed)
+		return
+	}
+	if e.pinned {
+		// For this psock only: lost, and its waiting sender is told.
+		m.finishEntry(from, e, pinnedLostLocked(from))
 		return
 	}
 	m.stats.txRetries.Add(1)
