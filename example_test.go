@@ -3,6 +3,7 @@ package kcm_test
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/gokcm/kcm"
@@ -89,4 +90,82 @@ func ExampleSocket_RecvBatch() {
 	// one
 	// two
 	// three
+}
+
+// A server replies on the connection each request came from: its workers
+// share one mux over all client connections (an unconnected mux).
+func ExampleSocket_SendTo() {
+	framing := kcm.ParserFunc(func(p []byte) (int, error) {
+		if len(p) < 1 {
+			return 0, nil
+		}
+		return 1 + int(p[0]), nil // a 1-byte length, then the payload
+	})
+	server := kcm.NewMux(kcm.Config{})
+	defer server.Close()
+	var clients []net.Conn
+	for range 2 {
+		c, s := net.Pipe()
+		server.Attach(s, framing)
+		clients = append(clients, c)
+	}
+	go func() {
+		w := server.NewSocket(kcm.Datagram)
+		for {
+			msg, err := w.RecvMessage()
+			if err != nil {
+				return // the mux closed
+			}
+			reply := append([]byte{0}, "re: "...)
+			reply = append(reply, msg.Bytes()[1:]...)
+			reply[0] = byte(len(reply) - 1)
+			w.SendTo(reply, msg.Psock())
+			msg.Release()
+		}
+	}()
+	for i, name := range []string{"ann", "bob"} {
+		clients[i].Write(append([]byte{3}, name...))
+		buf := make([]byte, 64)
+		n, _ := clients[i].Read(buf)
+		fmt.Printf("client %d: %s\n", i, buf[1:n])
+	}
+	// Output:
+	// client 0: re: ann
+	// client 1: re: bob
+}
+
+// Two sockets share one connection to an echo peer; Config.Affinity gives
+// each reply to the socket whose index the message carries, so each
+// receives its own reply whichever receives first.
+func ExampleConfig_affinity() {
+	a, b := net.Pipe()
+	defer b.Close()
+	framing := kcm.ParserFunc(func(p []byte) (int, error) {
+		if len(p) < 1 {
+			return 0, nil
+		}
+		return 1 + int(p[0]), nil
+	})
+	m := kcm.NewMux(kcm.Config{Affinity: func(msg []byte, _ *kcm.Psock) int {
+		if len(msg) < 2 {
+			return -1 // any socket
+		}
+		return int(msg[1]) // the payload's first byte: the sender's index
+	}})
+	defer m.Close()
+	m.Attach(a, framing)
+	go io.Copy(b, b) // the peer echoes
+
+	socks := []*kcm.Socket{m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)}
+	for _, s := range socks {
+		s.Send([]byte{2, byte(s.Index()), '!'})
+	}
+	for i := len(socks) - 1; i >= 0; i-- {
+		buf := make([]byte, 8)
+		n, _ := socks[i].Recv(buf)
+		fmt.Printf("socket %d got the reply to socket %d (%d bytes)\n", socks[i].Index(), buf[1], n)
+	}
+	// Output:
+	// socket 1 got the reply to socket 1 (3 bytes)
+	// socket 0 got the reply to socket 0 (3 bytes)
 }
