@@ -25,6 +25,11 @@
 // message, unattach loses nothing, SeqPacket partial reads keep the rest of
 // the message, and failed psocks are reported and removed.
 //
+// Beyond the kernel, a mux may span many peers (an unconnected mux): each
+// received Message says its psock, and Socket.SendTo replies on that psock
+// alone; Config.Affinity steers each received message to a socket, so
+// that for instance a reply reaches the socket that sent the request.
+//
 // Subpackages provide parsers: package parser has a declarative length
 // field parser and built-ins for common protocols, package bpf runs
 // classic BPF and eBPF programs as the kernel does.
