@@ -8,16 +8,21 @@ import "fmt"
 // holds up other sockets:
 //
 //   - the message goes to a receive call waiting on that socket, or waits
-//     in a queue of the socket's own that its next receive takes first;
+//     in a queue of the socket's own;
 //   - with no open, receiving socket of that index, or when the own
-//     queues of all sockets already hold Config.RecvBuffer bytes, it goes
-//     to whichever socket receives, as without affinity;
+//     queues of all sockets would hold more than a quarter of
+//     Config.RecvBuffer, it goes to whichever socket receives, as without
+//     affinity (the psocks pause when the own and shared queues together
+//     hold RecvBuffer, so sockets that do not receive cannot stop the
+//     others');
 //   - the messages waiting for a socket that closes or stops receiving go
-//     to the other sockets, in order.
+//     to the shared queue.
 //
-// A socket's own queue is like the rest of a message it began reading: no
-// other socket takes from it. Unlike such a rest it holds whole messages,
-// which other sockets may take when it gives them up.
+// Order: every delivered message gets a sequence number (Message.seq), and
+// a socket takes from its own queue and the shared one in that order, so
+// it receives each psock's messages in stream order; released messages
+// are merged into the shared queue by it. A message goes straight to a
+// waiting receive only when nothing it could take is queued before it.
 
 // sockAff is a socket's part in affinity steering, present on the sockets
 // of a mux with Config.Affinity. Guarded by mux.mu.
@@ -38,15 +43,20 @@ func (m *Mux) steerLocked(msg Message) bool {
 		return false
 	}
 	a := t.aff
-	if len(a.ws) > 0 && a.own.len() == 0 && !a.ws[0].peek {
+	if len(a.ws) > 0 && a.own.len() == 0 && m.ready.len() == 0 && !a.ws[0].peek {
+		// Straight to a receive of t, when nothing t could take is
+		// queued before msg.
 		w := a.ws[0]
 		m.waiters.remove(w)
 		w.msg = msg
 		w.signal()
 		return true
 	}
-	if m.ownBytes > 0 && m.ownBytes+len(msg.b) > m.cfg.RecvBuffer {
-		return false // best effort: any socket may take it
+	if m.ownBytes+len(msg.b) > m.cfg.RecvBuffer/4 {
+		// Best effort: the own queues hold at most a quarter of the
+		// receive buffer, so that sockets that do not receive cannot
+		// hold up the others' messages (the psocks pause on the whole).
+		return false
 	}
 	a.own.push(msg)
 	m.ownBytes += len(msg.b)
@@ -58,54 +68,81 @@ func (m *Mux) steerLocked(msg Message) bool {
 
 // affinityOf calls Config.Affinity. A panic in it is a fault of the
 // stream's contents, as in a parser: the message goes to any socket, and
-// the psock's stream fails at its next message with ErrParse.
+// the psock fails once the complete messages read before the panic are
+// delivered, with ErrParse (the error waits as a read error would).
 func (m *Mux) affinityOf(msg Message) (i int) {
 	defer func() {
 		if r := recover(); r != nil {
 			i = -1
-			if sp := &msg.p.sp; !sp.failed {
-				sp.stats.interrupted.Add(1)
-				sp.err = fmt.Errorf("%w: affinity function panicked: %v", ErrParse, r)
-				sp.failed = true
+			if p := msg.p; !p.pending {
+				p.stats.interrupted.Add(1)
+				p.pending = true
+				p.pendingErr = fmt.Errorf("%w: affinity function panicked: %v", ErrParse, r)
 			}
 		}
 	}()
 	return m.cfg.Affinity(msg.b, msg.p)
 }
 
-// popOwnLocked moves up to len(out) of the messages steered to s into out.
+// popOwnLocked moves up to len(out) messages for s into out: those
+// steered to it and those in the shared queue, in the order they were
+// delivered (seq), so that s receives each psock's messages in stream
+// order.
 func (m *Mux) popOwnLocked(s *Socket, out []Message) int {
 	q := &s.aff.own
 	n := 0
-	for n < len(out) && q.len() > 0 {
-		msg := q.pop()
-		m.ownBytes -= len(msg.b)
-		msg.own = true
-		out[n] = msg
-		n++
+	for ; n < len(out); n++ {
+		switch {
+		case q.len() > 0 && (m.ready.len() == 0 || before(q.q[q.head].seq, m.ready.q[m.ready.head].seq)):
+			msg := q.pop()
+			m.ownBytes -= len(msg.b)
+			msg.own = true
+			out[n] = msg
+		case m.ready.len() > 0:
+			out[n] = m.ready.pop()
+		default:
+			m.resumeIfRoomLocked()
+			return n
+		}
 	}
+	m.resumeIfRoomLocked()
 	return n
 }
 
-// pushOwnFrontLocked puts a peeked message back first in s's own queue.
+// before compares delivery sequence numbers, which wrap around.
+func before(a, b uint32) bool { return int32(a-b) < 0 }
+
+// pushOwnFrontLocked puts a peeked message back first in s's own queue and
+// wakes s's other receive calls, which may take it.
 func (m *Mux) pushOwnFrontLocked(s *Socket, msg Message) {
 	msg.own = false
 	s.aff.own.pushFront(msg)
 	m.ownBytes += len(msg.b)
+	for _, w := range s.aff.ws {
+		w.signal()
+	}
 }
 
 // releaseOwnLocked gives the messages steered to s, which closes or stops
-// receiving, to the other sockets, in order.
+// receiving, to the other sockets: into the shared queue, each where its
+// delivery order puts it.
 func (m *Mux) releaseOwnLocked(s *Socket) {
-	if s.aff == nil {
+	if s.aff == nil || s.aff.own.len() == 0 {
 		return
 	}
-	q := &s.aff.own
-	for q.len() > 0 {
-		msg := q.pop()
-		m.ownBytes -= len(msg.b)
-		m.deliverAnyLocked(msg)
+	own := &s.aff.own
+	var merged msgQueue
+	for own.len() > 0 || m.ready.len() > 0 {
+		if own.len() > 0 && (m.ready.len() == 0 || before(own.q[own.head].seq, m.ready.q[m.ready.head].seq)) {
+			msg := own.pop()
+			m.ownBytes -= len(msg.b)
+			merged.push(msg)
+		} else {
+			merged.push(m.ready.pop())
+		}
 	}
+	m.ready = merged
+	m.waiters.wakeAll() // they find the messages in the queue
 }
 
 // addWaiter and dropWaiter keep a socket's list of waiting calls.

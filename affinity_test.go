@@ -231,10 +231,10 @@ func TestAffinityReleasesQueueOnCloseAndDisable(t *testing.T) {
 	}
 }
 
-// Config.RecvBuffer bounds what waits for particular sockets: past it, a
-// message goes to any socket.
+// A quarter of Config.RecvBuffer bounds what waits for particular
+// sockets: past it, a message goes to any socket.
 func TestAffinityBoundFallsBackToAnySocket(t *testing.T) {
-	m := newMux(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 100})
+	m := newMux(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 400})
 	a := m.NewSocket(kcm.Datagram)
 	b := a.Clone()
 	_, peer := attachPeer(t, m)
@@ -327,5 +327,31 @@ func TestAffinityMuxCloseDropsQueues(t *testing.T) {
 	}
 	if _, err := a.Recv(make([]byte, 64)); !errors.Is(err, kcm.ErrClosed) {
 		t.Fatalf("recv after close: %v", err)
+	}
+}
+
+// A panic in the affinity function stops its psock only after the complete
+// messages read with the bad one are delivered.
+func TestAffinityPanicKeepsBufferedMessages(t *testing.T) {
+	m := newMux(t, kcm.Config{Affinity: func(msg []byte, p *kcm.Psock) int {
+		if msg[4] == 0xff {
+			panic("bad message")
+		}
+		return -1
+	}})
+	s := m.NewSocket(kcm.Datagram)
+	p, peer := attachPeer(t, m)
+	batch := append(frame([]byte{0xff, 1, 2}), msgOf(1, 20)...)
+	peer.Write(append(batch, msgOf(2, 20)...))
+	if b := recvWithin(t, s, 5*time.Second); len(b) != 7 {
+		t.Fatalf("got %d bytes first, want the 7-byte message", len(b))
+	}
+	for _, want := range []uint32{1, 2} {
+		if got := recvID(t, s); got != want {
+			t.Fatalf("got %#x, want %d", got, want)
+		}
+	}
+	if err := waitDone(t, p); !errors.Is(err, kcm.ErrParse) {
+		t.Fatalf("psock error %v, want ErrParse", err)
 	}
 }

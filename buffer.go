@@ -70,8 +70,9 @@ type Message struct {
 	b    []byte
 	buf  *rbuf
 	p    *Psock
-	rest bool // b is the unread rest of a message a socket began reading
-	own  bool // taken from its socket's own queue (affinity)
+	seq  uint32 // delivery order, with Affinity: see popOwnLocked
+	rest bool   // b is the unread rest of a message a socket began reading
+	own  bool   // taken from its socket's own queue (affinity)
 }
 
 // Bytes returns the message, header included. The slice is valid until

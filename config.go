@@ -56,17 +56,22 @@ type Config struct {
 	// the index (Socket.Index) of the socket that should receive msg, read
 	// from psock p, or -1 for any socket. Steering is best effort and never
 	// holds up other sockets: the message goes to a receive call waiting
-	// on that socket or waits for its next one, in a queue of the socket's
-	// own that it takes first; it goes to any socket when no open,
-	// receiving socket has that index or when Config.RecvBuffer bytes
-	// already wait for particular sockets. Messages waiting for a socket
-	// that closes or disables receiving go to the other sockets, in order.
+	// on that socket, or waits for its next one in a queue of the socket's
+	// own. It goes to any socket instead when no open, receiving socket
+	// has that index, or when the own queues of all sockets would hold
+	// more than a quarter of RecvBuffer (which bounds them together with
+	// the shared queue). A socket receives the messages of a psock, its
+	// own and the shared ones, in stream order. Messages waiting for a
+	// socket that closes or disables receiving go to the other sockets,
+	// in that order too. Socket indexes are reused after Close: a message
+	// for a closed socket goes to the next socket given its index.
 	//
-	// Affinity is called with the mux's lock held, from the goroutine
-	// reading p: it must be a quick function of its arguments and must not
-	// call methods of the mux, its sockets or its psocks. msg is only
-	// valid during the call. A panic in it is a fault of the stream, as in
-	// a parser: the message goes to any socket and p fails with ErrParse.
+	// Affinity is called with the mux's lock held, by the goroutine that
+	// delivers the message: it must be a quick function of its arguments
+	// and must not call methods of the mux, its sockets or its psocks. msg
+	// is only valid during the call. A panic in it is a fault of the
+	// stream, as in a parser: the message goes to any socket, and p fails
+	// with ErrParse after delivering the complete messages it had read.
 	//
 	// With Affinity set, psocks are always read by background goroutines
 	// (a receive never reads a psock itself), which costs a goroutine

@@ -53,6 +53,7 @@ type Mux struct {
 	// psock goes idle: see noteTxIdle.
 	txWaiting atomic.Int32
 	idleMu    sync.Mutex
+	seq       uint32        // next Message.seq (affinity; mu): fills a hole here
 	idleCh    chan struct{} // closed at the next noteTxIdle; nil until asked for
 
 	pool  *bufPool
@@ -189,7 +190,7 @@ func (m *Mux) Close() error {
 		s.kickSenders()
 		m.dropOwnLocked(s)
 	}
-	m.sockets = nil
+	m.sockets, m.byIndex = nil, nil
 	m.waiters.wakeAll()
 	m.dropReadyLocked()
 	m.backlog.dropLocked()

@@ -376,10 +376,16 @@ func (m *Mux) popReadyLocked(out []Message) int {
 		out[n] = m.ready.pop()
 		n++
 	}
-	if m.nPaused > 0 && m.ready.bytes < m.cfg.RecvBuffer/2 {
+	m.resumeIfRoomLocked()
+	return n
+}
+
+// resumeIfRoomLocked restarts paused psocks once the queued messages take
+// less than half the receive buffer.
+func (m *Mux) resumeIfRoomLocked() {
+	if m.nPaused > 0 && m.ready.bytes+m.ownBytes < m.cfg.RecvBuffer/2 {
 		m.resumeLocked()
 	}
-	return n
 }
 
 // resumeLocked restarts reading on psocks paused by a full queue.
@@ -478,7 +484,7 @@ func (m *Mux) background(p *Psock) {
 			case p.intr.Load() || p.gone || p.unattaching,
 				// A receiver took it and none waits: let the next one lead.
 				handed && m.waiters.follower() == nil && m.rxActive == 1 && !m.affine,
-				m.ready.bytes >= m.cfg.RecvBuffer && m.waiters.follower() == nil:
+				m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer && m.waiters.follower() == nil:
 				m.releaseReadLocked(p)
 				m.mu.Unlock()
 				return
@@ -514,8 +520,12 @@ func (m *Mux) deliverLocked(msg Message) (handed bool) {
 		m.stats.rxReadyDrops.Add(1)
 		return false
 	}
-	if m.affine && m.steerLocked(msg) {
-		return true
+	if m.affine {
+		msg.seq = m.seq
+		m.seq++
+		if m.steerLocked(msg) {
+			return true
+		}
 	}
 	return m.deliverAnyLocked(msg)
 }
@@ -524,7 +534,7 @@ func (m *Mux) deliverLocked(msg Message) (handed bool) {
 func (m *Mux) deliverAnyLocked(msg Message) (handed bool) {
 	if w := m.waiters.follower(); w != nil {
 		m.waiters.remove(w)
-		if w.peek || m.ready.len() > 0 {
+		if w.peek || m.ready.len() > 0 || (w.s.aff != nil && w.s.aff.own.len() > 0) {
 			// Messages queued earlier go first, and a peek must find the
 			// message where everyone else would: in the queue, so nothing
 			// later can overtake it.
@@ -713,7 +723,7 @@ func (m *Mux) releaseReadLocked(p *Psock) {
 		m.startReaderLocked(p)
 		return
 	}
-	if m.ready.size > 0 && m.ready.bytes >= m.cfg.RecvBuffer {
+	if m.ready.size > 0 && m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer {
 		p.rx = rxPaused
 		m.nPaused++
 		return
