@@ -106,21 +106,37 @@ func (m *Mux) popOwnLocked(s *Socket, out []Message) int {
 		}
 	}
 	m.resumeIfRoomLocked()
+	m.passWakeLocked(s)
 	return n
+}
+
+// passWakeLocked passes a wake-up on after s took messages: with affinity
+// a woken receive may take another message than the one it was woken for
+// (an earlier one, by sequence), so the messages left in the queues wake
+// the receives that can take them.
+func (m *Mux) passWakeLocked(s *Socket) {
+	if m.ready.len() > 0 {
+		if w := m.waiters.follower(); w != nil {
+			w.signal()
+		}
+	}
+	if a := s.aff; a != nil && a.own.len() > 0 {
+		for _, w := range a.ws {
+			w.signal()
+		}
+	}
 }
 
 // before compares delivery sequence numbers, which wrap around.
 func before(a, b uint32) bool { return int32(a-b) < 0 }
 
 // pushOwnFrontLocked puts a peeked message back first in s's own queue and
-// wakes s's other receive calls, which may take it.
+// passes the wake-up on: the peek took it from those who may take it.
 func (m *Mux) pushOwnFrontLocked(s *Socket, msg Message) {
 	msg.own = false
 	s.aff.own.pushFront(msg)
 	m.ownBytes += len(msg.b)
-	for _, w := range s.aff.ws {
-		w.signal()
-	}
+	m.passWakeLocked(s)
 }
 
 // releaseOwnLocked gives the messages steered to s, which closes or stops

@@ -224,7 +224,11 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 				return m.popOwnLocked(s, out), nil
 			}
 			if m.ready.len() > 0 {
-				return m.popReadyLocked(out), nil
+				n := m.popReadyLocked(out)
+				if m.affine {
+					m.passWakeLocked(s)
+				}
+				return n, nil
 			}
 			if p := m.leadableLocked(); p != nil && !tried {
 				p.rx, p.leader = rxLed, s
