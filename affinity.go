@@ -43,7 +43,7 @@ func (m *Mux) steerLocked(msg Message) bool {
 		return false
 	}
 	a := t.aff
-	if len(a.ws) > 0 && a.own.len() == 0 && m.ready.len() == 0 && !a.ws[0].peek {
+	if len(a.ws) > 0 && a.own.len() == 0 && m.ready.len() == 0 && !a.ws[0].peek && !t.hasKept {
 		// Straight to a receive of t, when nothing t could take is
 		// queued before msg.
 		w := a.ws[0]
@@ -115,11 +115,7 @@ func (m *Mux) popOwnLocked(s *Socket, out []Message) int {
 // (an earlier one, by sequence), so the messages left in the queues wake
 // the receives that can take them.
 func (m *Mux) passWakeLocked(s *Socket) {
-	if m.ready.len() > 0 {
-		if w := m.waiters.follower(); w != nil {
-			w.signal()
-		}
-	}
+	m.wakeFollowerLocked()
 	if a := s.aff; a != nil && a.own.len() > 0 {
 		for _, w := range a.ws {
 			w.signal()

@@ -168,6 +168,7 @@ func (m *Mux) recvPiece(s *Socket, b []byte, dontWait bool) (n int, eor bool, er
 			rest.Release() // it closed while the message was on its way
 		} else {
 			s.keepRest(rest, msg.rest)
+			m.wakeSocketLocked(s) // another call on s may take the rest
 		}
 		msg.b = msg.b[:len(b)]
 	} else {
@@ -209,10 +210,12 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 	tried := false // a non-blocking receive reads the psock once
 	for {
 		if s.closed() {
+			m.wakeFollowerLocked()
 			return 0, ErrClosed
 		}
 		dl := s.readDeadline()
 		if !dl.IsZero() && !time.Now().Before(dl) {
+			m.wakeFollowerLocked()
 			return 0, os.ErrDeadlineExceeded
 		}
 		if s.hasKept {
@@ -225,9 +228,7 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			}
 			if m.ready.len() > 0 {
 				n := m.popReadyLocked(out)
-				if m.affine {
-					m.passWakeLocked(s)
-				}
+				m.wakeFollowerLocked()
 				return n, nil
 			}
 			if p := m.leadableLocked(); p != nil && !tried {
@@ -239,6 +240,8 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 				tried = err == ErrWouldBlock
 				continue
 			}
+		} else {
+			m.wakeFollowerLocked() // it may have been woken for a message
 		}
 		if mode.dontWait {
 			m.watchAllLocked()
@@ -538,7 +541,7 @@ func (m *Mux) deliverLocked(msg Message) (handed bool) {
 func (m *Mux) deliverAnyLocked(msg Message) (handed bool) {
 	if w := m.waiters.follower(); w != nil {
 		m.waiters.remove(w)
-		if w.peek || m.ready.len() > 0 || (w.s.aff != nil && w.s.aff.own.len() > 0) {
+		if w.peek || m.ready.len() > 0 || w.s.hasKept || (w.s.aff != nil && w.s.aff.own.len() > 0) {
 			// Messages queued earlier go first, and a peek must find the
 			// message where everyone else would: in the queue, so nothing
 			// later can overtake it.
@@ -554,13 +557,36 @@ func (m *Mux) deliverAnyLocked(msg Message) (handed bool) {
 	return false
 }
 
+// wakeFollowerLocked wakes the first follower when messages wait in the
+// queue. A receive woken for a message may end without it (its deadline
+// passed, its socket closed or stopped receiving) or take another one
+// (affinity), and the wake-up must not end with it.
+func (m *Mux) wakeFollowerLocked() {
+	if m.ready.len() > 0 {
+		if w := m.waiters.follower(); w != nil {
+			w.signal()
+		}
+	}
+}
+
+// wakeSocketLocked wakes the receive calls waiting on s.
+func (m *Mux) wakeSocketLocked(s *Socket) {
+	if s.aff != nil {
+		for _, w := range s.aff.ws {
+			w.signal()
+		}
+		return
+	}
+	m.waiters.wakeSocket(s)
+}
+
 // shareLocked gives followers the complete messages a leader has buffered
 // beyond its own.
 func (m *Mux) shareLocked(p *Psock) {
 	for {
 		w := m.waiters.follower()
-		if w == nil || w.peek || m.ready.len() > 0 {
-			return // a peek waits for the lead; queued messages go first
+		if w == nil || w.peek || m.ready.len() > 0 || w.s.hasKept {
+			return // a peek waits for the lead; queued messages and kept rests go first
 		}
 		msg, ok, _ := p.sp.next(p)
 		if !ok {
