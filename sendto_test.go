@@ -165,6 +165,9 @@ func TestSendToQueuedMessagesStayWithTheirPsock(t *testing.T) {
 	if st := m.Stats(); st.TxRetries != 0 {
 		t.Errorf("TxRetries %d: pinned messages are not retried", st.TxRetries)
 	}
+	if st := p.Stats(); st.TxAborts != 3 {
+		t.Errorf("TxAborts %d, want 3: the cut message, the copied one and the waiting one", st.TxAborts)
+	}
 }
 
 // SendTo on a busy psock honours the socket's write deadline while it

@@ -240,7 +240,7 @@ func (s *Socket) sendOne(msg []byte) error {
 // error wrapping ErrNotAttached when p is not attached to the socket's mux
 // or leaves it (fails or is unattached) before msg is written; a message
 // p had queued when SendTo returned nil is then lost, since no other
-// connection leads to p's peer. SendTo sends msg alone: messages held with
+// connection leads to p's peer, and counted in p's TxAborts. SendTo sends msg alone: messages held with
 // More or Batch stay held.
 func (s *Socket) SendTo(msg []byte, p *Psock) error {
 	if err := s.sendCheck(); err != nil {

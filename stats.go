@@ -28,7 +28,7 @@ type PsockStats struct {
 	TxBytes     uint64 // bytes of those messages
 	Reserved    uint64 // times a socket reserved the psock for transmit
 	Unreserved  uint64 // times a socket released its reservation
-	TxAborts    uint64 // transmits aborted by a failure, restarted elsewhere
+	TxAborts    uint64 // transmits aborted by a failure: restarted elsewhere, or lost (SendTo)
 	NeedMoreHdr uint64 // parser calls that asked for more bytes
 	MsgTooBig   uint64 // aborts on a message over the size limit
 	MsgTimeouts uint64 // aborts on the assembly deadline

@@ -744,6 +744,7 @@ func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
 	}
 	if e.pinned {
 		// For this psock only: lost, and its waiting sender is told.
+		from.stats.txAborts.Add(1)
 		m.finishEntry(from, e, pinnedLostLocked(from))
 		return
 	}
@@ -863,7 +864,11 @@ func (m *Mux) dropEntries(p *Psock, q []txEntry, cbuf []byte, s *Socket) []txEnt
 // again on other psocks before the ones queued behind them.
 func (m *Mux) writeFailed(p *Psock, err error, cut bool, head []txEntry, buf []byte) {
 	p.tx.publishSent() // before a failure moves the counters to the mux
-	p.stats.txAborts.Add(uint64(len(head)))
+	for i := range head {
+		if !head[i].pinned { // requeueLocked counts pinned ones
+			p.stats.txAborts.Add(1)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p.unattaching {
