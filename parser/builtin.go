@@ -16,7 +16,9 @@ import (
 
 // HTTP2 parses HTTP/2 frames (RFC 9113 section 4.1): a 24-bit big-endian
 // payload length, then type, flags and stream identifier, for a 9-byte
-// header. The total is length + 9; it needs 3 bytes and never fails.
+// header. The total is length + 9; it needs 3 bytes and never fails. A
+// server's stream begins with the client connection preface, which is not
+// a frame: parse that direction with HTTP2Server.
 func HTTP2() kcm.Parser { return http2Parser{} }
 
 type http2Parser struct{}
@@ -26,6 +28,32 @@ func (http2Parser) Parse(b []byte) (int, error) {
 		return 0, nil
 	}
 	return (int(b[0])<<16 | int(b[1])<<8 | int(b[2])) + 9, nil
+}
+
+// HTTP2Preface is the client connection preface (RFC 9113 section 3.4).
+const HTTP2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// HTTP2Server parses what an HTTP/2 server reads: the client connection
+// preface, HTTP2Preface, as one 24-byte message, then frames as HTTP2.
+// Bytes that begin like the preface wait until they are the whole preface
+// or differ from it; a frame cannot begin that way in practice (its length
+// would be 5,263,945 bytes, more than SETTINGS_MAX_FRAME_SIZE allows unless
+// the server raised it). It never fails.
+func HTTP2Server() kcm.Parser { return http2ServerParser{} }
+
+type http2ServerParser struct{}
+
+func (http2ServerParser) Parse(b []byte) (int, error) {
+	if len(b) > 0 && b[0] == HTTP2Preface[0] {
+		k := min(len(b), len(HTTP2Preface))
+		if string(b[:k]) == HTTP2Preface[:k] {
+			if k == len(HTTP2Preface) {
+				return k, nil
+			}
+			return 0, nil
+		}
+	}
+	return http2Parser{}.Parse(b)
 }
 
 // Thrift parses Thrift's framed transport (TFramedTransport): a 4-byte
@@ -110,19 +138,41 @@ func (postgresParser) Parse(b []byte) (int, error) {
 	return int(n) + 1, nil
 }
 
-// PostgresMaxStartup is the largest startup packet a PostgreSQL server
-// accepts (MAX_STARTUP_PACKET_LENGTH in src/include/libpq/pqcomm.h).
+// PostgresMaxStartup is the largest startup packet PostgresStartup
+// accepts: MAX_STARTUP_PACKET_LENGTH in src/include/libpq/pqcomm.h. (The
+// server compares it with the length less the length field's own 4 bytes,
+// so it accepts packets up to 4 bytes longer; no client sends one.)
 const PostgresMaxStartup = 10000
 
-// PostgresStartup parses the messages a PostgreSQL client sends before the
-// startup phase ends (StartupMessage, SSLRequest, GSSENCRequest,
-// CancelRequest): a 4-byte big-endian length that counts itself, followed by
-// a 4-byte protocol or request code. The total is the length; below 8 is
-// kcm.ErrBadLength and above PostgresMaxStartup is kcm.ErrMessageTooBig, as
-// the server itself rejects them.
+// PostgresStartup parses the packets a PostgreSQL client sends before the
+// server answers its startup request (StartupMessage, SSLRequest,
+// GSSENCRequest, CancelRequest): a 4-byte big-endian length that counts
+// itself, followed by a 4-byte protocol or request code. The total is the
+// length; below 8 is kcm.ErrBadLength and above PostgresMaxStartup
+// (negative lengths included) is kcm.ErrMessageTooBig. The authentication
+// messages that follow are typed: PostgresFrontend parses the whole client
+// side of a connection.
 func PostgresStartup() kcm.Parser { return postgresStartupParser{} }
 
 type postgresStartupParser struct{}
+
+// PostgresFrontend parses everything a PostgreSQL client sends on one
+// connection: the startup-phase packets that have no type byte (as
+// PostgresStartup) and the typed messages of authentication and the rest
+// of the session (as Postgres). The two are told apart by the first byte:
+// startup packets are shorter than 16 MiB, so their length begins with a
+// zero byte, and no message type is zero. After an SSLRequest the server's
+// 'S' switches the stream to TLS: attach the TLS connection instead.
+func PostgresFrontend() kcm.Parser { return postgresFrontendParser{} }
+
+type postgresFrontendParser struct{}
+
+func (postgresFrontendParser) Parse(b []byte) (int, error) {
+	if len(b) > 0 && b[0] == 0 {
+		return postgresStartupParser{}.Parse(b)
+	}
+	return postgresParser{}.Parse(b)
+}
 
 func (postgresStartupParser) Parse(b []byte) (int, error) {
 	if len(b) < 4 {

@@ -38,6 +38,13 @@ func TestBuiltinsOnSpecBytes(t *testing.T) {
 			unhex("000008 06 00 00000000 0102030405060708"),
 			unhex("000005 01 05 00000001 8286 84 41 8a"),
 		}},
+		{"http2 server", parser.HTTP2Server(), [][]byte{
+			// RFC 9113 3.4: the client connection preface, then the
+			// client's SETTINGS frame and a HEADERS frame.
+			[]byte(parser.HTTP2Preface),
+			unhex("000012 04 00 00000000  0003 00000064 0004 40000000 0002 00000000"),
+			unhex("000005 01 05 00000001 8286 84 41 8a"),
+		}},
 		{"thrift", parser.Thrift(), [][]byte{
 			// Framed binary protocol call "ping", seqid 1, empty args.
 			unhex("00000011 80010001 00000004 70696e67 00000001 00"),
@@ -65,6 +72,17 @@ func TestBuiltinsOnSpecBytes(t *testing.T) {
 			unhex("00000008 04d2162f"), // SSLRequest
 			// StartupMessage v3.0, user=kcm.
 			unhex("00000012 00030000 7573657200 6b636d00 00"),
+		}},
+		{"postgres frontend", parser.PostgresFrontend(), [][]byte{
+			// StartupMessage v3.0, user=kcm; PasswordMessage "secret";
+			// Query "SELECT 1;"; Terminate.
+			unhex("00000012 00030000 7573657200 6b636d00 00"),
+			unhex("70 0000000b 73656372657400"),
+			unhex("51 0000000e 53454c4543542031 3b 00"),
+			unhex("58 00000004"),
+		}},
+		{"postgres frontend cancel", parser.PostgresFrontend(), [][]byte{
+			unhex("00000010 04d2162e 00003039 12345678"), // CancelRequest
 		}},
 		{"mongo", parser.Mongo(), [][]byte{
 			// OP_MSG (2013) with an empty kind-0 section: {} document.
@@ -156,6 +174,8 @@ func TestBuiltinErrors(t *testing.T) {
 		{"websocket top bit", parser.WebSocket(), "827f8000000000000000", kcm.ErrBadLength},
 		{"websocket huge", parser.WebSocket(), "82ff7ffffffffffffff8 00000000", kcm.ErrMessageTooBig},
 		{"mqtt 5-byte varint", parser.MQTT(), "30ffffffff01", kcm.ErrBadLength},
+		{"postgres frontend short startup", parser.PostgresFrontend(), "00000007", kcm.ErrBadLength},
+		{"postgres frontend short message", parser.PostgresFrontend(), "7000000003", kcm.ErrBadLength},
 	}
 	for _, tt := range tests {
 		n, err := tt.p.Parse(unhex(tt.in))
@@ -286,5 +306,23 @@ func TestBuiltinsPrefixes(t *testing.T) {
 				t.Fatalf("%s: first of three messages: %d, %v; want %d", p.Name, n, err, len(m))
 			}
 		}
+	}
+}
+
+// TestHTTP2ServerPreface: bytes that begin like the preface wait for it
+// whole; once they differ, they are a frame.
+func TestHTTP2ServerPreface(t *testing.T) {
+	p := parser.HTTP2Server()
+	for k := range len(parser.HTTP2Preface) {
+		if n, err := p.Parse([]byte(parser.HTTP2Preface[:k])); n != 0 || err != nil {
+			t.Fatalf("prefix %d of the preface: %d, %v; want need more", k, n, err)
+		}
+	}
+	notPreface := []byte("PRI * HTTP/1.1\r\n")
+	if n, err := p.Parse(notPreface); n != 0x505249+9 || err != nil {
+		t.Fatalf("bytes that differ from the preface: %d, %v; want them parsed as a frame", n, err)
+	}
+	if n, err := p.Parse(unhex("000000 04 01 00000000")); n != 9 || err != nil {
+		t.Fatalf("SETTINGS ACK: %d, %v", n, err)
 	}
 }

@@ -161,3 +161,45 @@ func FuzzBuiltin(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStreamBuiltins checks the built-ins that parse one direction of a
+// protocol in phases (HTTP2Server, PostgresFrontend) against their parts:
+// no panic, the answer of the part the first bytes select, and no prefix
+// that contradicts a later answer.
+func FuzzStreamBuiltins(f *testing.F) {
+	f.Add(false, []byte(parser.HTTP2Preface+"\x00\x00\x00\x04\x01\x00\x00\x00\x00"))
+	f.Add(false, []byte("PRI * HTTP/1.1\r\n"))
+	f.Add(true, []byte{0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f})
+	f.Add(true, []byte{'p', 0, 0, 0, 5, 0})
+	f.Fuzz(func(t *testing.T, pg bool, b []byte) {
+		p, ref := parser.HTTP2Server(), func(b []byte) prototest.Result {
+			if k := min(len(b), len(parser.HTTP2Preface)); string(b[:k]) == parser.HTTP2Preface[:k] {
+				if k == len(parser.HTTP2Preface) {
+					return prototest.Result{N: k}
+				}
+				return prototest.Result{}
+			}
+			return prototest.Call(parser.HTTP2(), b)
+		}
+		if pg {
+			p, ref = parser.PostgresFrontend(), func(b []byte) prototest.Result {
+				if len(b) > 0 && b[0] == 0 {
+					return prototest.Call(parser.PostgresStartup(), b)
+				}
+				return prototest.Call(parser.Postgres(), b)
+			}
+		}
+		got, want := prototest.Call(p, b), ref(b)
+		if got.N != want.N || (got.Err == nil) != (want.Err == nil) {
+			t.Fatalf("%x: got %v, want %v", b, got, want)
+		}
+		if got.Err != nil || got.N == 0 {
+			return
+		}
+		for k := range min(len(b), got.N) {
+			if r := prototest.Call(p, b[:k]); r.Err != nil || (r.N != 0 && r.N != got.N) {
+				t.Fatalf("%x: prefix %d gives %v, the whole %d", b, k, r, got.N)
+			}
+		}
+	})
+}
