@@ -22,7 +22,10 @@ import (
 // sees the message's bytes so far as the packet: LD_ABS/LD_IND loads in
 // network byte order (a load out of range returns 0, "need more", like the
 // kernel), bpf_skb_load_bytes (the only helper), a 512-byte stack and a
-// read-only __sk_buff whose len is the number of bytes buffered. Maps,
+// read-only __sk_buff whose len is the number of bytes buffered (its other
+// fields read as zero, except the direct packet pointers data, data_end and
+// data_meta, which socket filters cannot use: reading them is a run-time
+// error, so the psock fails instead of waiting forever). Maps,
 // bpf-to-bpf calls and other helpers are rejected; errors wrap
 // ErrInvalidProgram (or the decoder's error for unreadable files).
 //

@@ -477,6 +477,9 @@ func (p *Program) run(pkt []byte, stack []byte) (uint64, error) {
 			if o := a - stackBase; o < uint64(len(stack)) && o+sz <= uint64(len(stack)) {
 				r[d] = loadLE(stack[o:], sz)
 			} else if o := a - ctxBase; o < CtxSize && o+sz <= CtxSize {
+				if packetPointer(o, sz) {
+					return 0, fmt.Errorf("%w: read of __sk_buff data, data_end or data_meta at offset %d (instruction %d): socket filters have no direct packet access (the kernel refuses to load such a program); use load_word or bpf_skb_load_bytes", ErrFault, o, pc-1)
+				}
 				r[d] = ctxLoad(o, sz, plen)
 			} else {
 				return 0, fmt.Errorf("%w: load of %d bytes at %#x (instruction %d)", ErrFault, sz, a, pc-1)
@@ -820,6 +823,15 @@ func skbLoadBytes(pkt, stack []byte, off, to, n uint64) uint64 {
 	}
 	copy(dst, pkt[o:o+l])
 	return 0
+}
+
+// packetPointer reports whether a context read of sz bytes at offset o
+// touches __sk_buff's data and data_end (offsets 76 to 83) or data_meta
+// (140 to 143): direct packet pointers, which socket filters cannot use.
+// Reading them as zero would make a program that needs them wait for more
+// bytes forever.
+func packetPointer(o, sz uint64) bool {
+	return (o < 84 && o+sz > 76) || (o < 144 && o+sz > 140)
 }
 
 // ctxLoad reads sz bytes at offset o of the context: a little-endian

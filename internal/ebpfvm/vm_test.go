@@ -54,6 +54,7 @@ func TestRun(t *testing.T) {
 		{"ld_ind", prog(movImm(2, 2), ins(0x48, 0, 2, 0, 1), exit), 0x0405},
 		{"ctx len", prog(ins(0x61, 0, 1, 0, 0), exit), 6},
 		{"ctx other field", prog(ins(0x61, 0, 1, 8, 0), exit), 0},
+		{"ctx napi_id, after data_end", prog(ins(0x61, 0, 1, 84, 0), exit), 0},
 		{"stack round trip", prog(movImm(3, -2), ins(0x7b, 10, 3, -8, 0), ins(0x79, 0, 10, -8, 0), exit), 0xfffffffffffffffe},
 		{"st imm", prog(ins(0x62, 10, 0, -4, 0x1234), ins(0x61, 0, 10, -4, 0), exit), 0x1234},
 		{"skb_load_bytes", prog(
@@ -97,6 +98,10 @@ func TestRunErrors(t *testing.T) {
 		{"wild load", prog(movImm(1, 12345), ins(0x61, 0, 1, 0, 0), exit), ErrFault},
 		{"ctx write", prog(ins(0x62, 1, 0, 0, 1), exit), ErrFault},
 		{"ctx past end", prog(ins(0x79, 0, 1, CtxSize-4, 0), exit), ErrFault},
+		{"ctx data", prog(ins(0x61, 0, 1, 76, 0), exit), ErrFault},
+		{"ctx data_end", prog(ins(0x61, 0, 1, 80, 0), exit), ErrFault},
+		{"ctx data_meta", prog(ins(0x61, 0, 1, 140, 0), exit), ErrFault},
+		{"ctx data, 8 bytes from tc_classid", prog(ins(0x79, 0, 1, 72, 0), exit), ErrFault},
 		{"helper dst outside stack", prog(movImm(3, 0), movImm(4, 4), ins(0x85, 0, 0, 0, 26), exit), ErrFault},
 		{"helper too long", prog(ins(0xbf, 3, 10, 0, 0), ins(0x07, 3, 0, 0, -4), movImm(4, 8), ins(0x85, 0, 0, 0, 26), exit), ErrFault},
 		{"computed stack address without stack", prog(ins(0x18, 2, 0, 0, 0), ins(0, 0, 0, 0, stackBase>>32), ins(0x79, 0, 2, 0, 0), exit), ErrFault},
