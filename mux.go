@@ -211,6 +211,25 @@ func (m *Mux) dropReadyLocked() {
 	}
 }
 
+// Queued returns the bytes the mux holds for the application now. recv
+// counts parsed messages no receive call has taken (the shared queue,
+// bounded by Config.RecvBuffer, the messages steered to sockets, and the
+// rests of messages sockets began reading); send counts the messages the
+// mux copied from senders and has not yet written, bounded by
+// Config.SendBuffer. Bytes buffered in a psock before they make a whole
+// message, and messages whose senders wait uncopied, are not counted.
+func (m *Mux) Queued() (recv, send int) {
+	m.mu.Lock()
+	recv = m.ready.bytes + m.ownBytes
+	for _, s := range m.sockets {
+		for _, r := range s.kept {
+			recv += len(r.b)
+		}
+	}
+	m.mu.Unlock()
+	return recv, int(m.backlog.queued.Load())
+}
+
 // Stats returns the mux's counters.
 func (m *Mux) Stats() MuxStats {
 	m.mu.Lock()

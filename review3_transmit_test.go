@@ -307,3 +307,37 @@ func TestBacklogSenderOnSlowPsockDeadline(t *testing.T) {
 		t.Fatalf("the message went out whole, yet Send returned %v", err)
 	}
 }
+
+// Queued shows the bytes the mux holds: parsed messages nobody received
+// (read by the background reader after the grace period) and messages
+// copied behind a stuck write.
+func TestQueuedShowsHeldBytes(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	_, peer := attachPeer(t, m)
+	for i := range 3 {
+		peer.Write(msgOf(uint32(i), 20)) // 24 bytes each
+	}
+	waitProc(t, m, func(string) bool { recv, _ := m.Queued(); return recv == 72 })
+	recvWithin(t, s, 5*time.Second)
+	if recv, send := m.Queued(); recv != 48 || send != 0 {
+		t.Fatalf("after one receive: recv %d, send %d; want 48, 0", recv, send)
+	}
+
+	c, _ := stalledPair(t)
+	p, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- s.SendTo(msgOf(1, 4<<20), p) }()
+	waitSmem(t, m, p.Index(), 4<<20) // stuck in its write, uncopied
+	if err := s.SendTo(msgOf(2, 96), p); err != nil {
+		t.Fatal(err)
+	}
+	if _, send := m.Queued(); send != 100 {
+		t.Fatalf("send %d with one 100-byte message copied, want 100", send)
+	}
+	s.Close()
+	waitErr(t, errs, "stuck send")
+}

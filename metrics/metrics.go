@@ -46,6 +46,7 @@ type metric struct {
 type snapshot struct {
 	st              kcm.MuxStats
 	sockets, psocks int
+	recvQ, sendQ    int
 }
 
 func counter(name, help string, v func(*snapshot) uint64) metric {
@@ -87,6 +88,8 @@ var metrics = []metric{
 	counter("psock_unrecov_intr", "Parser errors after part of a message was buffered.", func(s *snapshot) uint64 { return s.st.Psocks.UnrecovIntr }),
 	gauge("sockets", "Open sockets of the mux.", func(s *snapshot) int { return s.sockets }),
 	gauge("psocks", "Psocks attached to the mux.", func(s *snapshot) int { return s.psocks }),
+	gauge("recv_queued_bytes", "Bytes of parsed messages no receive has taken yet.", func(s *snapshot) int { return s.recvQ }),
+	gauge("send_queued_bytes", "Bytes of messages the mux copied from senders and has not written yet.", func(s *snapshot) int { return s.sendQ }),
 }
 
 // Describe sends the descriptions of every series the collector reports.
@@ -106,6 +109,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Unlock()
 	for name, m := range named {
 		s := snapshot{st: m.Stats(), sockets: len(m.Sockets()), psocks: len(m.Psocks())}
+		s.recvQ, s.sendQ = m.Queued()
 		for _, x := range metrics {
 			ch <- prometheus.MustNewConstMetric(x.desc, x.kind, x.value(&s), name)
 		}

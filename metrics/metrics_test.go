@@ -124,8 +124,8 @@ kcm_psocks{mux="client"} 0
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "kcm_psock_msg_too_big_total", "kcm_psocks"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(col); n != 20 {
-		t.Fatalf("%d series for one mux, want 20", n)
+	if n := testutil.CollectAndCount(col); n != 22 {
+		t.Fatalf("%d series for one mux, want 22", n)
 	}
 }
 
