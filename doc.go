@@ -29,6 +29,8 @@
 // received Message says its psock, and Socket.SendTo replies on that psock
 // alone; Config.Affinity steers each received message to a socket, so
 // that for instance a reply reaches the socket that sent the request.
+// A ConnSet keeps a number of connections to one service attached to a
+// mux, dialling a new one whenever one is lost.
 //
 // Subpackages provide parsers: package parser has a declarative length
 // field parser and built-ins for common protocols, package bpf runs

@@ -1,6 +1,7 @@
 package kcm_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -168,4 +169,43 @@ func ExampleConfig_affinity() {
 	// Output:
 	// socket 1 got the reply to socket 1 (3 bytes)
 	// socket 0 got the reply to socket 0 (3 bytes)
+}
+
+// A client keeps two connections to a service attached to its mux: a
+// connection that fails or is closed by the server is dialled again.
+func ExampleNewConnSet() {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() { // the service: echoes every byte on every connection
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	framing := kcm.ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 1 {
+			return 0, nil
+		}
+		return 1 + int(b[0]), nil
+	})
+
+	m := kcm.NewMux(kcm.Config{})
+	defer m.Close()
+	var d net.Dialer
+	set, _ := kcm.NewConnSet(m, kcm.ConnSetConfig{
+		Size:   2,
+		Dial:   func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", ln.Addr().String()) },
+		Parser: framing,
+	})
+	defer set.Close()
+
+	s := m.NewSocket(kcm.Datagram)
+	s.Send(append([]byte{5}, "hello"...)) // held until a connection is attached
+	buf := make([]byte, 16)
+	n, _ := s.Recv(buf)
+	fmt.Printf("%s\n", buf[1:n])
+	// Output: hello
 }

@@ -1,0 +1,184 @@
+package kcm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+)
+
+// ConnSetConfig configures a ConnSet. Dial and Parser are required; the
+// other zero fields take the documented defaults.
+type ConnSetConfig struct {
+	// Size is the number of connections to keep attached. Zero means 1.
+	Size int
+	// Dial opens one connection. Its context is cancelled by
+	// ConnSet.Close, so a dial in progress ends with the set.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// Parser parses every connection of the set; PsockConfig overrides
+	// the mux's receive limits for them.
+	Parser      Parser
+	PsockConfig PsockConfig
+	// MinBackoff and MaxBackoff bound the wait before dialling again after
+	// a failed dial or attach: it doubles from MinBackoff up to MaxBackoff,
+	// with random jitter, and starts again from MinBackoff after a
+	// connection is attached. Zero means 10 ms and 5 s.
+	MinBackoff, MaxBackoff time.Duration
+	// OnDialError, if set, is called with each failed dial or attach,
+	// from the goroutine that tends that slot of the set.
+	OnDialError func(err error)
+}
+
+// ConnSet keeps a number of connections attached to a mux, dialling a new
+// one whenever one leaves it (its peer closed it, it failed, or it was
+// unattached): a self-healing set of connections to one service. Messages
+// the mux could not write on a connection that failed are retried on the
+// others, as for any psock; the set only replaces the connection.
+type ConnSet struct {
+	m      *Mux
+	cfg    ConnSetConfig
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	psocks []*Psock // by slot; nil while the slot dials
+}
+
+// NewConnSet starts keeping cfg.Size connections attached to m and returns
+// at once; the connections are dialled in the background. It stops when
+// Close is called or the mux closes.
+func NewConnSet(m *Mux, cfg ConnSetConfig) (*ConnSet, error) {
+	if cfg.Dial == nil || cfg.Parser == nil {
+		return nil, errors.New("kcm: connection set: Dial and Parser are required")
+	}
+	if cfg.Size <= 0 {
+		cfg.Size = 1
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 10 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
+	ctx, cancel := context.WithCancel(context.Background())
+	cs := &ConnSet{m: m, cfg: cfg, cancel: cancel, psocks: make([]*Psock, cfg.Size)}
+	for slot := range cfg.Size {
+		cs.wg.Add(1)
+		go cs.tend(ctx, slot)
+	}
+	return cs, nil
+}
+
+// Psocks returns the set's connections attached now.
+func (cs *ConnSet) Psocks() []*Psock {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	var ps []*Psock
+	for _, p := range cs.psocks {
+		if p != nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// Close stops the set: it dials no more, unattaches its connections and
+// closes them (messages queued on them go out on the mux's other psocks),
+// and returns when its goroutines have ended.
+func (cs *ConnSet) Close() error {
+	cs.cancel()
+	cs.wg.Wait()
+	return nil
+}
+
+// tend keeps one slot of the set attached until ctx ends or the mux closes.
+func (cs *ConnSet) tend(ctx context.Context, slot int) {
+	defer cs.wg.Done()
+	backoff := cs.cfg.MinBackoff
+	for {
+		p, err := cs.attach(ctx)
+		if ctx.Err() != nil {
+			if p != nil {
+				detach(p)
+			}
+			return
+		}
+		if errors.Is(err, ErrClosed) {
+			return // the mux closed
+		}
+		if err != nil {
+			if cs.cfg.OnDialError != nil {
+				cs.cfg.OnDialError(err)
+			}
+			if !sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, cs.cfg.MaxBackoff)
+			continue
+		}
+		backoff = cs.cfg.MinBackoff
+		cs.setSlot(slot, p)
+		select {
+		case <-p.Done():
+			cs.setSlot(slot, nil)
+			if errors.Is(p.Err(), ErrClosed) {
+				return // the mux closed
+			}
+		case <-ctx.Done():
+			cs.setSlot(slot, nil)
+			detach(p)
+			return
+		}
+	}
+}
+
+// detach unattaches p and closes its connection. If p left the mux
+// meanwhile, its connection is closed already, or, after an Unattach of
+// the application's, the application's.
+func detach(p *Psock) {
+	if c, _ := p.Unattach(); c != nil {
+		c.Close()
+	}
+}
+
+// attach dials one connection and attaches it.
+func (cs *ConnSet) attach(ctx context.Context) (*Psock, error) {
+	c, err := cs.cfg.Dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kcm: connection set: dial: %w", err)
+	}
+	p, err := cs.m.AttachConfig(c, cs.cfg.Parser, cs.cfg.PsockConfig)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (cs *ConnSet) setSlot(slot int, p *Psock) {
+	cs.mu.Lock()
+	cs.psocks[slot] = p
+	cs.mu.Unlock()
+}
+
+// jitter returns a random duration between d/2 and d, so that the slots
+// of many clients do not dial in step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits for d or the end of ctx, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
