@@ -23,9 +23,11 @@ type ConnSetConfig struct {
 	Parser      Parser
 	PsockConfig PsockConfig
 	// MinBackoff and MaxBackoff bound the wait before dialling again after
-	// a failed dial or attach: it doubles from MinBackoff up to MaxBackoff,
-	// with random jitter, and starts again from MinBackoff after a
-	// connection is attached. Zero means 10 ms and 5 s.
+	// a failed dial or attach, or after losing a connection that stayed
+	// attached less than MaxBackoff: it doubles from MinBackoff up to
+	// MaxBackoff, with random jitter. A connection lost after a longer life
+	// is replaced at once, and the wait starts again from MinBackoff.
+	// Zero means 10 ms and 5 s.
 	MinBackoff, MaxBackoff time.Duration
 	// OnDialError, if set, is called with each failed dial or attach,
 	// from the goroutine that tends that slot of the set.
@@ -120,14 +122,25 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 			backoff = min(2*backoff, cs.cfg.MaxBackoff)
 			continue
 		}
-		backoff = cs.cfg.MinBackoff
 		cs.setSlot(slot, p)
+		attached := time.Now()
 		select {
 		case <-p.Done():
 			cs.setSlot(slot, nil)
 			if errors.Is(p.Err(), ErrClosed) {
 				return // the mux closed
 			}
+			if time.Since(attached) >= cs.cfg.MaxBackoff {
+				backoff = cs.cfg.MinBackoff // it was healthy: dial again at once
+				continue
+			}
+			// Lost soon after it was attached (a peer that accepts and
+			// closes, or fails every stream): back off as after a failed
+			// dial, so the set does not dial in a tight loop.
+			if !sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, cs.cfg.MaxBackoff)
 		case <-ctx.Done():
 			cs.setSlot(slot, nil)
 			detach(p)

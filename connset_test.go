@@ -215,3 +215,44 @@ func TestConnSetConfigRequired(t *testing.T) {
 		t.Fatal("a set without Parser was accepted")
 	}
 }
+
+// A peer that accepts and closes at once does not make the set dial in a
+// tight loop: connections lost young are replaced after a backoff.
+func TestConnSetBacksOffQuickLosses(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	defer func() { ln.Close(); <-done }()
+	var dials atomic.Int32
+	dial := tcpDial(ln.Addr().String())
+	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{
+		Dial:       func(ctx context.Context) (net.Conn, error) { dials.Add(1); return dial(ctx) },
+		Parser:     lenPrefix,
+		MinBackoff: 20 * time.Millisecond,
+		MaxBackoff: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "three dials", func() bool { return dials.Load() >= 3 })
+	start, n := time.Now(), dials.Load()
+	waitFor(t, "two more dials", func() bool { return dials.Load() >= n+2 })
+	cs.Close()
+	// Two more dials need two backoffs, the shorter at least 40 ms / 2.
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Fatalf("two redials in %v: no backoff after quick losses", d)
+	}
+}
