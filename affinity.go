@@ -46,10 +46,7 @@ func (m *Mux) steerLocked(msg Message) bool {
 	if len(a.ws) > 0 && a.own.len() == 0 && m.ready.len() == 0 && !a.ws[0].peek && !t.hasKept {
 		// Straight to a receive of t, when nothing t could take is
 		// queued before msg.
-		w := a.ws[0]
-		m.waiters.remove(w)
-		w.msg = msg
-		w.signal()
+		m.handLocked(a.ws[0], msg)
 		return true
 	}
 	if m.ownBytes+len(msg.b) > m.cfg.RecvBuffer/4 {

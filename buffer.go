@@ -73,6 +73,7 @@ type Message struct {
 	seq  uint32 // delivery order, with Affinity: see popOwnLocked
 	rest bool   // b is the unread rest of a message a socket began reading
 	own  bool   // taken from its socket's own queue (affinity)
+	more bool   // a piece whose rest its socket keeps: see splitLocked
 }
 
 // Bytes returns the message, header included. The slice is valid until

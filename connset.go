@@ -51,7 +51,8 @@ type ConnSet struct {
 
 // NewConnSet starts keeping cfg.Size connections attached to m and returns
 // at once; the connections are dialled in the background. It stops when
-// Close is called or the mux closes.
+// Close is called or the mux closes (which cancels dials in progress too).
+// Dial must honour its context: Close waits for it.
 func NewConnSet(m *Mux, cfg ConnSetConfig) (*ConnSet, error) {
 	if cfg.Dial == nil || cfg.Parser == nil {
 		return nil, errors.New("kcm: connection set: Dial and Parser are required")
@@ -68,6 +69,15 @@ func NewConnSet(m *Mux, cfg ConnSetConfig) (*ConnSet, error) {
 	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
 	ctx, cancel := context.WithCancel(context.Background())
 	cs := &ConnSet{m: m, cfg: cfg, cancel: cancel, psocks: make([]*Psock, cfg.Size)}
+	cs.wg.Add(1)
+	go func() { // the set ends with its mux, dials in progress included
+		defer cs.wg.Done()
+		select {
+		case <-m.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for slot := range cfg.Size {
 		cs.wg.Add(1)
 		go cs.tend(ctx, slot)
@@ -103,7 +113,7 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 	backoff := cs.cfg.MinBackoff
 	for {
 		p, err := cs.attach(ctx)
-		if ctx.Err() != nil {
+		if cs.stopped(ctx) {
 			if p != nil {
 				detach(p)
 			}
@@ -116,7 +126,7 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 			if cs.cfg.OnDialError != nil {
 				cs.cfg.OnDialError(err)
 			}
-			if !sleep(ctx, jitter(backoff)) {
+			if !cs.sleep(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = min(2*backoff, cs.cfg.MaxBackoff)
@@ -137,7 +147,7 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 			// Lost soon after it was attached (a peer that accepts and
 			// closes, or fails every stream): back off as after a failed
 			// dial, so the set does not dial in a tight loop.
-			if !sleep(ctx, jitter(backoff)) {
+			if !cs.sleep(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = min(2*backoff, cs.cfg.MaxBackoff)
@@ -184,14 +194,29 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// sleep waits for d or the end of ctx, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
+// stopped reports whether the set must end: Close was called or the mux
+// closed (checked here too, not only through ctx, which a goroutine
+// cancels a moment after the mux closes).
+func (cs *ConnSet) stopped(ctx context.Context) bool {
+	select {
+	case <-cs.m.Done():
+		return true
+	default:
+		return ctx.Err() != nil
+	}
+}
+
+// sleep waits for d, and reports whether it passed before the set had to
+// end.
+func (cs *ConnSet) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return !cs.stopped(ctx)
 	case <-ctx.Done():
+		return false
+	case <-cs.m.Done():
 		return false
 	}
 }

@@ -44,10 +44,10 @@ type Mux struct {
 	sockIdx  indexSet
 	psockIdx indexSet
 	backlog  backlog // messages sent while no psock was attached
-	// Counters of psocks that left and went quiet; behind a pointer to
-	// keep the mux in a size class of whole cache lines (TestHotFieldLayout).
-	departed *PsockStats
-	leaving  []*Psock // psocks that left while a reader or writer still ran
+	// Cold state behind a pointer, to keep the mux in a size class of
+	// whole cache lines (TestHotFieldLayout).
+	cold    *muxCold
+	leaving []*Psock // psocks that left while a reader or writer still ran
 
 	// Senders waiting, uncopied, in a psock's queue look again when a
 	// psock goes idle: see noteTxIdle.
@@ -61,10 +61,19 @@ type Mux struct {
 	wg    sync.WaitGroup // background readers and writers
 }
 
+// muxCold is the part of a mux that no message touches.
+type muxCold struct {
+	departed PsockStats    // counters of psocks that left and went quiet
+	done     chan struct{} // closed by Close
+}
+
+// Done returns a channel that is closed when the mux is closed.
+func (m *Mux) Done() <-chan struct{} { return m.cold.done }
+
 // NewMux returns a mux configured by cfg; zero fields take their
 // documented defaults.
 func NewMux(cfg Config) *Mux {
-	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool()}
+	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{})}}
 	m.affine = m.cfg.Affinity != nil
 	m.txps.Store(new([]*Psock))
 	m.backlog.init(m)
@@ -182,6 +191,7 @@ func (m *Mux) Close() error {
 		return nil
 	}
 	m.closed = true
+	close(m.cold.done)
 	for len(m.psocks) > 0 {
 		m.failLocked(m.psocks[0], ErrClosed)
 	}
@@ -234,10 +244,7 @@ func (m *Mux) Queued() (recv, send int) {
 func (m *Mux) Stats() MuxStats {
 	m.mu.Lock()
 	m.foldLeavingLocked()
-	var agg PsockStats
-	if m.departed != nil {
-		agg = *m.departed
-	}
+	agg := m.cold.departed
 	for _, p := range m.psocks {
 		agg.add(p.statsLocked())
 	}

@@ -320,10 +320,7 @@ func (m *Mux) foldLeavingLocked() {
 			kept = append(kept, p)
 			continue
 		}
-		if m.departed == nil {
-			m.departed = new(PsockStats)
-		}
-		m.departed.add(p.statsLocked())
+		m.cold.departed.add(p.statsLocked())
 	}
 	clear(m.leaving[len(kept):])
 	m.leaving = kept

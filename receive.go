@@ -30,6 +30,8 @@ type waiter struct {
 	msg        Message // handed over by a reader
 	lead       *Psock  // or: lead this psock
 	peek       bool    // a Peek: it is never handed a message, only woken
+	partial    bool    // the call takes pieces of at most limit bytes
+	limit      int
 	prev, next *waiter
 	queued     bool
 	timer      *time.Timer
@@ -159,25 +161,42 @@ func (m *Mux) recvPiece(s *Socket, b []byte, dontWait bool) (n int, eor bool, er
 	s.countLocked(one[:], mode)
 	msg := one[0]
 	if len(msg.b) > len(b) {
-		rest := msg
-		rest.b, rest.rest = msg.b[len(b):], true
-		if msg.buf != nil {
-			msg.buf.refs.Add(1) // the piece and the rest each hold one
-		}
-		if s.closed() {
-			rest.Release() // it closed while the message was on its way
-		} else {
-			s.keepRest(rest, msg.rest)
-			m.wakeSocketLocked(s) // another call on s may take the rest
-		}
-		msg.b = msg.b[:len(b)]
-	} else {
-		eor = true
+		msg = m.splitLocked(s, msg, len(b))
 	}
+	eor = !msg.more
 	m.mu.Unlock()
 	n = copy(b, msg.b)
 	msg.Release()
 	return n, eor, nil
+}
+
+// splitLocked keeps the part of msg past its first n bytes on s, for the
+// socket's next receive, and returns the first n bytes, marked as a piece.
+// It is called in the lock section that takes msg for a call on s, so no
+// later message can reach another call on s before the rest is kept.
+func (m *Mux) splitLocked(s *Socket, msg Message, n int) Message {
+	if !s.closed() { // else the rest is dropped: the socket closed meanwhile
+		rest := msg
+		rest.b, rest.rest, rest.more = msg.b[n:], true, false
+		if msg.buf != nil {
+			msg.buf.refs.Add(1) // the piece and the rest each hold one
+		}
+		s.keepRest(rest, msg.rest)
+		m.wakeSocketLocked(s) // another call on s may take the rest
+	}
+	msg.b, msg.more = msg.b[:n], true
+	return msg
+}
+
+// handLocked gives msg to the waiting receive w; a call that takes pieces
+// gets what fits, and the rest is kept on its socket at once.
+func (m *Mux) handLocked(w *waiter, msg Message) {
+	m.waiters.remove(w)
+	if w.partial && len(msg.b) > w.limit {
+		msg = m.splitLocked(w.s, msg, w.limit)
+	}
+	w.msg = msg
+	w.signal()
 }
 
 // peek copies the next message for s into b and leaves it first in line,
@@ -220,6 +239,7 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 		}
 		if s.hasKept {
 			out[0] = s.takeKept()
+			m.wakeFollowerLocked() // in case it was woken for a queued message
 			return 1, nil
 		}
 		if !s.disabled {
@@ -248,7 +268,7 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			return 0, ErrWouldBlock
 		}
 		w := s.getWaiter()
-		w.peek = mode.peek
+		w.peek, w.limit, w.partial = mode.peek, mode.limit, mode.partial
 		m.waiters.push(w)
 		m.watchAllLocked()
 		m.mu.Unlock()
@@ -458,6 +478,9 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
+			if mode.partial && len(out[0].b) > mode.limit {
+				out[0] = m.splitLocked(s, out[0], mode.limit) // before sharing
+			}
 			if !mode.peek { // a peeked message stays first in line
 				m.shareLocked(p)
 			}
@@ -549,8 +572,7 @@ func (m *Mux) deliverAnyLocked(msg Message) (handed bool) {
 			w.signal()
 			return false
 		}
-		w.msg = msg
-		w.signal()
+		m.handLocked(w, msg)
 		return true
 	}
 	m.ready.push(msg)
@@ -592,9 +614,7 @@ func (m *Mux) shareLocked(p *Psock) {
 		if !ok {
 			return
 		}
-		m.waiters.remove(w)
-		w.msg = msg
-		w.signal()
+		m.handLocked(w, msg)
 	}
 }
 

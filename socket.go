@@ -148,6 +148,10 @@ func (s *Socket) countLocked(ms []Message, mode rxMode) {
 			}
 			continue
 		}
+		if ms[i].more { // a piece: the message counts with its last one
+			s.stats.rx.bytes += uint64(l)
+			continue
+		}
 		s.stats.rx.add(1, l)
 	}
 }
