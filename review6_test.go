@@ -56,7 +56,6 @@ func TestConnSetEndsWithMuxWhileDialsFail(t *testing.T) {
 	}
 }
 
-
 // r6piece is what one Read of 12 bytes on a SeqPacket socket returned.
 type r6piece struct {
 	id  uint32 // the message's id, from its first piece; 0 for a later piece

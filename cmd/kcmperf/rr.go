@@ -63,7 +63,7 @@ func rrKCM(t *target, cfg config) (*workload, error) {
 		latency: true,
 		close:   cleanup,
 		run: func(i int, w *worker) error {
-			return muxes[i].explain(kcmRR(socks[i], newMessage(cfg.ReqSize, 'q'), hdrLen+cfg.RespSize, w))
+			return muxes[i].explain(kcmRR(socks[i], newMessage(cfg.ReqSize, 'q'), hdrLen+cfg.RespSize, w, nil))
 		},
 	}, nil
 }
@@ -98,8 +98,9 @@ func kcmInstances(n int, dial func() (net.Conn, error)) ([]*kcm.Socket, []*perfM
 }
 
 // kcmRR sends req and receives a response of want bytes on s until w
-// stops, recording each transaction's latency.
-func kcmRR(s *kcm.Socket, req []byte, want int, w *worker) error {
+// stops, recording each transaction's latency; check, if not nil, looks at
+// each response.
+func kcmRR(s *kcm.Socket, req []byte, want int, w *worker, check func(resp []byte) error) error {
 	resp := make([]byte, want+1) // one spare byte tells a longer message apart
 	for !w.stopped() {
 		start := time.Now()
@@ -112,6 +113,11 @@ func kcmRR(s *kcm.Socket, req []byte, want int, w *worker) error {
 		}
 		if n != want {
 			return fmt.Errorf("response of %d bytes, want %d", n, want)
+		}
+		if check != nil {
+			if err := check(resp[:n]); err != nil {
+				return err
+			}
 		}
 		w.record(start)
 	}

@@ -152,25 +152,12 @@ func replySocket(msg []byte, _ *kcm.Psock) int {
 // s until w stops, checking that each reply is s's own.
 func sharedRR(s *kcm.Socket, cfg config, w *worker) error {
 	req := newMessage(cfg.ReqSize, 'q')
-	binary.BigEndian.PutUint32(req[hdrLen:], uint32(s.Index()))
-	want := hdrLen + cfg.RespSize
-	resp := make([]byte, want+1)
-	for !w.stopped() {
-		start := time.Now()
-		if err := s.Send(req); err != nil {
-			return err
+	id := uint32(s.Index())
+	binary.BigEndian.PutUint32(req[hdrLen:], id)
+	return kcmRR(s, req, hdrLen+cfg.RespSize, w, func(resp []byte) error {
+		if got := binary.BigEndian.Uint32(resp[hdrLen:]); got != id {
+			return fmt.Errorf("socket %d received the reply for socket %d", id, got)
 		}
-		n, err := s.Recv(resp)
-		if err != nil {
-			return err
-		}
-		if n != want {
-			return fmt.Errorf("response of %d bytes, want %d", n, want)
-		}
-		if id := binary.BigEndian.Uint32(resp[hdrLen:]); id != uint32(s.Index()) {
-			return fmt.Errorf("socket %d received the reply for socket %d", s.Index(), id)
-		}
-		w.record(start)
-	}
-	return nil
+		return nil
+	})
 }
