@@ -198,6 +198,7 @@ func (m *Mux) Close() error {
 	for _, s := range m.sockets {
 		s.shutLocked()
 		s.kickSenders()
+		s.dropKept()
 		m.dropOwnLocked(s)
 	}
 	m.sockets, m.byIndex = nil, nil
