@@ -1,0 +1,83 @@
+package kcm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestLeadYieldsToKeptRest: a leader that finds, once it has read its
+// message, that another call on its socket was handed part of a message
+// meanwhile (possible when a psock is attached during the read) returns
+// that rest first and keeps its own message behind it, so the pieces of
+// two messages never interleave on the socket. The race cannot be made to
+// happen on demand, so the test sets the state up by hand.
+func TestLeadYieldsToKeptRest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMux(Config{})
+	defer m.Close()
+	p, err := m.Attach(c, ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 4 {
+			return 0, nil
+		}
+		return 4 + int(binary.BigEndian.Uint32(b)), nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(SeqPacket)
+	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
+
+	// A first message takes the psock from its background reader.
+	peer.Write(frame("first"))
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := s.Recv(make([]byte, 64)); n != 9 || err != nil {
+		t.Fatalf("first message: %d, %v", n, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m.mu.Lock()
+		if m.leadableLocked() == p {
+			break
+		}
+		m.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the psock never became idle")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// m.mu is held: another call's rest, then a lead for a piece-taking call.
+	rest := []byte("rest of another message")
+	s.keepRest(Message{b: rest, rest: true}, false)
+	peer.Write(frame("second"))
+	p.rx, p.leader = rxLed, s
+	var out [1]Message
+	n, err := m.lead(p, s, out[:], rxMode{limit: 64, partial: true})
+	got, kept := out[0], append([]Message(nil), s.kept...)
+	m.mu.Unlock()
+	if n != 1 || err != nil || !bytes.Equal(got.b, rest) {
+		t.Fatalf("lead returned %d, %v, %q; want the kept rest first", n, err, got.b)
+	}
+	if len(kept) != 1 || string(kept[0].b[4:]) != "second" {
+		t.Fatalf("the socket keeps %d pieces after the lead; want its own message, whole", len(kept))
+	}
+	buf := make([]byte, 64)
+	if n, _, err := s.RecvMsg(buf, 0); err != nil || string(buf[4:n]) != "second" {
+		t.Fatalf("next receive: %q, %v; want the leader's message", buf[:n], err)
+	}
+}
