@@ -35,10 +35,11 @@ type sockAff struct {
 // take it, and reports whether it did.
 func (m *Mux) steerLocked(msg Message) bool {
 	i := m.affinityOf(msg)
-	if i < 0 || i >= len(m.byIndex) {
+	byIndex := m.cold.byIndex
+	if i < 0 || i >= len(byIndex) {
 		return false
 	}
-	t := m.byIndex[i]
+	t := byIndex[i]
 	if t == nil || t.disabled || t.closed() {
 		return false
 	}

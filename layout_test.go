@@ -51,3 +51,33 @@ func TestHotFieldLayout(t *testing.T) {
 		t.Errorf("Socket hot fields end at %d, past one cache line", end-sp)
 	}
 }
+
+// TestSizeClassesKeepLines: the mux, socket and psock sizes fall in size
+// classes whose slots start on cache lines, so that every allocation is
+// aligned as TestHotFieldLayout checks on one (a size class of 480 bytes,
+// for instance, would put every other mux half a line off). The psock's
+// runtime header (8 bytes before objects over 512 bytes with pointers) is
+// counted.
+func TestSizeClassesKeepLines(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		size   uintptr
+		header uintptr
+	}{
+		{"Mux", unsafe.Sizeof(Mux{}), 0},
+		{"Socket", unsafe.Sizeof(Socket{}), 0},
+		{"Psock", unsafe.Sizeof(Psock{}), 8},
+	} {
+		// Go's size classes up to 1 KiB (runtime/sizeclasses.go).
+		classes := []uintptr{8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
+			288, 320, 352, 384, 416, 448, 480, 512, 576, 640, 704, 768, 896, 1024}
+		for _, class := range classes {
+			if c.size+c.header <= class {
+				if class%64 != 0 {
+					t.Errorf("%s: %d bytes (+%d header) fall in the %d-byte size class, which is not a multiple of a cache line", c.name, c.size, c.header, class)
+				}
+				break
+			}
+		}
+	}
+}

@@ -39,8 +39,7 @@ type Mux struct {
 	cfg      Config
 
 	sockets  []*Socket
-	byIndex  []*Socket // open sockets by index, with Affinity only
-	ownBytes int       // bytes in the sockets' own queues (affinity)
+	ownBytes int // bytes in the sockets' own queues (affinity)
 	sockIdx  indexSet
 	psockIdx indexSet
 	backlog  backlog // messages sent while no psock was attached
@@ -65,6 +64,7 @@ type Mux struct {
 type muxCold struct {
 	departed PsockStats    // counters of psocks that left and went quiet
 	done     chan struct{} // closed by Close
+	byIndex  []*Socket     // open sockets by index, with Affinity only; mu
 }
 
 // Done returns a channel that is closed when the mux is closed.
@@ -91,10 +91,10 @@ func (m *Mux) NewSocket(t SocketType) *Socket {
 		s.shutLocked()
 	} else if m.affine {
 		s.aff = &sockAff{}
-		for len(m.byIndex) <= s.index {
-			m.byIndex = append(m.byIndex, nil)
+		for len(m.cold.byIndex) <= s.index {
+			m.cold.byIndex = append(m.cold.byIndex, nil)
 		}
-		m.byIndex[s.index] = s
+		m.cold.byIndex[s.index] = s
 	}
 	m.sockets = append(m.sockets, s)
 	return s
@@ -176,6 +176,7 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 		ps.sp.timeout = pc.MessageTimeout
 	}
 	ps.sp.timed = ps.sp.timeout > 0
+	ps.wto, ps.tx.timed = m.cfg.WriteTimeout, m.cfg.WriteTimeout > 0
 	ps.raw = rawConnOf(c)
 	ps.readFn = ps.rawRead
 	return ps
@@ -201,7 +202,7 @@ func (m *Mux) Close() error {
 		s.dropKept()
 		m.dropOwnLocked(s)
 	}
-	m.sockets, m.byIndex = nil, nil
+	m.sockets, m.cold.byIndex = nil, nil
 	m.waiters.wakeAll()
 	m.dropReadyLocked()
 	m.backlog.dropLocked()

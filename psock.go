@@ -88,6 +88,7 @@ type Psock struct {
 	mux   *Mux
 	grace *time.Timer
 	stats psockCounters
+	wto   time.Duration // Config.WriteTimeout; tx.timed says it is set
 }
 
 // Index returns the psock's index in its mux: the lowest free one when it

@@ -526,7 +526,7 @@ func (s *Socket) Close() error {
 	s.dropKept()
 	m.releaseOwnLocked(s)
 	if s.aff != nil {
-		m.byIndex[s.index] = nil
+		m.cold.byIndex[s.index] = nil
 	}
 	m.kickLeaderLocked(s)
 	m.waiters.wakeSocket(s)

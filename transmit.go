@@ -187,6 +187,7 @@ type txState struct {
 	q       []txEntry // messages waiting for the writer
 
 	cut      bool          // a write stopped in the middle of a message
+	timed    bool          // writes have a deadline: see armWrite
 	inflight []txEntry     // the queue a writer is writing; guarded by mu
 	sent     msgCount      // written by the current writer from a batch or the queue, not yet in count
 	idle     chan struct{} // closed when the writer stops, for Unattach
@@ -382,6 +383,9 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 	// Counted in the psock's load while it is written, so that a write
 	// stuck on a peer that stopped reading steers other messages away.
 	p.tx.load.Add(int64(len(b)))
+	if p.tx.timed {
+		p.armWrite()
+	}
 	n, err := p.conn.Write(b)
 	p.tx.load.Add(-int64(len(b)))
 	if err == nil || n == len(b) {
@@ -467,6 +471,9 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 	}
 	t.load.Add(int64(total)) // see writeOwn
 	defer t.load.Add(-int64(total))
+	if t.timed {
+		p.armWrite()
+	}
 	var n int
 	if total <= coalesceLimit && total/len(msgs) < 512 {
 		t.wbuf = t.wbuf[:0]
@@ -595,6 +602,9 @@ func (m *Mux) flushInBackground(p *Psock) {
 // copied messages are one contiguous piece of buf.
 func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 	t := &p.tx
+	if t.timed {
+		p.armWrite()
+	}
 	iov := t.iov[:0]
 	start, end := -1, -1
 	for i := range q {
@@ -624,6 +634,19 @@ func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 		return p.conn.Write(iov[0])
 	}
 	return p.writev()
+}
+
+// armWrite gives the next write Config.WriteTimeout to complete. A
+// deadline a closing socket or an Unattach set to stop the writer stays:
+// both set it under the transmit lock, or after marking the psock stopped
+// under it, so one of the two always sees the other.
+func (p *Psock) armWrite() {
+	t := &p.tx
+	t.mu.Lock()
+	if !t.closeKicked && !t.stopped.Load() {
+		p.conn.SetWriteDeadline(time.Now().Add(p.wto))
+	}
+	t.mu.Unlock()
 }
 
 // writev writes t.iov with one writev. WriteTo consumes the slice it is

@@ -1,0 +1,109 @@
+package kcm_test
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+// A write stuck on a peer that stopped reading fails its psock after
+// Config.WriteTimeout, and the message restarts from its first byte on
+// another psock.
+func TestWriteTimeoutMovesMessageOffDeadPeer(t *testing.T) {
+	m := newMux(t, kcm.Config{WriteTimeout: 300 * time.Millisecond})
+	c, _ := stalledPair(t) // its peer never reads
+	dead, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(kcm.Datagram)
+	big := msgOf(7, 4<<20)
+	errs := make(chan error, 1)
+	go func() { errs <- s.Send(big) }()
+	waitSmem(t, m, dead.Index(), 4<<20) // stuck in its write
+	_, live := attachPeer(t, m)
+	read := make(chan []byte, 1)
+	go func() { // the live peer reads at once, so its psock's write completes in time
+		b, err := readFrame(live)
+		if err != nil {
+			t.Errorf("live peer: %v", err)
+		}
+		read <- b
+	}()
+	if err := waitDone(t, dead); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stalled psock left with %v, want a write deadline error", err)
+	}
+	if err := waitErr(t, errs, "send"); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	got := <-read
+	if id := checkMsg(t, got); id != 7 || len(got) != len(big) {
+		t.Fatalf("the live peer got message %d of %d bytes, want 7 whole", id, len(got))
+	}
+	if st := m.Stats(); st.TxRetries != 1 {
+		t.Fatalf("TxRetries %d, want 1", st.TxRetries)
+	}
+}
+
+// Writes that complete in time are not affected: request/response traffic
+// over a mux with a short WriteTimeout keeps its psock.
+func TestWriteTimeoutSparesWritesInTime(t *testing.T) {
+	m := newMux(t, kcm.Config{WriteTimeout: 200 * time.Millisecond})
+	p, peer := attachPeer(t, m)
+	s := m.NewSocket(kcm.Datagram)
+	for i := range 30 {
+		if err := s.Send(msgOf(uint32(i), 100)); err != nil {
+			t.Fatal(err)
+		}
+		if id := checkMsg(t, readMsg(t, peer)); id != uint32(i) {
+			t.Fatalf("peer got %d, want %d", id, i)
+		}
+		if i%10 == 0 {
+			// An idle gap longer than the timeout: the last write's
+			// deadline passes with no write pending, and the next write
+			// gets a fresh one.
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	select {
+	case <-p.Done():
+		t.Fatalf("psock left: %v", p.Err())
+	default:
+	}
+}
+
+// A closing socket and an Unattach still interrupt a write at once when a
+// long WriteTimeout is set: the timeout does not replace their deadline.
+func TestWriteTimeoutKeepsInterrupts(t *testing.T) {
+	for _, how := range []string{"close", "unattach"} {
+		t.Run(how, func(t *testing.T) {
+			m := newMux(t, kcm.Config{WriteTimeout: time.Minute})
+			c, _ := stalledPair(t)
+			p, err := m.Attach(c, lenPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := m.NewSocket(kcm.Datagram)
+			errs := make(chan error, 1)
+			go func() { errs <- s.Send(msgOf(1, 4<<20)) }()
+			waitSmem(t, m, p.Index(), 4<<20)
+			if how == "close" {
+				s.Close()
+				if err := waitErr(t, errs, "send"); !errors.Is(err, kcm.ErrClosed) {
+					t.Fatalf("send after close: %v", err)
+				}
+				return
+			}
+			done := make(chan error, 1)
+			go func() { _, err := p.Unattach(); done <- err }()
+			if err := waitErr(t, done, "unattach"); !errors.Is(err, kcm.ErrMidMessage) {
+				t.Fatalf("unattach: %v, want ErrMidMessage", err)
+			}
+			s.Close() // the message went to the backlog: no psock is left
+			waitErr(t, errs, "send")
+		})
+	}
+}
