@@ -45,14 +45,16 @@ type Config struct {
 	// Zero means DefaultSendBuffer (4 MiB).
 	SendBuffer int
 
-	// WriteTimeout, if set, bounds each write to a connection: a write
-	// that has not completed within it fails its psock, like any write
+	// WriteTimeout, if set, bounds how long a write to a connection may
+	// go without progress: when the connection accepts no byte of a
+	// pending write for that long, the psock fails like on any write
 	// error (the error wraps os.ErrDeadlineExceeded). The connection is
 	// closed, and every message not completely written restarts from its
 	// first byte on another psock. It finds dead peers from the transmit
-	// side: a peer that stopped reading, or a path TCP has not yet given
-	// up on. Choose it longer than the slowest expected write of the
-	// largest message. Zero (the default) means no limit.
+	// side: a peer that stopped reading, or a path TCP has not given up on
+	// yet. A peer that reads slowly but steadily keeps its psock. On a TLS
+	// connection, whose writes cannot resume after a timeout, it bounds
+	// each whole write instead. Zero (the default) means no limit.
 	WriteTimeout time.Duration
 
 	// OnPsockError, if set, is called once for each psock that fails (parser

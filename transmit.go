@@ -383,10 +383,7 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 	// Counted in the psock's load while it is written, so that a write
 	// stuck on a peer that stopped reading steers other messages away.
 	p.tx.load.Add(int64(len(b)))
-	if p.tx.timed {
-		p.armWrite()
-	}
-	n, err := p.conn.Write(b)
+	n, err := p.write(b)
 	p.tx.load.Add(-int64(len(b)))
 	if err == nil || n == len(b) {
 		m.flushQueued(p, msgCount{1, uint64(len(b))})
@@ -471,16 +468,13 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 	}
 	t.load.Add(int64(total)) // see writeOwn
 	defer t.load.Add(-int64(total))
-	if t.timed {
-		p.armWrite()
-	}
 	var n int
 	if total <= coalesceLimit && total/len(msgs) < 512 {
 		t.wbuf = t.wbuf[:0]
 		for _, b := range msgs {
 			t.wbuf = append(t.wbuf, b...)
 		}
-		n, err = p.conn.Write(t.wbuf)
+		n, err = p.write(t.wbuf)
 	} else {
 		t.iov = append(t.iov[:0], msgs...)
 		n, err = p.writev()
@@ -602,9 +596,6 @@ func (m *Mux) flushInBackground(p *Psock) {
 // copied messages are one contiguous piece of buf.
 func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 	t := &p.tx
-	if t.timed {
-		p.armWrite()
-	}
 	iov := t.iov[:0]
 	start, end := -1, -1
 	for i := range q {
@@ -631,32 +622,73 @@ func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 	}
 	t.iov = iov
 	if len(iov) == 1 {
-		return p.conn.Write(iov[0])
+		return p.write(iov[0])
 	}
 	return p.writev()
 }
 
-// armWrite gives the next write Config.WriteTimeout to complete. A
-// deadline a closing socket or an Unattach set to stop the writer stays:
-// both set it under the transmit lock, or after marking the psock stopped
-// under it, so one of the two always sees the other.
-func (p *Psock) armWrite() {
-	t := &p.tx
-	t.mu.Lock()
-	if !t.closeKicked && !t.stopped.Load() {
-		p.conn.SetWriteDeadline(time.Now().Add(p.wto))
+// With Config.WriteTimeout, the deadline bounds a write's progress, not
+// the whole write: a write that times out after the connection accepted
+// some bytes gets a fresh deadline and goes on with the rest, so a long
+// queue or batch written to a peer that reads steadily does not fail. A
+// plain connection is intact after a write timeout; a TLS one is not (its
+// writes fail from then on), so there any timeout fails the psock.
+
+// write writes b on the connection, as one message or a coalesced run.
+func (p *Psock) write(b []byte) (int, error) {
+	if !p.tx.timed {
+		return p.conn.Write(b)
 	}
-	t.mu.Unlock()
+	total := 0
+	for {
+		armed := p.armWrite()
+		n, err := p.conn.Write(b[total:])
+		total += n
+		if !p.goOn(armed, n, err) {
+			return total, err
+		}
+	}
 }
 
-// writev writes t.iov with one writev. WriteTo consumes the slice it is
-// called on, so t.iov is set back to its whole backing array for reuse.
+// writev writes t.iov with one writev (more when a WriteTimeout passes
+// with progress). WriteTo consumes the slice it is called on, so t.iov is
+// set back to its whole backing array for reuse.
 func (p *Psock) writev() (int, error) {
 	t := &p.tx
 	whole := t.iov
-	n, err := t.iov.WriteTo(p.conn)
-	t.iov = whole[:0]
-	return int(n), err
+	total := 0
+	for {
+		armed := t.timed && p.armWrite()
+		n, err := t.iov.WriteTo(p.conn)
+		total += int(n)
+		if len(t.iov) == 0 || !p.goOn(armed, int(n), err) {
+			t.iov = whole[:0]
+			return total, err
+		}
+	}
+}
+
+// goOn reports whether a write that returned n bytes and err must go on:
+// it timed out under its WriteTimeout deadline after some progress, on a
+// plain connection.
+func (p *Psock) goOn(armed bool, n int, err error) bool {
+	return err != nil && armed && n > 0 && p.raw != nil && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// armWrite gives the next write Config.WriteTimeout to make progress and
+// reports whether it did. A deadline a closing socket or an Unattach set
+// to stop the writer stays: both set it under the transmit lock, or after
+// marking the psock stopped under it, so one of the two always sees the
+// other.
+func (p *Psock) armWrite() bool {
+	t := &p.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closeKicked || t.stopped.Load() {
+		return false
+	}
+	p.conn.SetWriteDeadline(time.Now().Add(p.wto))
+	return true
 }
 
 // completeQueue accounts a queue write of n bytes: written messages are
