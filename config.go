@@ -46,14 +46,18 @@ type Config struct {
 	SendBuffer int
 
 	// WriteTimeout, if set, bounds how long a write to a connection may
-	// go without progress: when the connection accepts no byte of a
-	// pending write for that long, the psock fails like on any write
-	// error (the error wraps os.ErrDeadlineExceeded). The connection is
-	// closed, and every message not completely written restarts from its
-	// first byte on another psock. It finds dead peers from the transmit
-	// side: a peer that stopped reading, or a path TCP has not given up on
-	// yet. A peer that reads slowly but steadily keeps its psock. On a TLS
-	// connection, whose writes cannot resume after a timeout, it bounds
+	// go without progress: when a WriteTimeout passes in which the
+	// connection accepts no byte of a pending write, the psock fails like
+	// on any write error (the error wraps os.ErrDeadlineExceeded). Each
+	// period starts when the previous one ended with progress, so a stall
+	// that begins within a period is caught after one to two WriteTimeouts.
+	// The connection is closed, and every message not completely written
+	// restarts from its first byte on another psock. It finds dead peers
+	// from the transmit side: a peer that stopped reading, or a path TCP
+	// has not given up on yet. A peer that reads slowly but steadily keeps
+	// its psock. Only TCP and Unix connections on Unix systems are
+	// resumed after a timeout with progress; on any other connection (TLS,
+	// whose writes cannot resume after a timeout, among them) it bounds
 	// each whole write instead. Zero (the default) means no limit.
 	WriteTimeout time.Duration
 
