@@ -27,7 +27,8 @@ type ConnSetConfig struct {
 	// attached less than MaxBackoff: it doubles from MinBackoff up to
 	// MaxBackoff, with random jitter. A connection lost after a longer life
 	// is replaced at once, and the wait starts again from MinBackoff.
-	// Zero means 10 ms and 5 s.
+	// Zero means 10 ms and 5 s; a MaxBackoff below MinBackoff is raised
+	// to it.
 	MinBackoff, MaxBackoff time.Duration
 	// OnDialError, if set, is called with each failed dial or attach,
 	// from the goroutine that tends that slot of the set.
@@ -52,7 +53,8 @@ type ConnSet struct {
 // NewConnSet starts keeping cfg.Size connections attached to m and returns
 // at once; the connections are dialled in the background. It stops when
 // Close is called or the mux closes (which cancels dials in progress too).
-// Dial must honour its context: Close waits for it.
+// Dial must honour its context: Close waits for it. It fails only when
+// Dial or Parser is nil.
 func NewConnSet(m *Mux, cfg ConnSetConfig) (*ConnSet, error) {
 	if cfg.Dial == nil || cfg.Parser == nil {
 		return nil, errors.New("kcm: connection set: Dial and Parser are required")
@@ -99,8 +101,9 @@ func (cs *ConnSet) Psocks() []*Psock {
 }
 
 // Close stops the set: it dials no more, unattaches its connections and
-// closes them (messages queued on them go out on the mux's other psocks),
-// and returns when its goroutines have ended.
+// closes them (messages queued on them go out on the mux's other psocks,
+// as on any Unattach), and returns when its goroutines have ended. It
+// always returns nil.
 func (cs *ConnSet) Close() error {
 	cs.cancel()
 	cs.wg.Wait()

@@ -224,9 +224,10 @@ func (m *Mux) dropReadyLocked() {
 }
 
 // Queued returns the bytes the mux holds for the application now. recv
-// counts parsed messages no receive call has taken (the shared queue,
-// bounded by Config.RecvBuffer, the messages steered to sockets, and the
-// rests of messages sockets began reading); send counts the messages the
+// counts parsed messages no receive call has taken (the shared queue and
+// the messages steered to sockets, which Config.RecvBuffer bounds
+// together, and the rests of messages sockets began reading); send counts
+// the messages the
 // mux copied from senders and has not yet written, bounded by
 // Config.SendBuffer. Bytes buffered in a psock before they make a whole
 // message, and messages whose senders wait uncopied, are not counted.

@@ -6,8 +6,11 @@ package kcm
 // Parse is called with the bytes of the next message received so far; b
 // always starts at the message's first byte. It returns the message's total
 // length in bytes (header included) when it can tell, 0 when it needs more
-// bytes, or an error when the stream cannot be parsed. An error, or a length
-// that contradicts what an earlier call saw, aborts the psock.
+// bytes, or an error when the stream cannot be parsed. The psock aborts on
+// an error or a panic (ErrParse), on a negative length or one that
+// contradicts what an earlier call saw (ErrBadLength), and on a length
+// above its maximum message size, or 0 once that many bytes are buffered
+// (ErrMessageTooBig).
 //
 // Parse is called again for the same message only after more bytes arrived.
 // It must not retain b. A Parser may be shared by several psocks and is

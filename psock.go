@@ -129,16 +129,20 @@ func (p *Psock) Conn() net.Conn { return p.conn }
 
 // Unattach takes the psock out of its mux without losing anything and
 // returns its connection. Messages already parsed stay deliverable on the
-// mux's sockets; queued transmit messages go out on other psocks. The
+// mux's sockets; queued transmit messages go out on other psocks, except
+// those sent to p with SendTo, which are dropped and their senders told
+// (ErrNotAttached). The
 // returned connection's reads first yield every byte read from the stream
 // but not delivered as a message, then the live stream, so the caller can
 // continue exactly where the mux stopped.
 //
 // If a transmitted message was cut by the unattach, it is sent again on
-// another psock, and Unattach returns the connection with an error wrapping
-// ErrMidMessage: the stream no longer ends at a message boundary.
-// Unattach of a psock that already left fails with ErrNotAttached, and a
-// second concurrent Unattach with ErrUnattachInProgress.
+// another psock (unless sent with SendTo), and Unattach returns the
+// connection with an error wrapping ErrMidMessage: the stream no longer
+// ends at a message boundary. Unattach of a psock that already left fails
+// with ErrNotAttached, a second concurrent Unattach with
+// ErrUnattachInProgress, and one that the mux's Close overtakes with
+// ErrClosed (the connection is then closed).
 func (p *Psock) Unattach() (net.Conn, error) {
 	m := p.mux
 	m.mu.Lock()

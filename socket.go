@@ -242,10 +242,12 @@ func (s *Socket) sendOne(msg []byte) error {
 // once msg is written or queued in p, and msg may be reused then; it
 // honours the write deadline and a closing socket alike. It fails with an
 // error wrapping ErrNotAttached when p is not attached to the socket's mux
-// or leaves it (fails or is unattached) before msg is written; a message
-// p had queued when SendTo returned nil is then lost, since no other
-// connection leads to p's peer, and counted in p's TxAborts. SendTo sends msg alone: messages held with
-// More or Batch stay held.
+// or leaves it (fails or is unattached) before msg is written, and with
+// ErrClosed when the mux closes first; a message p had queued when SendTo
+// returned nil is then lost, since no other connection leads to p's peer,
+// and counted in p's TxAborts. SendTo sends msg alone: messages held with
+// More or Batch stay held. A zero-length msg sends nothing, and p is not
+// looked at.
 func (s *Socket) SendTo(msg []byte, p *Psock) error {
 	if err := s.sendCheck(); err != nil {
 		return err
@@ -513,8 +515,10 @@ func (m *Mux) kickLeaderLocked(s *Socket) {
 }
 
 // Close closes the socket. Blocked calls on it return ErrClosed. Messages
-// it has not received stay with the mux for its other sockets; they are
-// dropped when no socket remains.
+// it has not received, those Config.Affinity steered to it included, stay
+// with the mux for its other sockets; they are dropped when no socket
+// remains. The rest of a message it began reading (SeqPacket or Read) is
+// dropped: no other socket could make sense of it.
 func (s *Socket) Close() error {
 	m := s.mux
 	m.mu.Lock()
@@ -610,7 +614,8 @@ func (s *Socket) opError(op string, err error) error {
 	return &OpError{Op: op, Socket: s.index, Err: err}
 }
 
-// OpError is the error returned by a Socket's methods.
+// OpError is the error returned by a Socket's methods, except when the
+// socket's deadline expired: that is os.ErrDeadlineExceeded itself.
 type OpError struct {
 	Op     string // "send", "recv", "read"
 	Socket int    // socket index

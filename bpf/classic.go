@@ -25,7 +25,8 @@ var (
 	ErrInvalidProgram = errors.New("bpf: invalid parser program")
 
 	// ErrFault is wrapped (beside ErrProgram) when an eBPF program accessed
-	// memory outside its stack and read-only context.
+	// memory outside its stack and read-only context, or read the direct
+	// packet pointers of its context (see LoadObject).
 	ErrFault = ebpfvm.ErrFault
 
 	// ErrStepLimit is wrapped (beside ErrProgram) when an eBPF program ran
