@@ -15,10 +15,12 @@
 // A message sent on any socket is written whole on one psock, never
 // interleaved with another; if that psock fails before the message was
 // fully handed to the connection, it is sent again from its first byte on
-// another psock. A message parsed from any psock goes to a socket that is
-// blocked receiving, or waits in a bounded mux-wide queue; when the queue
-// is full, psocks stop reading and TCP flow control pushes back on the
-// peer.
+// another psock (a message sent with Socket.SendTo names its psock, and is
+// lost with it instead). Config.WriteTimeout fails a psock whose peer
+// stops taking bytes. A message parsed from any psock goes to a socket
+// that is blocked receiving, or waits in a bounded mux-wide queue; when
+// the queue is full, psocks stop reading and TCP flow control pushes back
+// on the peer. Mux.Stats and Mux.Queued report counters and queue sizes.
 //
 // The behaviour follows the kernel's (docs/ARCHITECTURE.md maps it to the
 // code) except where it is a known wart: parsers always see the start of a
@@ -34,5 +36,7 @@
 //
 // Subpackages provide parsers: package parser has a declarative length
 // field parser and built-ins for common protocols, package bpf runs
-// classic BPF and eBPF programs as the kernel does.
+// classic BPF and eBPF programs as the kernel does. Package metrics
+// exports muxes' counters to Prometheus, so that the core does not depend
+// on its client.
 package kcm

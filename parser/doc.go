@@ -16,6 +16,12 @@
 // (classic BPF and eBPF objects); this package covers the common cases with
 // native Go code that needs no program at all and is several times faster.
 //
+// A parser sees one direction of one connection from its first byte. Where
+// that direction does not begin with the protocol's ordinary framing, a
+// built-in of its own parses it whole: HTTP2Server for what an HTTP/2
+// server reads (the client's preface, then frames), PostgresFrontend for
+// what a PostgreSQL server reads (startup packets, then typed messages).
+//
 // # Guarantees
 //
 // Every parser here accepts any input (empty, short, garbage, huge length
