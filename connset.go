@@ -177,6 +177,9 @@ func (cs *ConnSet) attach(ctx context.Context) (*Psock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kcm: connection set: dial: %w", err)
 	}
+	if c == nil {
+		return nil, fmt.Errorf("kcm: connection set: dial returned no connection: %w", ErrBadConn)
+	}
 	p, err := cs.m.AttachConfig(c, cs.cfg.Parser, cs.cfg.PsockConfig)
 	if err != nil {
 		c.Close()

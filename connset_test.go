@@ -256,3 +256,28 @@ func TestConnSetBacksOffQuickLosses(t *testing.T) {
 		t.Fatalf("two redials in %v: no backoff after quick losses", d)
 	}
 }
+
+// A Dial that returns neither a connection nor an error is a failed dial,
+// reported and retried, not a panic.
+func TestConnSetNilConnection(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	reported := make(chan error, 1)
+	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{
+		Dial:       func(context.Context) (net.Conn, error) { return nil, nil },
+		Parser:     lenPrefix,
+		MinBackoff: time.Millisecond,
+		OnDialError: func(err error) {
+			select {
+			case reported <- err:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if err := waitErr(t, reported, "the dial error"); !errors.Is(err, kcm.ErrBadConn) {
+		t.Fatalf("reported %v, want ErrBadConn", err)
+	}
+}

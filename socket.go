@@ -489,9 +489,10 @@ func (s *Socket) Write(b []byte) (int, error) {
 }
 
 // SetRecvDisabled stops (true) or resumes (false) receiving on the socket
-// (KCM_RECV_DISABLE). A disabled socket takes no messages; whatever it
-// would have taken goes to other sockets or waits in the mux, and is
-// offered to it first when it is enabled again.
+// (KCM_RECV_DISABLE). A disabled socket takes no new messages; whatever
+// it would have taken goes to other sockets or waits in the mux, and is
+// offered to it first when it is enabled again. The rest of a message it
+// began reading stays its own and its receives still return it.
 func (s *Socket) SetRecvDisabled(disabled bool) {
 	m := s.mux
 	m.mu.Lock()
