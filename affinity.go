@@ -91,7 +91,7 @@ func (m *Mux) popOwnLocked(s *Socket, out []Message) int {
 	n := 0
 	for ; n < len(out); n++ {
 		switch {
-		case q.len() > 0 && (m.ready.len() == 0 || before(q.q[q.head].seq, m.ready.q[m.ready.head].seq)):
+		case m.ownFirstLocked(q):
 			msg := q.pop()
 			m.ownBytes -= len(msg.b)
 			msg.own = true
@@ -121,6 +121,12 @@ func (m *Mux) passWakeLocked(s *Socket) {
 	}
 }
 
+// ownFirstLocked reports whether the head of the own queue q was
+// delivered before the head of the shared queue (or that one is empty).
+func (m *Mux) ownFirstLocked(q *msgQueue) bool {
+	return q.len() > 0 && (m.ready.len() == 0 || before(q.q[q.head].seq, m.ready.q[m.ready.head].seq))
+}
+
 // before compares delivery sequence numbers, which wrap around.
 func before(a, b uint32) bool { return int32(a-b) < 0 }
 
@@ -143,7 +149,7 @@ func (m *Mux) releaseOwnLocked(s *Socket) {
 	own := &s.aff.own
 	var merged msgQueue
 	for own.len() > 0 || m.ready.len() > 0 {
-		if own.len() > 0 && (m.ready.len() == 0 || before(own.q[own.head].seq, m.ready.q[m.ready.head].seq)) {
+		if m.ownFirstLocked(own) {
 			msg := own.pop()
 			m.ownBytes -= len(msg.b)
 			merged.push(msg)

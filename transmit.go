@@ -343,11 +343,11 @@ func (m *Mux) queueLocked(p *Psock, s *Socket, b []byte, pinned bool) error {
 
 // pinnedErr is the error of a message sent to p that p did not write.
 func (m *Mux) pinnedErr(p *Psock) error {
-	if err := m.closedErr(); err != nil {
-		return err
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
 	return pinnedLostLocked(p)
 }
 
@@ -383,7 +383,12 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 	// Counted in the psock's load while it is written, so that a write
 	// stuck on a peer that stopped reading steers other messages away.
 	p.tx.load.Add(int64(len(b)))
-	n, err := p.write(b)
+	var n int
+	if p.tx.timed {
+		n, err = p.writeTimed(b)
+	} else {
+		n, err = p.conn.Write(b) // inline: the send fast path gets no extra frame
+	}
 	p.tx.load.Add(-int64(len(b)))
 	if err == nil || n == len(b) {
 		m.flushQueued(p, msgCount{1, uint64(len(b))})
@@ -636,9 +641,14 @@ func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 
 // write writes b on the connection, as one message or a coalesced run.
 func (p *Psock) write(b []byte) (int, error) {
-	if !p.tx.timed {
-		return p.conn.Write(b)
+	if p.tx.timed {
+		return p.writeTimed(b)
 	}
+	return p.conn.Write(b)
+}
+
+// writeTimed is write under a WriteTimeout.
+func (p *Psock) writeTimed(b []byte) (int, error) {
 	total := 0
 	for {
 		armed := p.armWrite()
