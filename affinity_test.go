@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,41 @@ func bySocketID(msg []byte, _ *kcm.Psock) int {
 func recvID(t *testing.T, s *kcm.Socket) uint32 {
 	t.Helper()
 	return checkMsg(t, recvWithin(t, s, 5*time.Second))
+}
+
+// affinityPair returns a mux configured by cfg with two sockets of type
+// typ and one psock, and the psock's peer.
+func affinityPair(t *testing.T, cfg kcm.Config, typ kcm.SocketType) (m *kcm.Mux, a, b *kcm.Socket, peer net.Conn) {
+	t.Helper()
+	m = newMux(t, cfg)
+	a = m.NewSocket(typ)
+	b = a.Clone()
+	_, peer = attachPeer(t, m)
+	return m, a, b, peer
+}
+
+// queueFor writes n messages of size bytes for socket a, then one for b,
+// and receives b's: a's messages, earlier in the stream, now wait for a.
+func queueFor(t *testing.T, peer io.Writer, a, b *kcm.Socket, n, size int) {
+	t.Helper()
+	for seq := range n {
+		peer.Write(msgOf(affID(a.Index(), seq), size))
+	}
+	peer.Write(msgOf(affID(b.Index(), 0), 20))
+	if got := recvID(t, b); got != affID(b.Index(), 0) {
+		t.Fatalf("b got %#x, want its own message", got)
+	}
+}
+
+// expectSeqs receives n messages on s and checks they are owner's
+// messages 0 to n-1, in order.
+func expectSeqs(t *testing.T, s *kcm.Socket, owner *kcm.Socket, n int) {
+	t.Helper()
+	for seq := range n {
+		if got := recvID(t, s); got != affID(owner.Index(), seq) {
+			t.Fatalf("socket %d got %#x, want socket %d's message %d", s.Index(), got, owner.Index(), seq)
+		}
+	}
 }
 
 // echoPeers attaches n connections to m whose far ends echo every message.
@@ -107,38 +143,21 @@ func TestAffinitySteersRepliesToTheirSocket(t *testing.T) {
 // queue: other sockets do not take it, and it comes first, in order, at the
 // socket's next receives.
 func TestAffinityQueuesForSocketNotReceiving(t *testing.T) {
-	m := newMux(t, kcm.Config{Affinity: bySocketID})
-	a := m.NewSocket(kcm.Datagram)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
-	for seq := range 3 {
-		peer.Write(msgOf(affID(a.Index(), seq), 20))
-	}
-	peer.Write(msgOf(affID(b.Index(), 0), 20))
-	// One stream, read in order: b's message comes after a's three.
-	if got := recvID(t, b); got != affID(b.Index(), 0) {
-		t.Fatalf("b got %#x", got)
-	}
+	m, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID}, kcm.Datagram)
+	queueFor(t, peer, a, b, 3, 20)
 	if _, _, err := b.RecvMsg(make([]byte, 64), kcm.DontWait); !errors.Is(err, kcm.ErrWouldBlock) {
 		t.Fatalf("b's next receive: %v, want ErrWouldBlock (a's messages are a's)", err)
 	}
 	if dump := proc(m); !strings.Contains(dump, "kcm-0       0          0                0          0                3        72") {
 		t.Errorf("dump does not show a's three waiting messages (Recv-Q 3, Rmem 72):\n%s", dump)
 	}
-	for seq := range 3 {
-		if got := recvID(t, a); got != affID(a.Index(), seq) {
-			t.Fatalf("a got %#x, want %#x", got, affID(a.Index(), seq))
-		}
-	}
+	expectSeqs(t, a, a, 3)
 }
 
 // A waiting receive of the named socket gets the message even when a
 // receive of another socket waited longer.
 func TestAffinityHandsToWaitingSocket(t *testing.T) {
-	m := newMux(t, kcm.Config{Affinity: bySocketID})
-	a := m.NewSocket(kcm.Datagram)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
+	m, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID}, kcm.Datagram)
 	type reply struct {
 		sock int
 		id   uint32
@@ -199,27 +218,14 @@ func TestAffinityWithoutTargetGoesToAnySocket(t *testing.T) {
 func TestAffinityReleasesQueueOnCloseAndDisable(t *testing.T) {
 	for _, how := range []string{"close", "disable"} {
 		t.Run(how, func(t *testing.T) {
-			m := newMux(t, kcm.Config{Affinity: bySocketID})
-			a := m.NewSocket(kcm.Datagram)
-			b := a.Clone()
-			_, peer := attachPeer(t, m)
-			for seq := range 3 {
-				peer.Write(msgOf(affID(a.Index(), seq), 20))
-			}
-			peer.Write(msgOf(affID(b.Index(), 9), 20))
-			if got := recvID(t, b); got != affID(b.Index(), 9) {
-				t.Fatalf("b got %#x", got)
-			}
+			_, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID}, kcm.Datagram)
+			queueFor(t, peer, a, b, 3, 20)
 			if how == "close" {
 				a.Close()
 			} else {
 				a.SetRecvDisabled(true)
 			}
-			for seq := range 3 {
-				if got := recvID(t, b); got != affID(a.Index(), seq) {
-					t.Fatalf("b got %#x, want a's message %d", got, seq)
-				}
-			}
+			expectSeqs(t, b, a, 3)
 			if how == "disable" {
 				a.SetRecvDisabled(false)
 				peer.Write(msgOf(affID(a.Index(), 4), 20))
@@ -234,35 +240,21 @@ func TestAffinityReleasesQueueOnCloseAndDisable(t *testing.T) {
 // A quarter of Config.RecvBuffer bounds what waits for particular
 // sockets: past it, a message goes to any socket.
 func TestAffinityBoundFallsBackToAnySocket(t *testing.T) {
-	m := newMux(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 400})
-	a := m.NewSocket(kcm.Datagram)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
+	_, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 400}, kcm.Datagram)
 	for seq := range 3 {
 		peer.Write(msgOf(affID(a.Index(), seq), 36)) // 40 bytes each
 	}
 	if got := recvID(t, b); got != affID(a.Index(), 2) {
 		t.Fatalf("b got %#x, want a's third message (over the bound)", got)
 	}
-	for seq := range 2 {
-		if got := recvID(t, a); got != affID(a.Index(), seq) {
-			t.Fatalf("a got %#x", got)
-		}
-	}
+	expectSeqs(t, a, a, 2)
 }
 
 // Peek of a message waiting for its socket leaves it first in line;
 // SeqPacket pieces and RecvBatch work on such messages too.
 func TestAffinityPeekPiecesAndBatch(t *testing.T) {
-	m := newMux(t, kcm.Config{Affinity: bySocketID})
-	a := m.NewSocket(kcm.SeqPacket)
-	b := a.Clone()
-	_, peer := attachPeer(t, m)
-	for seq := range 4 {
-		peer.Write(msgOf(affID(a.Index(), seq), 40))
-	}
-	peer.Write(msgOf(affID(b.Index(), 0), 20))
-	recvID(t, b) // a's four wait for it now
+	_, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID}, kcm.SeqPacket)
+	queueFor(t, peer, a, b, 4, 40)
 
 	buf := make([]byte, 64)
 	n, _, err := a.RecvMsg(buf, kcm.Peek)

@@ -11,15 +11,14 @@ import (
 	"github.com/gokcm/kcm"
 )
 
-// listenPeers accepts connections on loopback and hands each accepted one
-// to the test.
-func listenPeers(t *testing.T) (addr string, accepted <-chan net.Conn) {
+// listenFunc accepts connections on loopback and gives each to handle,
+// until the test ends.
+func listenFunc(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := make(chan net.Conn, 16)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -28,12 +27,19 @@ func listenPeers(t *testing.T) (addr string, accepted <-chan net.Conn) {
 			if err != nil {
 				return
 			}
-			ch <- c
+			handle(c)
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// listenPeers accepts connections on loopback and hands each accepted one
+// to the test.
+func listenPeers(t *testing.T) (addr string, accepted <-chan net.Conn) {
+	t.Helper()
+	ch := make(chan net.Conn, 16)
+	t.Cleanup(func() { // after the listener's own cleanup: nothing more comes
 		for {
 			select {
 			case c := <-ch:
@@ -43,7 +49,7 @@ func listenPeers(t *testing.T) (addr string, accepted <-chan net.Conn) {
 			}
 		}
 	})
-	return ln.Addr().String(), ch
+	return listenFunc(t, func(c net.Conn) { ch <- c }), ch
 }
 
 func accept(t *testing.T, ch <-chan net.Conn) net.Conn {
@@ -220,24 +226,9 @@ func TestConnSetConfigRequired(t *testing.T) {
 // tight loop: connections lost young are replaced after a backoff.
 func TestConnSetBacksOffQuickLosses(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	defer func() { ln.Close(); <-done }()
+	addr := listenFunc(t, func(c net.Conn) { c.Close() })
 	var dials atomic.Int32
-	dial := tcpDial(ln.Addr().String())
+	dial := tcpDial(addr)
 	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{
 		Dial:       func(ctx context.Context) (net.Conn, error) { dials.Add(1); return dial(ctx) },
 		Parser:     lenPrefix,

@@ -1,9 +1,7 @@
 package kcm
 
 import (
-	"encoding/binary"
 	"errors"
-	"net"
 	"testing"
 	"time"
 )
@@ -14,33 +12,8 @@ import (
 // message began. Otherwise the assembly deadline is enforced up to
 // graceMax late.
 func TestGraceTimerHonoursAssemblyDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const timeout = 50 * time.Millisecond
-	m := NewMux(Config{MessageTimeout: timeout})
-	defer m.Close()
-	lenPrefix := ParserFunc(func(b []byte) (int, error) {
-		if len(b) < 4 {
-			return 0, nil
-		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
-	})
-	p, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, p, peer := attachedPsock(t, Config{MessageTimeout: timeout})
 	s := m.NewSocket(Datagram)
 	msg := []byte{0, 0, 0, 2, 'h', 'i'}
 	buf := make([]byte, 16)

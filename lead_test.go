@@ -3,7 +3,6 @@ package kcm
 import (
 	"bytes"
 	"encoding/binary"
-	"net"
 	"testing"
 	"time"
 )
@@ -15,31 +14,7 @@ import (
 // two messages never interleave on the socket. The race cannot be made to
 // happen on demand, so the test sets the state up by hand.
 func TestLeadYieldsToKeptRest(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMux(Config{})
-	defer m.Close()
-	p, err := m.Attach(c, ParserFunc(func(b []byte) (int, error) {
-		if len(b) < 4 {
-			return 0, nil
-		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, p, peer := attachedPsock(t, Config{})
 	s := m.NewSocket(SeqPacket)
 	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
 

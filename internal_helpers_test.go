@@ -1,0 +1,42 @@
+package kcm
+
+import (
+	"encoding/binary"
+	"net"
+	"testing"
+)
+
+// attachedPsock returns a mux configured by cfg, closed at the end of the
+// test, with one end of a loopback TCP connection attached as psock p
+// (parser: a 4-byte big-endian length, then the payload), and the other
+// end, which plays the peer. For the package's internal tests.
+func attachedPsock(t *testing.T, cfg Config) (m *Mux, p *Psock, peer net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = NewMux(cfg)
+	t.Cleanup(func() { m.Close() })
+	p, err = m.Attach(c, ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 4 {
+			return 0, nil
+		}
+		return 4 + int(binary.BigEndian.Uint32(b)), nil
+	}))
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return m, p, peer
+}
