@@ -3,6 +3,8 @@ package kcm_test
 import (
 	"bytes"
 	"errors"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +192,106 @@ func TestOneReadServesEveryWaitingReceiver(t *testing.T) {
 	}
 	if st := m.Stats(); st.RxMsgs != 5 {
 		t.Errorf("mux RxMsgs %d, want 5", st.RxMsgs)
+	}
+}
+
+// Request/response traffic makes the fast path read each reply straight
+// into the receiver's buffer. Whatever arrives instead must come out as the
+// buffered path gives it, counters included: several messages in one read,
+// a header or a body split over reads, a message longer than the buffer, a
+// bad header. (net.Pipe hands each read at most one write, so the splits
+// happen where the test puts them.)
+func TestDirectReadsFallBack(t *testing.T) {
+	failed := make(chan error, 1)
+	m := newMux(t, kcm.Config{MaxMessageSize: 1000, OnPsockError: func(_ *kcm.Psock, err error) { failed <- err }})
+	c, peer := net.Pipe()
+	p, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(kcm.Datagram)
+	writes := make(chan []byte, 16)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for b := range writes {
+			if _, err := peer.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(writes); peer.Close(); <-wrote }()
+
+	buf := make([]byte, 64)
+	var msgs, total int
+	recv := func(want []byte) {
+		t.Helper()
+		n, err := s.Recv(buf)
+		if err != nil || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("Recv: %d bytes, %v; want message %x", n, err, want[:8])
+		}
+		msgs, total = msgs+1, total+len(want)
+	}
+	var id uint32
+	next := func(size int) []byte { id++; return msgOf(id, size) }
+	lockstep := func() {
+		for range 3 {
+			msg := next(16)
+			writes <- msg
+			recv(msg)
+		}
+	}
+
+	lockstep()
+	a, b, c2, d := next(16), next(20), next(12), next(24)
+	writes <- slices.Concat(a, b, c2, d[:10]) // 70 bytes: read as 64, then 6
+	writes <- d[10:]
+	for _, msg := range [][]byte{a, b, c2, d} {
+		recv(msg)
+	}
+	lockstep()
+	e := next(30)
+	writes <- e[:3] // not even the header
+	writes <- e[3:]
+	recv(e)
+	lockstep()
+	f := next(40)
+	writes <- f[:10] // the header and part of the body
+	writes <- f[10:]
+	recv(f)
+	lockstep()
+	g := next(100)
+	writes <- g
+	if n, err := s.Recv(buf); n != len(buf) || !errors.Is(err, kcm.ErrTruncated) || !bytes.Equal(buf, g[:len(buf)]) {
+		t.Fatalf("longer than the buffer: %d bytes, %v", n, err)
+	}
+	msgs, total = msgs+1, total+len(buf)
+	lockstep()
+
+	if st := s.Stats(); st.RxMsgs != uint64(msgs) || st.RxBytes != uint64(total) {
+		t.Fatalf("socket stats %+v, want %d messages, %d bytes", st, msgs, total)
+	}
+	if st := p.Stats(); st.RxMsgs != uint64(msgs) || st.RxBytes != uint64(total-len(buf)+len(g)) || st.NeedMoreHdr != 1 {
+		t.Fatalf("psock stats %+v, want %d messages, %d bytes, 1 parser call short of a header", st, msgs, total-len(buf)+len(g))
+	}
+
+	// A bad header stops the psock, as on the buffered path.
+	got := make(chan error, 1)
+	go func() {
+		_, err := s.Recv(buf)
+		got <- err
+	}()
+	writes <- frame(make([]byte, 5000))
+	select {
+	case err := <-failed:
+		if !errors.Is(err, kcm.ErrMessageTooBig) {
+			t.Fatalf("psock failed with %v, want ErrMessageTooBig", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the psock did not fail on a 5000-byte message (limit 1000)")
+	}
+	s.Close()
+	if err := <-got; !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("Recv after the psock failed and the socket closed: %v", err)
 	}
 }

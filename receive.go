@@ -327,6 +327,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 	p.rx, p.leader = rxLed, s
 	m.mu.Unlock()
 	sp := &p.sp
+	fresh := 0 // bytes of the last read, when it began on an empty buffer
 	for {
 		size, err := sp.complete()
 		if size > 0 {
@@ -334,6 +335,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				m.endLead(p, nil) // truncated or kept in part: the general path
 				return 0, false
 			}
+			sp.direct = sp.direct || size == fresh
 			b := sp.consume(size)
 			if lent != nil {
 				sp.take(lent, p, b)
@@ -351,19 +353,34 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				return 0, false
 			}
 			var rn int
-			rn, err = p.conn.Read(sp.space())
-			if rn > 0 {
-				// Start loading the lines the rest of the receive and the
-				// next send touch, so their misses overlap.
-				m.txOne.Load()
-				s.state.Load()
-				p.intr.Load()
-				p.tx.stopped.Load()
-				if lent != nil {
-					sp.buf.refs.Load() // for the message's Release
+			if lent == nil && sp.direct && sp.start == sp.end && len(dst) > 0 {
+				// Request/response traffic: read the reply where the
+				// caller wants it, without the psock's buffer.
+				rn, err = p.conn.Read(dst)
+				if rn > 0 {
+					m.touchAfterRead(s, p, false)
+					if err != nil {
+						p.pending, p.pendingErr = true, err
+					}
+					if n = sp.takeDirect(dst[:rn]); n > 0 {
+						break
+					}
+					continue
 				}
-				p.commitRead(rn, err)
-				continue
+			} else {
+				fresh = 0
+				if sp.start == sp.end {
+					fresh = -1
+				}
+				rn, err = p.conn.Read(sp.space())
+				if rn > 0 {
+					m.touchAfterRead(s, p, lent != nil)
+					p.commitRead(rn, err)
+					if fresh < 0 {
+						fresh = rn
+					}
+					continue
+				}
 			}
 			if err == nil {
 				continue
@@ -383,6 +400,18 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 	s.stats.rx.add(1, n)
 	m.mu.Unlock()
 	return n, true
+}
+
+// touchAfterRead starts loading the lines the rest of a receive and the
+// next send touch, as soon as a read returns, so that their misses overlap.
+func (m *Mux) touchAfterRead(s *Socket, p *Psock, lend bool) {
+	m.txOne.Load()
+	s.state.Load()
+	p.intr.Load()
+	p.tx.stopped.Load()
+	if lend {
+		p.sp.buf.refs.Load() // for the message's Release
+	}
 }
 
 // endLead lets go of a psock a fast receive led, after err if not nil.

@@ -28,6 +28,7 @@ type strparser struct {
 	failed     bool     // err is set
 	timed      bool     // timeout is set
 	lent       bool     // messages carved since start was last reset hold references
+	direct     bool     // the last read was one whole message: read the next into the caller's buffer
 	credit     int32    // references on buf the reader holds beyond its own, for lending
 
 	err      error         // sticky: once the stream is unparsable it stays so
@@ -152,8 +153,12 @@ func (sp *strparser) consume(n int) []byte {
 	return b
 }
 
-func (sp *strparser) parse() error {
-	b := sp.data[sp.start:sp.end]
+func (sp *strparser) parse() error { return sp.parseBytes(sp.data[sp.start:sp.end]) }
+
+// parseBytes asks the parser for the length of the message at the start of
+// b, the unconsumed bytes, and records it in need (or, while b is short, its
+// length in seen).
+func (sp *strparser) parseBytes(b []byte) error {
 	n, err := callParser(sp.parser, b)
 	switch {
 	case err != nil:
@@ -229,6 +234,44 @@ func (sp *strparser) space() []byte {
 	}
 	sp.start, sp.end = 0, pending
 	return sp.data[sp.end:]
+}
+
+// takeDirect takes in the bytes b that a read put straight into a
+// receiver's buffer while nothing else was buffered. When b begins with a
+// whole message, it counts the message, keeps the bytes after it and
+// returns its length: the message stays where it is, b[:n], and the
+// psock's buffer is not touched (nor held, when b was the message alone).
+// Otherwise it keeps all of b, with what the parser said about it, and
+// returns 0; the caller reads on as usual. It remembers whether b was
+// exactly one message, the pattern of request/response traffic that makes
+// the next read worth doing directly. Reads with an assembly deadline do
+// not come here (see plainRead).
+func (sp *strparser) takeDirect(b []byte) int {
+	err := sp.parseBytes(b)
+	if err != nil {
+		sp.err, sp.failed = err, true
+	} else if n := sp.need; n > 0 && n <= len(b) {
+		sp.need = 0
+		sp.carved.add(1, n)
+		sp.direct = n == len(b)
+		if sp.direct {
+			sp.dropIfEmpty() // reads go around the buffer now: give it back
+		}
+		sp.keep(b[n:])
+		return n
+	}
+	sp.direct = false
+	sp.keep(b)
+	return 0
+}
+
+// keep appends b to the buffered bytes.
+func (sp *strparser) keep(b []byte) {
+	for len(b) > 0 {
+		k := copy(sp.space(), b)
+		sp.commit(k)
+		b = b[k:]
+	}
 }
 
 // unshared reports whether no message lent from the buffer is still held.

@@ -12,6 +12,8 @@ import (
 // strparser in random chunks, keeping every message lent until the end,
 // and checks the messages are exactly the reference split: no byte lost,
 // duplicated or overwritten by buffer reuse, and the size limit enforced.
+// Some chunks arrive the way recvFast reads request/response traffic,
+// straight into a receiver's buffer (takeDirect).
 func FuzzReassembly(f *testing.F) {
 	f.Add(int64(1), []byte{0, 3, 'a', 'b', 'c', 0, 0, 0, 1, 'x'})
 	f.Add(int64(7), bytes.Repeat([]byte{0, 200}, 300))
@@ -46,6 +48,17 @@ func FuzzReassembly(f *testing.F) {
 			if err != nil || len(rest) == 0 {
 				break
 			}
+			if sp.buffered() == 0 && rng.Intn(3) == 0 {
+				// A read straight into a receiver's buffer (recvFast's
+				// request/response path).
+				dst := make([]byte, 1+rng.Intn(300))
+				n := copy(dst, rest)
+				rest = rest[n:]
+				if k := sp.takeDirect(dst[:n]); k > 0 {
+					got = append(got, Message{b: dst[:k]})
+				}
+				continue
+			}
 			space := sp.space()
 			n := min(len(space), len(rest), 1+rng.Intn(5000))
 			copy(space, rest[:n])
@@ -65,6 +78,9 @@ func FuzzReassembly(f *testing.F) {
 			if !bytes.Equal(got[i].b, want[i]) {
 				t.Fatalf("message %d differs", i)
 			}
+		}
+		if sp.carved.msgs != uint64(len(got)) || sp.carved.bytes != uint64(consumed(want)) {
+			t.Fatalf("carved %+v, want %d messages of %d bytes", sp.carved, len(got), consumed(want))
 		}
 		if err == nil && sp.buffered() != len(stream)-consumed(want) {
 			t.Fatalf("%d bytes buffered, want %d", sp.buffered(), len(stream)-consumed(want))
