@@ -3,6 +3,7 @@ package kcm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -18,24 +19,25 @@ func TestLeadYieldsToKeptRest(t *testing.T) {
 	s := m.NewSocket(SeqPacket)
 	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
 
-	// A first message takes the psock from its background reader.
-	peer.Write(frame("first"))
+	// A first message, handed by the psock's background reader to a
+	// receive waiting for it, takes the psock from that reader. (Had it
+	// been queued, the reader would go on reading.)
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := s.Recv(make([]byte, 64)); n != 9 || err != nil {
-		t.Fatalf("first message: %d, %v", n, err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		m.mu.Lock()
-		if m.leadableLocked() == p {
-			break
+	first := make(chan error, 1)
+	go func() {
+		n, err := s.Recv(make([]byte, 64))
+		if err == nil && n != 9 {
+			err = fmt.Errorf("%d bytes", n)
 		}
-		m.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the psock never became idle")
-		}
-		time.Sleep(time.Millisecond)
+		first <- err
+	}()
+	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
+	m.mu.Unlock()
+	peer.Write(frame("first"))
+	if err := <-first; err != nil {
+		t.Fatalf("first message: %v", err)
 	}
+	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
 	// m.mu is held: another call's rest, then a lead for a piece-taking call.
 	rest := []byte("rest of another message")
 	s.keepRest(Message{b: rest, rest: true}, false)
@@ -54,5 +56,23 @@ func TestLeadYieldsToKeptRest(t *testing.T) {
 	buf := make([]byte, 64)
 	if n, _, err := s.RecvMsg(buf, 0); err != nil || string(buf[4:n]) != "second" {
 		t.Fatalf("next receive: %q, %v; want the leader's message", buf[:n], err)
+	}
+}
+
+// waitLocked polls cond under m.mu until it holds, and returns with m.mu
+// held; after 5 s it fails the test with msg.
+func waitLocked(t *testing.T, m *Mux, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m.mu.Lock()
+		if cond() {
+			return
+		}
+		m.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
