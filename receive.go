@@ -355,8 +355,12 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 			var rn int
 			if lent == nil && sp.direct && sp.start == sp.end && len(dst) > 0 {
 				// Request/response traffic: read the reply where the
-				// caller wants it, without the psock's buffer.
-				rn, err = p.conn.Read(dst)
+				// caller wants it, without the psock's buffer. No more
+				// than the psock's buffer would take: what the read
+				// brings beyond the message stays in the psock, and the
+				// rest of the stream must stay with the connection (flow
+				// control, Config.RecvBuffer).
+				rn, err = p.conn.Read(dst[:min(len(dst), sp.readSize())])
 				if rn > 0 {
 					m.touchAfterRead(s, p, false)
 					if err != nil {

@@ -265,6 +265,20 @@ func (sp *strparser) takeDirect(b []byte) int {
 	return 0
 }
 
+// readSize returns how many bytes a read into space() would be offered
+// now, with nothing buffered, without taking a buffer.
+func (sp *strparser) readSize() int {
+	switch {
+	case sp.buf == nil:
+		return minBufSize - sp.colour
+	case sp.unshared():
+		return len(sp.data) - sp.colour
+	case len(sp.data)-sp.end >= minBufSize/4:
+		return len(sp.data) - sp.end
+	}
+	return minBufSize
+}
+
 // keep appends b to the buffered bytes.
 func (sp *strparser) keep(b []byte) {
 	for len(b) > 0 {
