@@ -50,7 +50,7 @@ func TestRequestResponseHoldsNoBuffer(t *testing.T) {
 		// not ours to look at, and neither path is the fast one.
 		m.mu.Lock()
 		if p.rx == rxIdle {
-			direct, held = p.sp.direct, p.sp.buf != nil
+			direct, held = p.sp.direct > 0, p.sp.buf != nil
 		}
 		m.mu.Unlock()
 		if direct && !held {

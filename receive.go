@@ -327,7 +327,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 	p.rx, p.leader = rxLed, s
 	m.mu.Unlock()
 	sp := &p.sp
-	fresh := 0 // bytes of the last read, when it began on an empty buffer
+	fresh, room := 0, 0 // bytes of the last read and its space, when it began on an empty buffer
 	for {
 		size, err := sp.complete()
 		if size > 0 {
@@ -335,7 +335,9 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				m.endLead(p, nil) // truncated or kept in part: the general path
 				return 0, false
 			}
-			sp.direct = sp.direct || size == fresh
+			if fresh > 0 && sp.direct == 0 && size < len(dst) {
+				sp.predict(size, fresh, room)
+			}
 			b := sp.consume(size)
 			if lent != nil {
 				sp.take(lent, p, b)
@@ -353,20 +355,21 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				return 0, false
 			}
 			var rn int
-			if lent == nil && sp.direct && sp.start == sp.end && len(dst) > 0 {
+			if lent == nil && sp.directInto(dst) {
 				// Request/response traffic: read the reply where the
 				// caller wants it, without the psock's buffer. No more
 				// than the psock's buffer would take: what the read
 				// brings beyond the message stays in the psock, and the
 				// rest of the stream must stay with the connection (flow
 				// control, Config.RecvBuffer).
-				rn, err = p.conn.Read(dst[:min(len(dst), sp.readSize())])
+				into := dst[:min(len(dst), sp.readSize())]
+				rn, err = p.conn.Read(into)
 				if rn > 0 {
 					m.touchAfterRead(s, p, false)
 					if err != nil {
 						p.pending, p.pendingErr = true, err
 					}
-					if n = sp.takeDirect(dst[:rn]); n > 0 {
+					if n = sp.takeDirect(dst[:rn], len(into)); n > 0 {
 						break
 					}
 					continue
@@ -376,7 +379,9 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				if sp.start == sp.end {
 					fresh = -1
 				}
-				rn, err = p.conn.Read(sp.space())
+				space := sp.space()
+				room = len(space)
+				rn, err = p.conn.Read(space)
 				if rn > 0 {
 					m.touchAfterRead(s, p, lent != nil)
 					p.commitRead(rn, err)

@@ -24,12 +24,12 @@ type strparser struct {
 	seen       int      // bytes the parser saw when it last returned 0
 	max        int      // largest accepted message
 	carved     msgCount // messages carved since the owner last published them
-	colour     int      // where reads start in an empty buffer; see newColour
 	failed     bool     // err is set
 	timed      bool     // timeout is set
 	lent       bool     // messages carved since start was last reset hold references
-	direct     bool     // the last read was one whole message: read the next into the caller's buffer
 	credit     int32    // references on buf the reader holds beyond its own, for lending
+	direct     int32    // a read brought exactly one message of this length, in room to spare: see takeDirect
+	colour     int32    // where reads start in an empty buffer; see newColour
 
 	err      error         // sticky: once the stream is unparsable it stays so
 	timeout  time.Duration // assembly deadline, 0 for none
@@ -213,7 +213,7 @@ func (sp *strparser) space() []byte {
 	pending := sp.end - sp.start
 	if pending == 0 && sp.unshared() {
 		// Nobody else looks at the old bytes: reuse.
-		sp.start, sp.end, sp.lent = sp.colour, sp.colour, false
+		sp.start, sp.end, sp.lent = int(sp.colour), int(sp.colour), false
 	}
 	want := sp.need
 	if want == 0 {
@@ -237,7 +237,8 @@ func (sp *strparser) space() []byte {
 }
 
 // takeDirect takes in the bytes b that a read put straight into a
-// receiver's buffer while nothing else was buffered. When b begins with a
+// receiver's buffer of room bytes while nothing else was buffered. When b
+// begins with a
 // whole message, it counts the message, keeps the bytes after it and
 // returns its length: the message stays where it is, b[:n], and the
 // psock's buffer is not touched (nor held, when b was the message alone).
@@ -246,23 +247,42 @@ func (sp *strparser) space() []byte {
 // exactly one message, the pattern of request/response traffic that makes
 // the next read worth doing directly. Reads with an assembly deadline do
 // not come here (see plainRead).
-func (sp *strparser) takeDirect(b []byte) int {
+func (sp *strparser) takeDirect(b []byte, room int) int {
 	err := sp.parseBytes(b)
 	if err != nil {
 		sp.err, sp.failed = err, true
 	} else if n := sp.need; n > 0 && n <= len(b) {
 		sp.need = 0
 		sp.carved.add(1, n)
-		sp.direct = n == len(b)
-		if sp.direct {
+		sp.predict(n, len(b), room)
+		if sp.direct > 0 {
 			sp.dropIfEmpty() // reads go around the buffer now: give it back
 		}
 		sp.keep(b[n:])
 		return n
 	}
-	sp.direct = false
+	sp.direct = 0
 	sp.keep(b)
 	return 0
+}
+
+// predict notes whether a read of rn bytes, into room bytes of space, was
+// exactly one message of n bytes: request/response traffic, whose next
+// read may go straight into a receiver's buffer. Only a read that left
+// room counts: one that filled its space may have left more behind.
+func (sp *strparser) predict(n, rn, room int) {
+	sp.direct = 0
+	if n == rn && rn < room {
+		sp.direct = int32(n)
+	}
+}
+
+// directInto reports whether the next read, with nothing buffered, may go
+// straight into dst: the last read was one whole message and dst has room
+// to spare beyond one of that length, so that a read cut short by dst does
+// not show the parser less than the buffered read would.
+func (sp *strparser) directInto(dst []byte) bool {
+	return sp.direct > 0 && len(dst) > int(sp.direct) && sp.start == sp.end
 }
 
 // readSize returns how many bytes a read into space() would be offered
@@ -270,9 +290,9 @@ func (sp *strparser) takeDirect(b []byte) int {
 func (sp *strparser) readSize() int {
 	switch {
 	case sp.buf == nil:
-		return minBufSize - sp.colour
+		return minBufSize - int(sp.colour)
 	case sp.unshared():
-		return len(sp.data) - sp.colour
+		return len(sp.data) - int(sp.colour)
 	case len(sp.data)-sp.end >= minBufSize/4:
 		return len(sp.data) - sp.end
 	}
@@ -296,7 +316,7 @@ func (sp *strparser) setBuf(b *rbuf) {
 	sp.buf, sp.data, sp.lent, sp.credit = b, b.b, false, 0
 	sp.start, sp.end = 0, 0
 	if sp.need == 0 {
-		sp.start, sp.end = sp.colour, sp.colour
+		sp.start, sp.end = int(sp.colour), int(sp.colour)
 	}
 }
 
@@ -307,7 +327,7 @@ func (sp *strparser) setBuf(b *rbuf) {
 // copy into the buffer and the parser's look at it both miss). Starting
 // each psock at its own multiple of the line size within the first 8 KiB
 // spreads them over 128 sets of each cache way.
-func newColour() int { return rand.IntN(colours) * 64 }
+func newColour() int32 { return rand.Int32N(colours) * 64 }
 
 const colours = 128
 

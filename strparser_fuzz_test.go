@@ -54,7 +54,7 @@ func FuzzReassembly(f *testing.F) {
 				dst := make([]byte, 1+rng.Intn(300))
 				n := copy(dst, rest)
 				rest = rest[n:]
-				if k := sp.takeDirect(dst[:n]); k > 0 {
+				if k := sp.takeDirect(dst[:n], len(dst)); k > 0 {
 					got = append(got, Message{b: dst[:k]})
 				}
 				continue
