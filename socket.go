@@ -356,8 +356,9 @@ func (s *Socket) reserve(p *Psock) {
 // a SeqPacket socket keeps the rest for the next receive (RecvMsg reports
 // where the message ends). Recv blocks until a message arrives, the read
 // deadline passes or the socket closes. Like read(2), it may write to b
-// beyond the bytes it returns: on request/response traffic the reply is
-// read from the connection straight into b.
+// beyond the bytes it returns, also when it returns an error: on
+// request/response traffic the reply is read from the connection straight
+// into b. RecvMsg and Read may too.
 func (s *Socket) Recv(b []byte) (int, error) {
 	if n, ok := s.mux.recvFast(s, b, nil); ok {
 		return n, nil
