@@ -9,9 +9,11 @@ import "fmt"
 //
 //   - the message goes to a receive call waiting on that socket, or waits
 //     in a queue of the socket's own;
-//   - with no open, receiving socket of that index, or when the own
-//     queues of all sockets would hold more than a quarter of
-//     Config.RecvBuffer, it goes to whichever socket receives, as without
+//   - with no open, receiving socket of that index, when the own queues
+//     of all sockets would hold more than a quarter of Config.RecvBuffer,
+//     or when the socket's own would hold more than its share of that
+//     quarter (the quarter divided by the number of open sockets; one
+//     message always fits), it goes to whichever socket receives, as without
 //     affinity (the psocks pause when the own and shared queues together
 //     hold RecvBuffer, so sockets that do not receive cannot stop the
 //     others');
@@ -50,10 +52,14 @@ func (m *Mux) steerLocked(msg Message) bool {
 		m.handLocked(a.ws[0], msg)
 		return true
 	}
-	if m.ownBytes+len(msg.b) > m.cfg.RecvBuffer/4 {
+	if budget := m.cfg.RecvBuffer / 4; m.ownBytes+len(msg.b) > budget ||
+		a.own.len() > 0 && a.own.bytes+len(msg.b) > budget/len(m.sockets) {
 		// Best effort: the own queues hold at most a quarter of the
 		// receive buffer, so that sockets that do not receive cannot
-		// hold up the others' messages (the psocks pause on the whole).
+		// hold up the others' messages (the psocks pause on the whole),
+		// and each socket's at most its share of that quarter (or one
+		// message), so that one socket that does not receive cannot
+		// switch steering off for the others.
 		return false
 	}
 	a.own.push(msg)

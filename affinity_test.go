@@ -238,16 +238,63 @@ func TestAffinityReleasesQueueOnCloseAndDisable(t *testing.T) {
 }
 
 // A quarter of Config.RecvBuffer bounds what waits for particular
-// sockets: past it, a message goes to any socket.
+// sockets together: past it, a message goes to any socket. (RecvBuffer
+// 400: 100 bytes for own queues, a share of 25 for each of four sockets,
+// and one message always fits its socket's empty queue.)
 func TestAffinityBoundFallsBackToAnySocket(t *testing.T) {
+	m, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 400}, kcm.Datagram)
+	c, d := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	for _, s := range []*kcm.Socket{a, c, d} {
+		peer.Write(msgOf(affID(s.Index(), 0), 36)) // 40 bytes each
+	}
+	if got := recvID(t, b); got != affID(d.Index(), 0) {
+		t.Fatalf("b got %#x, want d's message (over the bound)", got)
+	}
+	expectSeqs(t, a, a, 1)
+	expectSeqs(t, c, c, 1)
+}
+
+// Each socket's own queue holds at most its share of that quarter (one
+// message always fits): past it, the socket's messages go to any socket.
+// (RecvBuffer 400: a share of 50 for each of two sockets.)
+func TestAffinityShareFallsBackToAnySocket(t *testing.T) {
 	_, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 400}, kcm.Datagram)
 	for seq := range 3 {
 		peer.Write(msgOf(affID(a.Index(), seq), 36)) // 40 bytes each
 	}
-	if got := recvID(t, b); got != affID(a.Index(), 2) {
-		t.Fatalf("b got %#x, want a's third message (over the bound)", got)
+	if got := recvID(t, b); got != affID(a.Index(), 1) {
+		t.Fatalf("b got %#x, want a's second message (over a's share)", got)
 	}
-	expectSeqs(t, a, a, 2)
+	expectSeqs(t, a, a, 1)
+	if got := recvID(t, b); got != affID(a.Index(), 2) {
+		t.Fatalf("b got %#x, want a's third message", got)
+	}
+}
+
+// A socket that does not receive fills only its share of the own queues,
+// so steering goes on for the others: here, with idle's share taken, the
+// messages for a still wait for a instead of going to b.
+func TestAffinityIdleSocketKeepsSteeringForOthers(t *testing.T) {
+	m, a, b, peer := affinityPair(t, kcm.Config{Affinity: bySocketID, RecvBuffer: 4000}, kcm.Datagram)
+	idle := m.NewSocket(kcm.Datagram) // 1000 bytes for own queues, a share of 333 each
+	for seq := range 10 {
+		peer.Write(msgOf(affID(idle.Index(), seq), 96)) // 100 bytes each
+	}
+	for seq := range 3 {
+		peer.Write(msgOf(affID(a.Index(), seq), 96))
+	}
+	peer.Write(msgOf(affID(b.Index(), 0), 96))
+	// b takes what idle's share could not hold, then its own message.
+	for seq := 3; seq < 10; seq++ {
+		if got := recvID(t, b); got != affID(idle.Index(), seq) {
+			t.Fatalf("b got %#x, want idle's message %d", got, seq)
+		}
+	}
+	if got := recvID(t, b); got != affID(b.Index(), 0) {
+		t.Fatalf("b got %#x, want its own message, not a's", got)
+	}
+	expectSeqs(t, a, a, 3)
+	expectSeqs(t, idle, idle, 3)
 }
 
 // Peek of a message waiting for its socket leaves it first in line;

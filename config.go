@@ -74,9 +74,12 @@ type Config struct {
 	// holds up other sockets: the message goes to a receive call waiting
 	// on that socket, or waits for its next one in a queue of the socket's
 	// own. It goes to any socket instead when no open, receiving socket
-	// has that index, or when the own queues of all sockets would hold
+	// has that index, when the own queues of all sockets would hold
 	// more than a quarter of RecvBuffer (which bounds them together with
-	// the shared queue). A socket receives the messages of a psock, its
+	// the shared queue), or when the socket's own would hold more than
+	// its share of that quarter (divided by the open sockets; one message
+	// always fits), so that a socket that does not receive cannot switch
+	// steering off for the others. A socket receives the messages of a psock, its
 	// own and the shared ones, in stream order. Messages waiting for a
 	// socket that closes or disables receiving go to the other sockets,
 	// in that order too. Socket indexes are reused after Close: a message
