@@ -12,8 +12,9 @@ import "fmt"
 //   - with no open, receiving socket of that index, when the own queues
 //     of all sockets would hold more than a quarter of Config.RecvBuffer,
 //     or when the socket's own would hold more than its share of that
-//     quarter (the quarter divided by the number of open sockets; one
-//     message always fits), it goes to whichever socket receives, as without
+//     quarter (the quarter divided by the number of open sockets; an
+//     empty own queue takes one message over its share, within the
+//     quarter), it goes to whichever socket receives, as without
 //     affinity (the psocks pause when the own and shared queues together
 //     hold RecvBuffer, so sockets that do not receive cannot stop the
 //     others');

@@ -74,16 +74,19 @@ type Config struct {
 	// holds up other sockets: the message goes to a receive call waiting
 	// on that socket, or waits for its next one in a queue of the socket's
 	// own. It goes to any socket instead when no open, receiving socket
-	// has that index, when the own queues of all sockets would hold
-	// more than a quarter of RecvBuffer (which bounds them together with
-	// the shared queue), or when the socket's own would hold more than
-	// its share of that quarter (divided by the open sockets; one message
-	// always fits), so that a socket that does not receive cannot switch
-	// steering off for the others. A socket receives the messages of a psock, its
-	// own and the shared ones, in stream order. Messages waiting for a
-	// socket that closes or disables receiving go to the other sockets,
-	// in that order too. Socket indexes are reused after Close: a message
-	// for a closed socket goes to the next socket given its index.
+	// has that index, when the own queues of all sockets would hold more
+	// than a quarter of RecvBuffer (which bounds them together with the
+	// shared queue), or when the socket's own queue would hold more than
+	// its share of that quarter (the quarter divided by the open sockets;
+	// an empty own queue takes one message over its share, within the
+	// quarter), so that a socket that does not receive cannot switch
+	// steering off for the others. A socket receives the messages of a
+	// psock, its own and the shared ones, in stream order. Messages
+	// waiting for a socket that closes or disables receiving go to the
+	// shared queue, merged in by delivery order; a socket that already
+	// received a later message of the same psock then receives them after
+	// it. Socket indexes are reused after Close: a message for a closed
+	// socket goes to the next socket given its index.
 	//
 	// Affinity is called with the mux's lock held, by the goroutine that
 	// delivers the message: it must be a quick function of its arguments
