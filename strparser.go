@@ -3,6 +3,7 @@ package kcm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 )
@@ -236,14 +237,13 @@ func (sp *strparser) space() []byte {
 	return sp.data[sp.end:]
 }
 
-// takeDirect takes in the bytes b that a read put straight into a
-// receiver's buffer of room bytes while nothing else was buffered. When b
-// begins with a
-// whole message, it counts the message, keeps the bytes after it and
-// returns its length: the message stays where it is, b[:n], and the
-// psock's buffer is not touched (nor held, when b was the message alone).
-// Otherwise it keeps all of b, with what the parser said about it, and
-// returns 0; the caller reads on as usual. It remembers whether b was
+// takeDirect takes in the bytes b that a read put straight into room
+// bytes of a receiver's buffer while nothing else was buffered. When b
+// begins with a whole message, it counts the message, keeps the bytes
+// after it and returns its length: the message stays where it is, b[:n],
+// and the psock's buffer is not touched (nor held, when b was the message
+// alone). Otherwise it keeps all of b, with what the parser said about it,
+// and returns 0; the caller reads on as usual. It remembers whether b was
 // exactly one message, the pattern of request/response traffic that makes
 // the next read worth doing directly. Reads with an assembly deadline do
 // not come here (see plainRead).
@@ -272,7 +272,7 @@ func (sp *strparser) takeDirect(b []byte, room int) int {
 // room counts: one that filled its space may have left more behind.
 func (sp *strparser) predict(n, rn, room int) {
 	sp.direct = 0
-	if n == rn && rn < room {
+	if n == rn && rn < room && n <= math.MaxInt32 {
 		sp.direct = int32(n)
 	}
 }
