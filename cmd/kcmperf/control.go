@@ -18,6 +18,7 @@ import (
 type target struct {
 	addr string
 	ctrl *controlClient
+	tls  bool // data connections use TLS: the configuration being run says so
 }
 
 func dialTarget(addr string) (*target, error) {
@@ -42,6 +43,14 @@ func (t *target) dialHello(h hello) (net.Conn, error) {
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if t.tls {
+		tc, err := clientTLS(c, 5*time.Second)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc
 	}
 	if _, err := c.Write(h.marshal()); err != nil {
 		c.Close()

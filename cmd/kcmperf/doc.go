@@ -34,7 +34,9 @@
 // timeout, so a server that hangs, or a port where something else listens,
 // ends the run with an error. "kcmperf -peer sockperf" drives an
 // unmodified sockperf server with kcm and prints sockperf's own ping-pong
-// result beside it.
+// result beside it. -tls runs every data connection, raw and kcm alike,
+// over TLS 1.3 (tls.go): the server, local or remote, serves TLS to any
+// connection that starts a handshake, with a self-signed certificate.
 //
 // -json prints the Report (report.go): the run's settings, and per
 // configuration the raw and kcm sides (median tps, CPU seconds per million

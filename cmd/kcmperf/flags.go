@@ -32,6 +32,7 @@ type options struct {
 	batch      int    // stream: messages per kcm SendBatch / RecvBatch
 	sender     string // stream: kcm or raw sender for the kcm receiver
 	only       string // run one side only (profiling): raw or kcm
+	tls        bool   // data connections over TLS 1.3
 }
 
 // defaultPort is where "kcmperf server" listens unless told otherwise.
@@ -46,9 +47,14 @@ type config struct {
 	RespSize  int    `json:"resp_size"`
 	Batch     int    `json:"batch,omitempty"`  // stream: messages per kcm SendBatch and RecvBatch
 	Sender    string `json:"sender,omitempty"` // stream: what sends to the kcm receiver, kcm or raw
+	TLS       bool   `json:"tls,omitempty"`    // every data connection is TLS 1.3
 }
 
 func (c config) String() string {
+	if c.TLS {
+		c.TLS = false
+		return c.String() + " tls"
+	}
 	switch c.Test {
 	case "stream":
 		s := fmt.Sprintf("stream x%d %dB", c.Instances, c.ReqSize)
@@ -84,6 +90,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the client's CPU profile to this file")
 	fs.StringVar(&o.only, "only", "", "run only one side, raw or kcm (for profiling; no ratios)")
 	fs.StringVar(&o.srvprofile, "server-cpuprofile", "", "write the child server's CPU profile to this file")
+	fs.BoolVar(&o.tls, "tls", false, "run every data connection, raw and kcm, over TLS 1.3 (the server makes a self-signed certificate)")
 	fs.BoolVar(&o.heartbeat, "heartbeat", true, "keep a timer pending in client and child server, so raw and kcm runs see the same Go runtime idle behaviour (see docs/PERFORMANCE.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: kcmperf [flags]\n       kcmperf server [-listen addr]\n\n")
@@ -145,6 +152,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("-peer-time must be positive")
 	case o.peer != "" && o.peer != "sockperf":
 		return nil, fmt.Errorf("unknown peer %q (want sockperf)", o.peer)
+	case o.peer != "" && o.tls:
+		return nil, errors.New("-tls does not apply to -peer: sockperf speaks plain TCP")
 	}
 	if o.plot != "" {
 		if _, err := plotFormat(o.plot); err != nil {
@@ -186,6 +195,15 @@ func parseInts(s string) ([]int, error) {
 
 // configs expands the options into the list of configurations to measure.
 func (o *options) configs() []config {
+	cs := o.suiteConfigs()
+	for i := range cs {
+		cs[i].TLS = o.tls
+	}
+	return cs
+}
+
+// suiteConfigs is configs without the settings common to every row.
+func (o *options) suiteConfigs() []config {
 	if len(o.tests) == 0 {
 		// The README's main job: the RFC's two rr figures and two stream sizes.
 		return []config{

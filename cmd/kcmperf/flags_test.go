@@ -86,6 +86,7 @@ func TestFlagsErrors(t *testing.T) {
 		{"-plot", "out.jpg"},
 		{"-plot", "noextension"},
 		{"-peer-time", "0s"},
+		{"-peer", "sockperf", "-tls"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)

@@ -96,8 +96,23 @@ func TestEveryTestAgainstChild(t *testing.T) {
 	}
 }
 
+// TestTLSAgainstChild runs each test type with every data connection over
+// TLS: the rows say so, and both sides produce sane figures.
+func TestTLSAgainstChild(t *testing.T) {
+	rep := runJSON(t, "-tls", "-t", "rr,stream,shared", "-instances", "2", "-psocks", "2", "-m", "4096")
+	if len(rep.Rows) != 3 {
+		t.Fatalf("got %d rows, want 3", len(rep.Rows))
+	}
+	for _, r := range rep.Rows {
+		if !r.TLS || !strings.HasSuffix(r.config.String(), " tls") {
+			t.Errorf("row %s: TLS %v", r.config, r.TLS)
+		}
+		checkRow(t, r)
+	}
+}
+
 // TestInProcessServer runs client and server in one process so the race
-// detector sees both sides, and checks that closing the server leaves no
+// detector sees both sides, plain and over TLS, and checks that closing the server leaves no
 // goroutine behind (goleak).
 func TestInProcessServer(t *testing.T) {
 	s, err := startServer("127.0.0.1:0", false)
@@ -105,21 +120,24 @@ func TestInProcessServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	o, err := parseFlags(append([]string{"-t", "rr,stream,shared", "-instances", "2", "-psocks", "2", "-m", "4096", "-H", s.Addr()}, tiny...), os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg, err := dialTarget(s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tg.Close()
-	rows, err := runSuite(tg, o, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range rows {
-		checkRow(t, r)
+	for _, extra := range [][]string{nil, {"-tls"}} {
+		args := append([]string{"-t", "rr,stream,shared", "-instances", "2", "-psocks", "2", "-m", "4096", "-H", s.Addr()}, extra...)
+		o, err := parseFlags(append(args, tiny...), os.Stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg, err := dialTarget(s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := runSuite(tg, o, nil)
+		tg.Close()
+		if err != nil {
+			t.Fatalf("%v: %v", extra, err)
+		}
+		for _, r := range rows {
+			checkRow(t, r)
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -30,6 +32,10 @@ type server struct {
 	closed  bool
 	quit    chan struct{} // closed by a control "quit"
 	once    sync.Once
+
+	tlsOnce sync.Once // makes tls, for data connections that start a TLS handshake
+	tls     *tls.Config
+	tlsErr  error
 }
 
 func startServer(addr string, heartbeat bool) (*server, error) {
@@ -108,7 +114,23 @@ func (s *server) serveConn(c net.Conn) {
 	// A connection that never says what it is for must not hold the
 	// server's resources.
 	c.SetReadDeadline(time.Now().Add(helloTimeout))
-	h, err := readHello(c)
+	var first [1]byte
+	if _, err := io.ReadFull(c, first[:]); err != nil {
+		return
+	}
+	r := io.MultiReader(bytes.NewReader(first[:]), c)
+	if first[0] == tlsHandshakeRecord {
+		cfg, err := s.tlsConfig()
+		if err != nil {
+			return
+		}
+		tc := tls.Server(&prefixConn{Conn: c, r: r}, cfg)
+		if tc.Handshake() != nil {
+			return
+		}
+		c, r = tc, tc
+	}
+	h, err := readHello(r)
 	if err != nil {
 		return
 	}

@@ -30,6 +30,7 @@ func newWorkload(t *target, cfg config, side string) (*workload, error) {
 // ratio is far steadier than either absolute figure.
 func runConfig(t *target, cfg config, o *options, prog *progress) (Row, error) {
 	defer prog.clear() // also before an error is printed
+	t.tls = cfg.TLS
 	var runs [2][]runResult
 	for rep := range o.reps {
 		for _, si := range pairOrder(rep) {
