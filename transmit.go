@@ -664,6 +664,9 @@ func (p *Psock) writeTimed(b []byte) (int, error) {
 // with progress). WriteTo consumes the slice it is called on, so t.iov is
 // set back to its whole backing array for reuse.
 func (p *Psock) writev() (int, error) {
+	if p.raw == nil {
+		return p.writeJoined()
+	}
 	t := &p.tx
 	whole := t.iov
 	total := 0
@@ -676,6 +679,46 @@ func (p *Psock) writev() (int, error) {
 			return total, err
 		}
 	}
+}
+
+// writeJoined is writev for connections without a writev of their own
+// (TLS, wrappers, pipes), on which net.Buffers writes each piece with its
+// own Write: for TLS one record and one system call per message. It
+// copies the pieces together into writes of up to coalesceLimit bytes;
+// a piece that large goes out on its own, uncopied.
+func (p *Psock) writeJoined() (int, error) {
+	t := &p.tx
+	iov := t.iov
+	t.iov = t.iov[:0] // the pieces are not needed past this call
+	total := 0
+	flush := func() error {
+		if len(t.wbuf) == 0 {
+			return nil
+		}
+		n, err := p.write(t.wbuf)
+		total += n
+		t.wbuf = t.wbuf[:0]
+		return err
+	}
+	t.wbuf = t.wbuf[:0]
+	for _, b := range iov {
+		if len(t.wbuf)+len(b) > coalesceLimit {
+			if err := flush(); err != nil {
+				return total, err
+			}
+		}
+		if len(b) >= coalesceLimit {
+			n, err := p.write(b)
+			total += n
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		t.wbuf = append(t.wbuf, b...)
+	}
+	err := flush()
+	return total, err
 }
 
 // goOn reports whether a write that returned n bytes and err must go on:

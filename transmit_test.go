@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,6 +251,52 @@ func TestSendBatch(t *testing.T) {
 			t.Fatalf("got %d", id)
 		}
 	}
+}
+
+// A connection without a writev of its own (TLS, a wrapper) would get one
+// Write per message from net.Buffers, for TLS one record and one system
+// call each. A batch is joined into writes of up to 64 KiB instead, and a
+// message of 64 KiB or more goes out on its own.
+func TestSendBatchJoinsWritesWithoutWritev(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	c, peer := tcpPair(t)
+	cc := &writeCounter{Conn: c}
+	if _, err := m.Attach(cc, lenPrefix); err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	for i := range 32 {
+		msgs = append(msgs, msgOf(uint32(i), 4096)) // 4100 bytes: 15 fit in 64 KiB
+	}
+	msgs = append(msgs, msgOf(32, 100<<10), msgOf(33, 4096))
+	sent := make(chan error, 1)
+	go func() { sent <- s.SendBatch(msgs) }()
+	for i, msg := range msgs {
+		if got := readMsg(t, peer); !bytes.Equal(got, msg) {
+			t.Fatalf("message %d differs", i)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	// 15, 15, then 2 with the large one too big to join them, the large
+	// one, the last.
+	if n := cc.writes.Load(); n != 5 {
+		t.Fatalf("%d writes for %d messages, want 5", n, len(msgs))
+	}
+}
+
+// writeCounter is a connection wrapper, so without writev, that counts
+// its writes.
+type writeCounter struct {
+	net.Conn
+	writes atomic.Int32
+}
+
+func (c *writeCounter) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
 }
 
 // Concurrent senders on one psock: every message arrives whole; while
