@@ -690,6 +690,10 @@ func (p *Psock) writeJoined() (int, error) {
 	t := &p.tx
 	iov := t.iov
 	t.iov = t.iov[:0] // the pieces are not needed past this call
+	// Nor are the senders' messages: drop the references, as net.Buffers
+	// does, so that t.iov does not keep them reachable after their sends
+	// returned.
+	defer clear(iov)
 	total := 0
 	flush := func() error {
 		if len(t.wbuf) == 0 {
