@@ -675,6 +675,7 @@ func (p *Psock) writev() (int, error) {
 		n, err := t.iov.WriteTo(p.conn)
 		total += int(n)
 		if len(t.iov) == 0 || !p.goOn(armed, int(n), err) {
+			clear(whole) // pieces left unwritten by an error too: see writeJoined
 			t.iov = whole[:0]
 			return total, err
 		}
