@@ -12,6 +12,25 @@ import (
 // end, which plays the peer. For the package's internal tests.
 func attachedPsock(t *testing.T, cfg Config) (m *Mux, p *Psock, peer net.Conn) {
 	t.Helper()
+	c, peer := loopbackPair(t)
+	m = NewMux(cfg)
+	t.Cleanup(func() { m.Close() })
+	p, err := m.Attach(c, ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 4 {
+			return 0, nil
+		}
+		return 4 + int(binary.BigEndian.Uint32(b)), nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, p, peer
+}
+
+// loopbackPair returns both ends of a new loopback TCP connection, closed
+// at the end of the test.
+func loopbackPair(t *testing.T) (c, peer net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -21,22 +40,11 @@ func attachedPsock(t *testing.T, cfg Config) (m *Mux, p *Psock, peer net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { peer.Close() })
-	c, err := ln.Accept()
+	c, err = ln.Accept()
 	if err != nil {
+		peer.Close()
 		t.Fatal(err)
 	}
-	m = NewMux(cfg)
-	t.Cleanup(func() { m.Close() })
-	p, err = m.Attach(c, ParserFunc(func(b []byte) (int, error) {
-		if len(b) < 4 {
-			return 0, nil
-		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
-	}))
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	return m, p, peer
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c, peer
 }

@@ -78,26 +78,6 @@ func (c *r11Conn) Write(b []byte) (int, error) {
 	return n, errR11Cut
 }
 
-func r11Pair(t *testing.T) (c, peer net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err = ln.Accept()
-	if err != nil {
-		peer.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); peer.Close() })
-	return c, peer
-}
-
 var r11Parser = ParserFunc(func(b []byte) (int, error) {
 	if len(b) < 4 {
 		return 0, nil
@@ -128,6 +108,17 @@ type r11Stream struct {
 
 // r11Read reads framed messages from peer until EOF, checking each and
 // sending its id to ids.
+// r11Second attaches a second psock to m, whose peer's messages' ids go
+// to ids, as r11Read reports them.
+func r11Second(t *testing.T, m *Mux, ids chan<- uint32) <-chan r11Stream {
+	t.Helper()
+	cb, peerB := loopbackPair(t)
+	if _, err := m.Attach(cb, r11Parser); err != nil {
+		t.Fatal(err)
+	}
+	return r11Read(peerB, ids)
+}
+
 func r11Read(peer net.Conn, ids chan<- uint32) <-chan r11Stream {
 	out := make(chan r11Stream, 1)
 	go func() {
@@ -251,8 +242,8 @@ func r11Batch(t *testing.T, sizes []int, k int, partial bool) {
 	m := NewMux(Config{})
 	defer m.Close()
 	ids := make(chan uint32, 1024)
-	ca, peerA := r11Pair(t)
-	cb, peerB := r11Pair(t)
+	ca, peerA := loopbackPair(t)
+	cb, peerB := loopbackPair(t)
 	wa := &r11Conn{Conn: ca, budget: -1, partial: partial}
 	pa, err := m.Attach(wa, r11Parser)
 	if err != nil {
@@ -347,8 +338,8 @@ func r11Queue(t *testing.T, first, small, big, k int, partial bool) {
 	m := NewMux(Config{})
 	defer m.Close()
 	ids := make(chan uint32, 1024)
-	ca, peerA := r11Pair(t)
-	cb, peerB := r11Pair(t)
+	ca, peerA := loopbackPair(t)
+	cb, peerB := loopbackPair(t)
 	wa := &r11Conn{Conn: ca, budget: k, partial: partial, gate: make(chan struct{}), entered: make(chan struct{})}
 	pa, err := m.Attach(wa, r11Parser)
 	if err != nil {
@@ -427,7 +418,7 @@ func r11TLSPair(t *testing.T) (cli, srv *tls.Conn) {
 		t.Fatal(err)
 	}
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	c, peer := r11Pair(t)
+	c, peer := loopbackPair(t)
 	c.(*net.TCPConn).SetWriteBuffer(16 << 10)
 	peer.(*net.TCPConn).SetReadBuffer(16 << 10)
 	cli = tls.Client(c, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
@@ -479,11 +470,7 @@ func TestJoinedTLSWriteTimeoutFailsPsock(t *testing.T) {
 	}
 	ids := make(chan uint32, 1024)
 	ra := r11Read(srv, ids)
-	cb, peerB := r11Pair(t)
-	if _, err := m.Attach(cb, r11Parser); err != nil {
-		t.Fatal(err)
-	}
-	rb := r11Read(peerB, ids)
+	rb := r11Second(t, m, ids)
 	r11Collect(t, ids, len(msgs))
 	m.Close()
 	a, b := <-ra, <-rb
@@ -547,11 +534,7 @@ func TestJoinedTLSCloseInterruptsBatch(t *testing.T) {
 	}
 	ids := make(chan uint32, 1024)
 	ra := r11Read(srv, ids)
-	cb, peerB := r11Pair(t)
-	if _, err := m.Attach(cb, r11Parser); err != nil {
-		t.Fatal(err)
-	}
-	rb := r11Read(peerB, ids)
+	rb := r11Second(t, m, ids)
 	seen := map[uint32]int{}
 	timeout := time.After(10 * time.Second)
 	for n := 0; n < 10; {
@@ -611,7 +594,7 @@ func TestJoinedTLSUnattachInterruptsBatch(t *testing.T) {
 	sent := make(chan error, 1)
 	go func() { sent <- s.SendBatch(msgs) }()
 	r11WaitWriting(t, pa, s)
-	cb, peerB := r11Pair(t)
+	cb, peerB := loopbackPair(t)
 	if _, err := m.Attach(cb, r11Parser); err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +640,7 @@ func TestJoinedWritesDoNotKeepMessages(t *testing.T) {
 	t.Run("batch", func(t *testing.T) {
 		m := NewMux(Config{})
 		defer m.Close()
-		c, peer := r11Pair(t)
+		c, peer := loopbackPair(t)
 		if _, err := m.Attach(&r11Conn{Conn: c, budget: -1}, r11Parser); err != nil {
 			t.Fatal(err)
 		}
@@ -686,7 +669,7 @@ func TestJoinedWritesDoNotKeepMessages(t *testing.T) {
 	t.Run("queue", func(t *testing.T) {
 		m := NewMux(Config{})
 		defer m.Close()
-		c, peer := r11Pair(t)
+		c, peer := loopbackPair(t)
 		wa := &r11Conn{Conn: c, budget: -1, gate: make(chan struct{}), entered: make(chan struct{})}
 		pa, err := m.Attach(wa, r11Parser)
 		if err != nil {
