@@ -375,17 +375,14 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 					continue
 				}
 			} else {
-				fresh = 0
-				if sp.start == sp.end {
-					fresh = -1
-				}
+				empty := sp.start == sp.end
 				space := sp.space()
-				room = len(space)
 				rn, err = p.conn.Read(space)
 				if rn > 0 {
 					m.touchAfterRead(s, p, lent != nil)
 					p.commitRead(rn, err)
-					if fresh < 0 {
+					fresh, room = 0, len(space)
+					if empty {
 						fresh = rn
 					}
 					continue

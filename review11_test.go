@@ -442,19 +442,28 @@ func r11Batch300(base uint32) [][]byte {
 	return msgs
 }
 
+// r11TLSMux returns a mux configured by cfg, closed at the end of the
+// test, with the client end of a TLS connection attached as pa, and the
+// server end.
+func r11TLSMux(t *testing.T, cfg Config) (m *Mux, pa *Psock, srv net.Conn) {
+	t.Helper()
+	m = NewMux(cfg)
+	t.Cleanup(func() { m.Close() })
+	cli, srv := r11TLSPair(t)
+	pa, err := m.Attach(cli, r11Parser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, pa, srv
+}
+
 // A WriteTimeout that passes during joined writes on a TLS psock whose
 // peer stopped reading fails the psock (tls.Conn cannot write after a
 // timeout); the batch goes out, every message once and whole, on the psock
 // attached afterwards, and the failed one's peer got whole messages only
 // ahead of them.
 func TestJoinedTLSWriteTimeoutFailsPsock(t *testing.T) {
-	m := NewMux(Config{WriteTimeout: 100 * time.Millisecond})
-	defer m.Close()
-	cli, srv := r11TLSPair(t)
-	pa, err := m.Attach(cli, r11Parser)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, pa, srv := r11TLSMux(t, Config{WriteTimeout: 100 * time.Millisecond})
 	s := m.NewSocket(Datagram)
 	msgs := r11Batch300(0)
 	if err := s.SendBatch(msgs); err != nil {
@@ -504,13 +513,7 @@ func r11WaitWriting(t *testing.T, p *Psock, s *Socket) {
 // out once and whole on the psock attached afterwards, and the closed
 // socket's messages arrive at most once, in order, on the failed psock.
 func TestJoinedTLSCloseInterruptsBatch(t *testing.T) {
-	m := NewMux(Config{})
-	defer m.Close()
-	cli, srv := r11TLSPair(t)
-	pa, err := m.Attach(cli, r11Parser)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, pa, srv := r11TLSMux(t, Config{})
 	s1, s2 := m.NewSocket(Datagram), m.NewSocket(Datagram)
 	sent := make(chan error, 1)
 	go func() { sent <- s1.SendBatch(r11Batch300(1000)) }()
@@ -582,13 +585,7 @@ func TestJoinedTLSCloseInterruptsBatch(t *testing.T) {
 // interrupt); the batch goes on, every message once and whole, on the
 // other psock.
 func TestJoinedTLSUnattachInterruptsBatch(t *testing.T) {
-	m := NewMux(Config{})
-	defer m.Close()
-	cli, srv := r11TLSPair(t)
-	pa, err := m.Attach(cli, r11Parser)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, pa, srv := r11TLSMux(t, Config{})
 	s := m.NewSocket(Datagram)
 	msgs := r11Batch300(0)
 	sent := make(chan error, 1)

@@ -690,10 +690,9 @@ func (p *Psock) writev() (int, error) {
 func (p *Psock) writeJoined() (int, error) {
 	t := &p.tx
 	iov := t.iov
-	t.iov = t.iov[:0] // the pieces are not needed past this call
-	// Nor are the senders' messages: drop the references, as net.Buffers
-	// does, so that t.iov does not keep them reachable after their sends
-	// returned.
+	t.iov = iov[:0]
+	// Drop the references to the senders' messages, as net.Buffers does,
+	// so that t.iov does not keep them reachable after their sends return.
 	defer clear(iov)
 	total := 0
 	flush := func() error {

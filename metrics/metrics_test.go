@@ -106,8 +106,8 @@ kcm_sockets{mux="client"} 2
 
 	// A message over the limit stops the psock: the aggregate keeps
 	// counting it after it left.
+	p := m.Psocks()[0] // before the write: it may fail and leave at once
 	peer.Write(frame(strings.Repeat("x", 100)))
-	p := m.Psocks()[0]
 	select {
 	case <-p.Done():
 	case <-time.After(5 * time.Second):
