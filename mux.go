@@ -184,7 +184,11 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 
 // Close closes the mux: every socket, and every attached connection
 // (unattach a psock first to keep its connection). Blocked calls return
-// ErrClosed, and Close waits for the mux's own goroutines to end.
+// ErrClosed, and Close waits for the mux's own goroutines to end. A
+// connection layered on another (one with a NetConn method, as tls.Conn)
+// may say goodbye (close_notify) for up to 250 ms, then the connection
+// under it is closed, so a peer that stopped reading cannot hold Close up;
+// a psock that fails is closed without a goodbye.
 func (m *Mux) Close() error {
 	m.mu.Lock()
 	if m.closed {

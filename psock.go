@@ -31,6 +31,42 @@ const (
 	graceMax = 160 * time.Millisecond
 )
 
+// goodbyeGrace is how long Mux.Close lets a layered connection (tls.Conn)
+// try to say goodbye before the transport under it is closed.
+const goodbyeGrace = 250 * time.Millisecond
+
+// closeConn closes a psock's connection. Closing a layered connection can
+// write: tls.Conn.Close sends close_notify, and waits up to 5 s for room in
+// a send buffer that a peer who stopped reading keeps full, which would
+// hold up Mux.Close. A deliberate close (polite) gives the goodbye
+// goodbyeGrace, then closes the transport under it; a psock that failed
+// gets none, its transport is closed first.
+func closeConn(c net.Conn, polite bool) {
+	l, ok := c.(interface{ NetConn() net.Conn })
+	var under net.Conn
+	if ok {
+		under = l.NetConn()
+	}
+	if under == nil {
+		c.Close()
+		return
+	}
+	if !polite {
+		under.Close()
+		c.Close()
+		return
+	}
+	cut := make(chan struct{})
+	t := time.AfterFunc(goodbyeGrace, func() {
+		under.Close()
+		close(cut)
+	})
+	c.Close()
+	if !t.Stop() {
+		<-cut // no goroutine outlives Mux.Close
+	}
+}
+
 // Psock is one stream connection attached to a Mux, with its parser, its
 // receive assembly state and its transmit queue.
 //
@@ -247,13 +283,12 @@ func (m *Mux) failTxLocked(p *Psock, err error, head []txEntry, headBuf []byte) 
 		p.sp.takeRest()
 	}
 	m.removeLocked(p)
-	// Close outside the lock: some connections block in Close (tls.Conn
-	// sends close_notify, which can wait for a full send buffer).
+	// Close outside the lock: some connections block in Close.
 	m.wg.Add(1)
-	go func(c net.Conn) {
+	go func(c net.Conn, polite bool) {
 		defer m.wg.Done()
-		c.Close()
-	}(p.conn)
+		closeConn(c, polite)
+	}(p.conn, err == ErrClosed)
 	m.abortTxLocked(p, head, headBuf)
 	close(p.done)
 	if cb := m.cfg.OnPsockError; cb != nil && err != ErrClosed {
