@@ -162,12 +162,12 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 	}
 }
 
-// detach unattaches p and closes its connection. If p left the mux
-// meanwhile, its connection is closed already, or, after an Unattach of
-// the application's, the application's.
+// detach unattaches p and closes its connection, as Mux.Close would. If p
+// left the mux meanwhile, its connection is closed already, or, after an
+// Unattach of the application's, the application's.
 func detach(p *Psock) {
 	if c, _ := p.Unattach(); c != nil {
-		c.Close()
+		closeConn(c, true)
 	}
 }
 
