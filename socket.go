@@ -224,9 +224,9 @@ func (s *Socket) sendOne(msg []byte) error {
 	if err := s.sendCheck(); err != nil {
 		return err
 	}
-	ok, err := s.mux.sendIdle(s, msg)
+	ok, restart, err := s.mux.sendIdle(s, msg)
 	if !ok {
-		err = s.mux.transmit(s, msg)
+		err = s.mux.transmit(s, msg, restart)
 	}
 	if err != nil {
 		return s.opError("send", err)

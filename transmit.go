@@ -34,6 +34,11 @@ const (
 // errRetry tells a waiting sender its message must go to another psock.
 var errRetry = errors.New("kcm: retry on another psock")
 
+// errRestart tells a waiting sender its psock failed before writing its
+// message, which must go out again on another one (a retry, in TxRetries,
+// once it does).
+var errRestart = errors.New("kcm: restart on another psock")
+
 // txEntry is one queued message.
 type txEntry struct {
 	off, n int       // the message is cbuf[off:off+n], unless ext is set
@@ -240,8 +245,9 @@ func (t *txState) withdraw(w *txWaiter) bool {
 }
 
 // transmit sends one message from s, retrying on other psocks until it
-// is written or queued.
-func (m *Mux) transmit(s *Socket, b []byte) error {
+// is written or queued. restart says b already failed on a psock: it
+// counts in TxRetries when it goes out again, not when it is dropped.
+func (m *Mux) transmit(s *Socket, b []byte, restart bool) error {
 	for {
 		// Checked again on each retry: a message handed back by a failed
 		// or closing write is dropped with its socket, or at its deadline.
@@ -257,6 +263,9 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 			if err == errRetry {
 				continue
 			}
+			if err == nil && restart {
+				m.stats.txRetries.Add(1)
+			}
 			return err
 		}
 		t := &p.tx
@@ -268,17 +277,26 @@ func (m *Mux) transmit(s *Socket, b []byte) error {
 			}
 			continue
 		}
+		if restart {
+			m.stats.txRetries.Add(1)
+			restart = false
+		}
 		if !t.writing {
 			t.writing, t.writer = true, s
 			t.mu.Unlock()
-			retry, err := m.writeOwn(p, s, b, false)
+			var err error
+			restart, err = m.writeOwn(p, s, b, false)
 			m.noteTxIdle(p)
-			if !retry {
+			if !restart {
 				return err
 			}
 			continue
 		}
-		if err := m.queueLocked(p, s, b, false); err != errRetry {
+		switch err := m.queueLocked(p, s, b, false); err {
+		case errRestart:
+			restart = true
+		case errRetry:
+		default:
 			return err
 		}
 	}
@@ -362,17 +380,17 @@ func pinnedLostLocked(p *Psock) error {
 
 // sendIdle writes b when the socket's psock is the mux's only one and
 // nobody writes it: the common case, in small stack frames (see recvFast).
-// ok is false when it wrote nothing and transmit must send b.
-func (m *Mux) sendIdle(s *Socket, b []byte) (ok bool, err error) {
+// ok is false when transmit must send b; restart, when b failed on it.
+func (m *Mux) sendIdle(s *Socket, b []byte) (ok, restart bool, err error) {
 	p := m.txOne.Load()
 	if p == nil || s.txp.Load() != p {
-		return false, nil
+		return false, false, nil
 	}
 	if !p.tx.claim(s) {
-		return false, nil
+		return false, false, nil
 	}
-	retry, err := m.writeOwn(p, s, b, false)
-	return !retry, err
+	restart, err = m.writeOwn(p, s, b, false)
+	return !restart, restart, err
 }
 
 // writeOwn writes the caller's message b on p, which the caller holds for
@@ -405,22 +423,23 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 	if pinned {
 		p.stats.txAborts.Add(1)
 	} else {
-		closedErr = m.countRetries(p, 1)
+		closedErr = m.countAborts(p, 1)
 	}
 	m.flushQueued(p, msgCount{})
 	return closedErr == nil, closedErr
 }
 
-// countRetries counts n of the writer's own messages that failed on p and
-// go out again elsewhere, unless the mux closed (its error is returned).
-// The writer calls it while it still writes p: once it lets go, an
-// Unattach may fold p's counters into the mux's.
-func (m *Mux) countRetries(p *Psock, n int) error {
+// countAborts counts n of the writer's own messages that failed on p and
+// are to go out again elsewhere, unless the mux closed (its error is
+// returned). The writer calls it while it still writes p: once it lets go,
+// an Unattach may fold p's counters into the mux's. TxRetries counts them
+// when they do go out again: their sender may give up first (its socket
+// closes, or its write deadline passes).
+func (m *Mux) countAborts(p *Psock, n int) error {
 	if err := m.closedErr(); err != nil {
 		return err
 	}
 	p.stats.txAborts.Add(uint64(n))
-	m.stats.txRetries.Add(uint64(n))
 	return nil
 }
 
@@ -428,13 +447,28 @@ func (m *Mux) countRetries(p *Psock, n int) error {
 // messages are coalesced into one write, others go in one writev. Each
 // message stays atomic; a failure restarts the unwritten ones elsewhere.
 func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
+	restart := false // msgs failed on a psock
 	for len(msgs) > 0 {
+		if restart {
+			// As in transmit: a failed batch is dropped with its socket,
+			// or at its deadline.
+			if s.closed() {
+				return ErrClosed
+			}
+			if s.writeExpired() {
+				return os.ErrDeadlineExceeded
+			}
+		}
 		p := m.pickTx(s)
 		if p == nil {
 			break
 		}
 		if !p.tx.claim(s) {
 			break
+		}
+		if restart {
+			m.stats.txRetries.Add(uint64(len(msgs)))
+			restart = false
 		}
 		done, cut, err := p.writeBatch(msgs)
 		msgs = msgs[done:]
@@ -448,14 +482,15 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 			return ErrClosed
 		}
 		m.writeFailed(p, err, cut, nil, nil)
-		closedErr := m.countRetries(p, len(msgs))
+		closedErr := m.countAborts(p, len(msgs))
 		m.flushQueued(p, msgCount{})
 		if closedErr != nil {
 			return closedErr
 		}
+		restart = true
 	}
 	for _, b := range msgs {
-		if err := m.transmit(s, b); err != nil {
+		if err := m.transmit(s, b, restart); err != nil {
 			return err
 		}
 	}
@@ -860,11 +895,11 @@ func (m *Mux) requeueLocked(from *Psock, e *txEntry, buf []byte) {
 		m.finishEntry(from, e, pinnedLostLocked(from))
 		return
 	}
-	m.stats.txRetries.Add(1)
 	if e.w != nil {
-		m.finishEntry(from, e, errRetry) // the sender retries itself
+		m.finishEntry(from, e, errRestart) // the sender retries itself
 		return
 	}
+	m.stats.txRetries.Add(1)
 	b := e.bytes(buf)
 	from.tx.load.Add(-int64(len(b)))
 	for {

@@ -107,3 +107,33 @@ func TestWriteTimeoutKeepsInterrupts(t *testing.T) {
 		})
 	}
 }
+
+// A message whose psock failed counts in TxRetries only when it goes out
+// again: a sender whose write deadline passed meanwhile gives up, and
+// nothing was retried. The failed psock counts the abort.
+func TestTxRetriesSkipsSendersThatGiveUp(t *testing.T) {
+	m := newMux(t, kcm.Config{WriteTimeout: 200 * time.Millisecond})
+	c, _ := stalledPair(t)
+	dead, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(kcm.Datagram)
+	big := msgOf(7, 4<<20)
+	errs := make(chan error, 1)
+	go func() { errs <- s.Send(big) }()
+	waitSmem(t, m, dead.Index(), 4<<20) // stuck in its write
+	s.SetWriteDeadline(time.Now())       // a message being written still goes out whole
+	if err := waitErr(t, errs, "send"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("send: %v, want the write deadline's error", err)
+	}
+	if err := waitDone(t, dead); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stalled psock left with %v, want a write deadline error", err)
+	}
+	if a := dead.Stats().TxAborts; a != 1 {
+		t.Errorf("TxAborts %d, want 1", a)
+	}
+	if r := m.Stats().TxRetries; r != 0 {
+		t.Errorf("TxRetries %d, want 0: the message never went out again", r)
+	}
+}
