@@ -260,11 +260,18 @@ func (m *Mux) transmit(s *Socket, b []byte, restart bool) error {
 		p := m.pickTx(s)
 		if p == nil {
 			err := m.backlog.add(s, b)
-			if err == errRetry {
+			switch err {
+			case errRetry:
 				continue
-			}
-			if err == nil && restart {
-				m.stats.txRetries.Add(1)
+			case errRestart:
+				// A waiting sender's message went from the backlog to a
+				// psock that failed before writing it.
+				restart = true
+				continue
+			case nil:
+				if restart {
+					m.stats.txRetries.Add(1)
+				}
 			}
 			return err
 		}
@@ -1166,7 +1173,8 @@ func (b *backlog) reserve(n int) bool {
 func (b *backlog) unreserve(n int) { b.queued.Add(-int64(n)) }
 
 // add holds a message of s while no psock is attached. It returns errRetry
-// if a psock appeared meanwhile.
+// if a psock appeared meanwhile, and errRestart when the message waited
+// uncopied and the psock it was flushed to failed before writing it.
 func (b *backlog) add(s *Socket, msg []byte) error {
 	m := b.m
 	m.mu.Lock()

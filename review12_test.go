@@ -1,0 +1,92 @@
+package kcm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// r12FailWrites is a connection whose writes fail at once; its reads block
+// until it is closed.
+type r12FailWrites struct{ net.Conn }
+
+func (c r12FailWrites) Write([]byte) (int, error) { return 0, errors.New("r12: write refused") }
+
+// r12WaitBacklog waits until the mux's backlog holds n messages.
+func r12WaitBacklog(t *testing.T, m *Mux, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m.mu.Lock()
+		l := len(m.backlog.q)
+		m.mu.Unlock()
+		if l == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog holds %d messages, want %d", l, n)
+		}
+		time.Sleep(time.Millisecond) // polls a state; no event reports it
+	}
+}
+
+// A sender waiting uncopied in the backlog (its message did not fit in the
+// send buffer) whose message is flushed to a psock that then fails before
+// writing it must send it again elsewhere, as any message of a failed
+// psock: its Send neither fails nor loses the message. 58ee704 tells such
+// a sender errRestart, which backlog.add hands back to transmit, which
+// returned it to the caller ("kcm: restart on another psock").
+func TestBacklogWaiterRestartsAfterFailedPsock(t *testing.T) {
+	m := NewMux(Config{SendBuffer: 1024})
+	defer m.Close()
+	s := m.NewSocket(Datagram)
+	small, big := r11Msg(1, 100), r11Msg(2, 4096)
+	if err := s.Send(small); err != nil { // copied into the backlog
+		t.Fatal(err)
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- s.Send(big) }() // does not fit: waits uncopied
+	r12WaitBacklog(t, m, 2)
+
+	bad, _ := loopbackPair(t)
+	p1, err := m.Attach(r12FailWrites{bad}, r11Parser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p1.Done() // the backlog went to p1, whose write failed
+	select {
+	case err := <-errs:
+		t.Fatalf("Send returned %v before any psock could write its message", err)
+	default:
+	}
+
+	c, peer := loopbackPair(t)
+	if _, err := m.Attach(c, r11Parser); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send did not return")
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len(small)+len(big))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, append(append([]byte(nil), small...), big...)) {
+		t.Fatal("peer read other bytes than the two messages in order")
+	}
+	if a := p1.Stats().TxAborts; a != 2 {
+		t.Errorf("failed psock TxAborts %d, want 2", a)
+	}
+	if r := m.Stats().TxRetries; r != 2 {
+		t.Errorf("TxRetries %d, want 2", r)
+	}
+}
