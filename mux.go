@@ -188,7 +188,8 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 // connection layered on another (one with a NetConn method, as tls.Conn)
 // may say goodbye (close_notify) for up to 250 ms, then the connection
 // under it is closed, so a peer that stopped reading cannot hold Close up;
-// a psock that fails is closed without a goodbye.
+// a psock that fails is closed without a goodbye, unless its peer closed
+// cleanly (io.EOF): it gets one as here.
 func (m *Mux) Close() error {
 	m.mu.Lock()
 	if m.closed {

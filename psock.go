@@ -2,6 +2,7 @@ package kcm
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -38,9 +39,10 @@ const goodbyeGrace = 250 * time.Millisecond
 // closeConn closes a psock's connection. Closing a layered connection can
 // write: tls.Conn.Close sends close_notify, and waits up to 5 s for room in
 // a send buffer that a peer who stopped reading keeps full, which would
-// hold up Mux.Close. A deliberate close (polite) gives the goodbye
-// goodbyeGrace, then closes the transport under it; a psock that failed
-// gets none, its transport is closed first.
+// hold up Mux.Close. A deliberate close, or one that answers the peer's
+// own clean close (polite), gives the goodbye goodbyeGrace, then closes
+// the transport under it; a psock that failed gets none, its transport is
+// closed first.
 func closeConn(c net.Conn, polite bool) {
 	l, ok := c.(interface{ NetConn() net.Conn })
 	var under net.Conn
@@ -288,7 +290,7 @@ func (m *Mux) failTxLocked(p *Psock, err error, head []txEntry, headBuf []byte) 
 	go func(c net.Conn, polite bool) {
 		defer m.wg.Done()
 		closeConn(c, polite)
-	}(p.conn, err == ErrClosed)
+	}(p.conn, err == ErrClosed || err == io.EOF) // io.EOF: the peer closed cleanly
 	m.abortTxLocked(p, head, headBuf)
 	close(p.done)
 	if cb := m.cfg.OnPsockError; cb != nil && err != ErrClosed {

@@ -90,3 +90,62 @@ func TestBacklogWaiterRestartsAfterFailedPsock(t *testing.T) {
 		t.Errorf("TxRetries %d, want 2", r)
 	}
 }
+
+// r12RawAfter returns how many bytes the TLS peer srv's transport reads
+// until its end: records srv's TLS layer was not asked to read.
+func r12RawAfter(t *testing.T, srv interface{ NetConn() net.Conn }) int64 {
+	t.Helper()
+	raw := srv.NetConn()
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, raw)
+	if err != nil {
+		t.Fatalf("peer's transport: %v after %d bytes", err, n)
+	}
+	return n
+}
+
+// A TLS peer that closes cleanly (close_notify; here with CloseWrite, so
+// it still reads) gets the psock's close_notify back, as RFC 8446 6.1
+// asks of each side before it closes its write side, and as kcm did before
+// 9c292b8: the psock leaves the mux with io.EOF, which is no failure of
+// the connection, and nothing is being written to a peer that reads.
+// 9c292b8 closes every psock that left with an error other than ErrClosed
+// without a goodbye: the peer's transport ends with no record after its
+// own close_notify (a non-Go peer such as OpenSSL reports an unexpected
+// EOF).
+func TestPeerCloseNotifyIsAnswered(t *testing.T) {
+	cli, srv := r11TLSPair(t)
+	defer srv.Close()
+	m := NewMux(Config{})
+	defer m.Close()
+	p, err := m.Attach(cli, r11Parser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	if p.Err() != io.EOF {
+		t.Fatalf("psock left with %v, want io.EOF", p.Err())
+	}
+	if n := r12RawAfter(t, srv); n == 0 {
+		t.Fatal("the psock closed its connection without a close_notify")
+	}
+}
+
+// Mux.Close's close_notify reaches a peer that reads. (TestCloseSaysTLSGoodbye
+// cannot tell: a Go TLS peer reads io.EOF for a bare transport close at a
+// record boundary too.) Passes; it guards the polite close.
+func TestCloseSendsTLSCloseNotify(t *testing.T) {
+	cli, srv := r11TLSPair(t)
+	defer srv.Close()
+	m := NewMux(Config{})
+	if _, err := m.Attach(cli, r11Parser); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if n := r12RawAfter(t, srv); n == 0 {
+		t.Fatal("Mux.Close closed a TLS psock without a close_notify")
+	}
+}
