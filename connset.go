@@ -167,6 +167,9 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 // Unattach of the application's, the application's.
 func detach(p *Psock) {
 	if c, _ := p.Unattach(); c != nil {
+		if pc, ok := c.(*prefixConn); ok {
+			c = pc.Conn // the bytes it kept go with it; its NetConn counts
+		}
 		closeConn(c, true)
 	}
 }

@@ -2,9 +2,11 @@ package kcm
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -147,5 +149,51 @@ func TestCloseSendsTLSCloseNotify(t *testing.T) {
 	m.Close()
 	if n := r12RawAfter(t, srv); n == 0 {
 		t.Fatal("Mux.Close closed a TLS psock without a close_notify")
+	}
+}
+
+// ConnSet.Close closes a TLS connection as Mux.Close does (98d8fd9), also
+// when the mux had buffered part of a message from it: Unattach then hands
+// back the connection wrapped with those bytes (prefixConn), which has no
+// NetConn method, so detach closed it as a plain connection and its
+// close_notify, behind a peer that stopped reading, held Close for 5 s.
+func TestConnSetCloseDoesNotWaitForTLSGoodbyeAfterPartialMessage(t *testing.T) {
+	cli, srv := r11TLSPair(t)
+	defer srv.Close()
+	fillTLS(t, cli)
+	m := NewMux(Config{})
+	defer m.Close()
+	partial := make(chan struct{})
+	var once sync.Once
+	parser := ParserFunc(func(b []byte) (int, error) {
+		if len(b) >= 14 {
+			once.Do(func() { close(partial) })
+		}
+		return r11Parser(b)
+	})
+	dialled := false
+	cs, err := NewConnSet(m, ConnSetConfig{
+		Parser: parser,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			if dialled {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			dialled = true
+			return cli, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := r11Msg(1, 104)
+	if _, err := srv.Write(msg[:14]); err != nil { // part of a message
+		t.Fatal(err)
+	}
+	<-partial
+	start := time.Now()
+	cs.Close()
+	if d := time.Since(start); d > closeBound {
+		t.Fatalf("ConnSet.Close took %v", d)
 	}
 }
