@@ -2,7 +2,6 @@ package kcm
 
 import (
 	"errors"
-	"io"
 	"os"
 	"testing"
 	"time"
@@ -77,21 +76,5 @@ func TestFailedTLSPsockClosesAtOnce(t *testing.T) {
 	m.Close()
 	if d := time.Since(start); d > closeBound {
 		t.Fatalf("Mux.Close took %v", d)
-	}
-}
-
-// Mux.Close still says goodbye on a TLS psock whose peer reads: the peer
-// sees close_notify (a clean io.EOF), not a cut connection.
-func TestCloseSaysTLSGoodbye(t *testing.T) {
-	cli, srv := r11TLSPair(t)
-	defer srv.Close()
-	m := NewMux(Config{})
-	if _, err := m.Attach(cli, r11Parser); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
-	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := srv.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("peer read %v, want io.EOF after close_notify", err)
 	}
 }

@@ -284,13 +284,12 @@ func (m *Mux) transmit(s *Socket, b []byte, restart bool) error {
 			}
 			continue
 		}
-		if restart {
-			m.stats.txRetries.Add(1)
-			restart = false
-		}
 		if !t.writing {
 			t.writing, t.writer = true, s
 			t.mu.Unlock()
+			if restart {
+				m.stats.txRetries.Add(1)
+			}
 			var err error
 			restart, err = m.writeOwn(p, s, b, false)
 			m.noteTxIdle(p)
@@ -299,7 +298,14 @@ func (m *Mux) transmit(s *Socket, b []byte, restart bool) error {
 			}
 			continue
 		}
+		// A restarted message counts once it is queued (copied) or
+		// written, not when its sender gives up waiting in the queue.
 		switch err := m.queueLocked(p, s, b, false); err {
+		case nil:
+			if restart {
+				m.stats.txRetries.Add(1)
+			}
+			return nil
 		case errRestart:
 			restart = true
 		case errRetry:

@@ -123,7 +123,7 @@ func TestTxRetriesSkipsSendersThatGiveUp(t *testing.T) {
 	errs := make(chan error, 1)
 	go func() { errs <- s.Send(big) }()
 	waitSmem(t, m, dead.Index(), 4<<20) // stuck in its write
-	s.SetWriteDeadline(time.Now())       // a message being written still goes out whole
+	s.SetWriteDeadline(time.Now())      // a message being written still goes out whole
 	if err := waitErr(t, errs, "send"); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("send: %v, want the write deadline's error", err)
 	}
