@@ -76,6 +76,15 @@ type Message struct {
 	more bool   // a piece whose rest its socket keeps: see splitLocked
 }
 
+// lend makes m the message b, lent from buf, received on p. It writes the
+// fields one by one: assigning a composite literal builds it on the stack
+// and copies it with 16-byte loads that its 8-byte stores cannot forward
+// to, a stall per message (a fifth of RecvBatch's time for 64 B messages).
+func (m *Message) lend(b []byte, buf *rbuf, p *Psock) {
+	m.b, m.buf, m.p = b, buf, p
+	m.seq, m.rest, m.own, m.more = 0, false, false, false
+}
+
 // Bytes returns the message, header included. The slice is valid until
 // Release.
 func (m *Message) Bytes() []byte { return m.b }

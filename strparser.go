@@ -61,7 +61,7 @@ func (sp *strparser) next(p *Psock) (m Message, ok bool, err error) {
 func (sp *strparser) take(m *Message, p *Psock, b []byte) {
 	sp.carved.add(1, len(b))
 	sp.lend(1)
-	*m = Message{b: b, buf: sp.buf, p: p}
+	m.lend(b, sp.buf, p)
 }
 
 // creditBatch is how many references a reader takes on its buffer at a
@@ -94,7 +94,7 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 		if !ok {
 			break
 		}
-		out[n] = Message{b: b, buf: sp.buf, p: p}
+		out[n].lend(b, sp.buf, p)
 		bytes += len(b)
 		n++
 	}
