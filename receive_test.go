@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -733,5 +734,53 @@ func TestPanickingParserStopsOnlyItsPsock(t *testing.T) {
 	goodPeer.Write(msg)
 	if got := recvWithin(t, s, 5*time.Second); !bytes.Equal(got, msg) {
 		t.Fatal("good psock's message lost")
+	}
+}
+
+// A parser that panics in the middle of a batch (RecvBatch parses all but
+// the first message of a read under one recover) fails its psock like a
+// panic on a single message: the messages before it are delivered, whole
+// and in order, the psock leaves with a parse error and counts one
+// interrupted parse.
+func TestPanicInBatchKeepsMessagesBefore(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	c, peer := net.Pipe() // one Write, one read: the batch sees every message
+	defer peer.Close()
+	p, err := m.Attach(c, kcm.ParserFunc(func(b []byte) (int, error) {
+		if len(b) > 0 && b[0] == 0xEE {
+			panic("bad header")
+		}
+		return lenPrefix(b)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stream []byte
+	for i := range 5 {
+		stream = append(stream, frame(msgOf(uint32(i), 16))...)
+	}
+	stream = append(stream, 0xEE, 0, 0, 0)
+	go peer.Write(stream)
+	ms := make([]kcm.Message, 64)
+	next := uint32(0)
+	for next < 5 {
+		n, err := s.RecvBatch(ms)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", next, err)
+		}
+		for i := range ms[:n] {
+			if id := checkMsg(t, ms[i].Bytes()[4:]); id != next {
+				t.Fatalf("message %d, want %d", id, next)
+			}
+			next++
+		}
+		kcm.ReleaseBatch(ms[:n])
+	}
+	if err := waitDone(t, p); !errors.Is(err, kcm.ErrParse) || !strings.Contains(err.Error(), "bad header") {
+		t.Fatalf("psock left with %v, want ErrParse with the panic", err)
+	}
+	if st := p.Stats(); st.Interrupted != 1 || st.RxMsgs != 5 {
+		t.Fatalf("Interrupted %d, RxMsgs %d, want 1 and 5", st.Interrupted, st.RxMsgs)
 	}
 }
