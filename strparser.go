@@ -28,7 +28,7 @@ type strparser struct {
 	failed     bool     // err is set
 	timed      bool     // timeout is set
 	lent       bool     // messages carved since start was last reset hold references
-	guarded    bool     // a batch's recover covers parser calls: see carveGuarded
+	guard      guard    // a batch's recover covers parser calls: see carveGuarded
 	credit     int32    // references on buf the reader holds beyond its own, for lending
 	direct     int32    // a read brought exactly one message of this length, in room to spare: see takeDirect
 	colour     int32    // where reads start in an empty buffer; see newColour
@@ -102,7 +102,7 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 // a third of the parser's cost for small messages. A panic ends the batch
 // with the messages carved before it.
 func (sp *strparser) carveGuarded(p *Psock, out []Message) (n, bytes int) {
-	sp.guarded = true
+	sp.guard = guardOn
 	defer sp.endGuard()
 	for n < len(out) {
 		b, ok, _ := sp.carve()
@@ -116,12 +116,26 @@ func (sp *strparser) carveGuarded(p *Psock, out []Message) (n, bytes int) {
 	return n, bytes
 }
 
+// guard says whether carveGuarded's recover covers parser calls, and
+// whether a parser is running: only its panics are recovered, kcm's own
+// go on.
+type guard uint8
+
+const (
+	guardOff guard = iota
+	guardOn
+	guardParsing
+)
+
 // endGuard ends carveGuarded. A parser panic fails the stream as
 // callParser's error would have.
 func (sp *strparser) endGuard() {
-	sp.guarded = false
-	if r := recover(); r != nil {
-		sp.err, sp.failed = sp.judge(nil, 0, parserPanic(r)), true
+	parsing := sp.guard == guardParsing
+	sp.guard = guardOff
+	if parsing {
+		if r := recover(); r != nil {
+			sp.err, sp.failed = sp.judge(nil, 0, parserPanic(r)), true
+		}
 	}
 }
 
@@ -176,8 +190,10 @@ func (sp *strparser) consume(n int) []byte {
 
 func (sp *strparser) parse() error {
 	b := sp.data[sp.start:sp.end]
-	if sp.guarded {
+	if sp.guard != guardOff {
+		sp.guard = guardParsing
 		n, err := sp.parser.Parse(b)
+		sp.guard = guardOn
 		return sp.judge(b, n, err)
 	}
 	return sp.parseBytes(b)
