@@ -13,11 +13,15 @@ import (
 // and checks the messages are exactly the reference split: no byte lost,
 // duplicated or overwritten by buffer reuse, and the size limit enforced.
 // Some chunks arrive the way recvFast reads request/response traffic,
-// straight into a receiver's buffer (takeDirect).
+// straight into a receiver's buffer (takeDirect); some messages are taken
+// in batches as RecvBatch takes them (nextBatch). A length of panicLen
+// makes the parser panic, which must fail the stream with ErrParse after
+// the messages before it, in a batch or not.
 func FuzzReassembly(f *testing.F) {
 	f.Add(int64(1), []byte{0, 3, 'a', 'b', 'c', 0, 0, 0, 1, 'x'})
 	f.Add(int64(7), bytes.Repeat([]byte{0, 200}, 300))
 	f.Add(int64(3), append([]byte{0xff, 0xff}, make([]byte, 100)...))
+	f.Add(int64(3), append(bytes.Repeat([]byte{0, 1, 'y'}, 4), 0xff, 0xfe, 0)) // a panic inside a batch
 	f.Fuzz(func(t *testing.T, seed int64, stream []byte) {
 		const limit = 40000
 		want, wantErr := referenceSplit(stream, limit)
@@ -27,6 +31,9 @@ func FuzzReassembly(f *testing.F) {
 			parser: ParserFunc(func(b []byte) (int, error) {
 				if len(b) < 2 {
 					return 0, nil
+				}
+				if binary.BigEndian.Uint16(b) == panicLen {
+					panic("fuzz")
 				}
 				return 2 + int(binary.BigEndian.Uint16(b)), nil
 			}),
@@ -43,6 +50,10 @@ func FuzzReassembly(f *testing.F) {
 			m, ok, err = sp.next(nil)
 			if ok {
 				got = append(got, m)
+				if rng.Intn(2) == 0 {
+					batch := make([]Message, rng.Intn(8))
+					got = append(got, batch[:sp.nextBatch(nil, batch)]...)
+				}
 				continue
 			}
 			if err != nil || len(rest) == 0 {
@@ -92,9 +103,15 @@ func FuzzReassembly(f *testing.F) {
 	})
 }
 
+// panicLen is the length field FuzzReassembly's parser panics on.
+const panicLen = 0xfffe
+
 func referenceSplit(stream []byte, limit int) ([][]byte, error) {
 	var msgs [][]byte
 	for len(stream) >= 2 {
+		if binary.BigEndian.Uint16(stream) == panicLen {
+			return msgs, ErrParse
+		}
 		n := 2 + int(binary.BigEndian.Uint16(stream))
 		if n > limit {
 			return msgs, ErrMessageTooBig
