@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gokcm/kcm"
@@ -36,6 +37,8 @@ type server struct {
 	tlsOnce sync.Once // makes tls, for data connections that start a TLS handshake
 	tls     *tls.Config
 	tlsErr  error
+
+	starts atomic.Int64 // runs clients started (a "start" each), for tests
 }
 
 func startServer(addr string, heartbeat bool) (*server, error) {
@@ -161,6 +164,7 @@ func (s *server) serveControl(c net.Conn) {
 		switch cmd := strings.TrimSpace(sc.Text()); cmd {
 		case "start":
 			cpu0 = cpuTime()
+			s.starts.Add(1)
 			reply = "ok"
 		case "stop":
 			reply = fmt.Sprintf("cpu %d", int64(cpuTime()-cpu0))
