@@ -14,16 +14,7 @@ import (
 // another psock.
 func TestWriteTimeoutMovesMessageOffDeadPeer(t *testing.T) {
 	m := newMux(t, kcm.Config{WriteTimeout: 300 * time.Millisecond})
-	c, _ := stalledPair(t) // its peer never reads
-	dead, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := m.NewSocket(kcm.Datagram)
-	big := msgOf(7, 4<<20)
-	errs := make(chan error, 1)
-	go func() { errs <- s.Send(big) }()
-	waitSmem(t, m, dead.Index(), 4<<20) // stuck in its write
+	dead, _, big, errs := stuckSend(t, m)
 	_, live := attachPeer(t, m)
 	read := make(chan []byte, 1)
 	go func() { // the live peer reads at once, so its psock's write completes in time
@@ -113,17 +104,8 @@ func TestWriteTimeoutKeepsInterrupts(t *testing.T) {
 // nothing was retried. The failed psock counts the abort.
 func TestTxRetriesSkipsSendersThatGiveUp(t *testing.T) {
 	m := newMux(t, kcm.Config{WriteTimeout: 200 * time.Millisecond})
-	c, _ := stalledPair(t)
-	dead, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := m.NewSocket(kcm.Datagram)
-	big := msgOf(7, 4<<20)
-	errs := make(chan error, 1)
-	go func() { errs <- s.Send(big) }()
-	waitSmem(t, m, dead.Index(), 4<<20) // stuck in its write
-	s.SetWriteDeadline(time.Now())      // a message being written still goes out whole
+	dead, s, _, errs := stuckSend(t, m)
+	s.SetWriteDeadline(time.Now()) // a message being written still goes out whole
 	if err := waitErr(t, errs, "send"); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("send: %v, want the write deadline's error", err)
 	}
@@ -136,4 +118,22 @@ func TestTxRetriesSkipsSendersThatGiveUp(t *testing.T) {
 	if r := m.Stats().TxRetries; r != 0 {
 		t.Errorf("TxRetries %d, want 0: the message never went out again", r)
 	}
+}
+
+// stuckSend attaches to m a psock whose peer never reads and returns it,
+// with a socket whose Send of big (message 7, 4 MiB) is stuck in its write
+// on it, and the channel that Send's error will come on.
+func stuckSend(t *testing.T, m *kcm.Mux) (dead *kcm.Psock, s *kcm.Socket, big []byte, errs chan error) {
+	t.Helper()
+	c, _ := stalledPair(t)
+	dead, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = m.NewSocket(kcm.Datagram)
+	big = msgOf(7, 4<<20)
+	errs = make(chan error, 1)
+	go func() { errs <- s.Send(big) }()
+	waitSmem(t, m, dead.Index(), 4<<20)
+	return dead, s, big, errs
 }
