@@ -139,9 +139,21 @@ func (s *Socket) statsLocked() SocketStats {
 // them: bytes taken, and messages taken to their end (a truncated Datagram
 // message counts as taken).
 func (s *Socket) countLocked(ms []Message, mode rxMode) {
+	if mode.limit < 0 {
+		// Whole messages (RecvBatch): sum in registers, store once.
+		msgs, bytes := 0, 0
+		for i := range ms {
+			bytes += len(ms[i].b)
+			if !ms[i].more {
+				msgs++
+			}
+		}
+		s.stats.rx.add(msgs, bytes)
+		return
+	}
 	for i := range ms {
 		l := len(ms[i].b)
-		if mode.limit >= 0 && l > mode.limit {
+		if l > mode.limit {
 			s.stats.rx.bytes += uint64(mode.limit)
 			if !mode.partial {
 				s.stats.rx.msgs++
