@@ -162,7 +162,7 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	ps := &Psock{mux: m, conn: c, done: make(chan struct{})}
 	ps.sp = strparser{
-		parser:  p,
+		parser:  parseFunc(p),
 		max:     m.cfg.MaxMessageSize,
 		timeout: m.cfg.MessageTimeout,
 		pool:    m.pool,

@@ -113,8 +113,9 @@ type Psock struct {
 	rxWait   chan struct{} // closed when the reader lets go; mux.mu
 	sp       strparser     // its rarely used fields last
 
-	pendingErr error     // to report at the next read
-	rdl        time.Time // read deadline last set on conn
+	pendingErr error         // to report at the next read
+	rdl        time.Time     // read deadline last set on conn
+	wto        time.Duration // Config.WriteTimeout; tx.timed says it is set (here: tx starts a line)
 
 	tx txState
 
@@ -126,7 +127,6 @@ type Psock struct {
 	mux   *Mux
 	grace *time.Timer
 	stats psockCounters
-	wto   time.Duration // Config.WriteTimeout; tx.timed says it is set
 }
 
 // Index returns the psock's index in its mux: the lowest free one when it
