@@ -35,22 +35,32 @@ func runConfig(t *target, cfg config, o *options, prog *progress) (Row, error) {
 	for rep := range o.reps {
 		for _, si := range pairOrder(rep) {
 			side := sides[si]
-			if o.only != "" && o.only != side {
+			if !o.measures(side) {
 				continue
 			}
-			wl, err := newWorkload(t, cfg, side)
+			label := fmt.Sprintf("rep %d/%d", rep+1, o.reps)
+			res, err := runSide(t, cfg, side, o.warmup, o.duration, prog, label)
 			if err != nil {
-				return Row{}, fmt.Errorf("%s %s: setup: %w", cfg, side, err)
-			}
-			label := fmt.Sprintf("%s %s rep %d/%d", cfg, side, rep+1, o.reps)
-			res, err := runOnce(t, wl, o.warmup, o.duration, prog.callback(label))
-			if err != nil {
-				return Row{}, fmt.Errorf("%s %s: %w", cfg, side, err)
+				return Row{}, err
 			}
 			runs[si] = append(runs[si], res)
 		}
 	}
 	return makeRow(cfg, runs[0], runs[1]), nil
+}
+
+// runSide sets up side's workload for cfg and runs it once; what labels
+// it on the progress line.
+func runSide(t *target, cfg config, side string, warmup, dur time.Duration, prog *progress, what string) (runResult, error) {
+	wl, err := newWorkload(t, cfg, side)
+	if err != nil {
+		return runResult{}, fmt.Errorf("%s %s: setup: %w", cfg, side, err)
+	}
+	res, err := runOnce(t, wl, warmup, dur, prog.callback(fmt.Sprintf("%s %s %s", cfg, side, what)))
+	if err != nil {
+		return runResult{}, fmt.Errorf("%s %s: %w", cfg, side, err)
+	}
+	return res, nil
 }
 
 // pairOrder returns the indexes into sides in the order repetition rep
@@ -96,19 +106,18 @@ func primeRuns(t *target, cfg config, o *options, prog *progress) error {
 	defer prog.clear()
 	t.tls = cfg.TLS
 	for _, side := range sides {
-		if o.only != "" && o.only != side {
+		if !o.measures(side) {
 			continue
 		}
-		wl, err := newWorkload(t, cfg, side)
-		if err != nil {
-			return fmt.Errorf("%s %s: setup: %w", cfg, side, err)
-		}
-		if _, err := runOnce(t, wl, o.warmup, min(primeTime, o.duration), prog.callback(fmt.Sprintf("%s %s priming", cfg, side))); err != nil {
-			return fmt.Errorf("%s %s: priming: %w", cfg, side, err)
+		if _, err := runSide(t, cfg, side, o.warmup, min(primeTime, o.duration), prog, "priming"); err != nil {
+			return fmt.Errorf("priming: %w", err)
 		}
 	}
 	return nil
 }
+
+// measures reports whether the suite runs side (-only may leave one out).
+func (o *options) measures(side string) bool { return o.only == "" || o.only == side }
 
 // estimate is the wall time a suite will take, for the opening line.
 func (o *options) estimate() time.Duration {
