@@ -319,6 +319,18 @@ func (s *Socket) sendCheck() error {
 	return nil
 }
 
+// givenUp is why a send from s stops before its message reaches a psock:
+// the socket closed, or its write deadline passed; nil while neither.
+func (s *Socket) givenUp() error {
+	if s.closed() {
+		return ErrClosed
+	}
+	if s.writeExpired() {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
 // txSignal returns a channel closed at the next change of the socket's
 // write deadline or its closing, for senders waiting to be written.
 func (s *Socket) txSignal() <-chan struct{} {

@@ -251,11 +251,8 @@ func (m *Mux) transmit(s *Socket, b []byte, restart bool) error {
 	for {
 		// Checked again on each retry: a message handed back by a failed
 		// or closing write is dropped with its socket, or at its deadline.
-		if s.closed() {
-			return ErrClosed
-		}
-		if s.writeExpired() {
-			return os.ErrDeadlineExceeded
+		if err := s.givenUp(); err != nil {
+			return err
 		}
 		p := m.pickTx(s)
 		if p == nil {
@@ -320,11 +317,8 @@ func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
 	if p == nil || p.mux != m {
 		return fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
 	}
-	if s.closed() {
-		return ErrClosed
-	}
-	if s.writeExpired() {
-		return os.ErrDeadlineExceeded
+	if err := s.givenUp(); err != nil {
+		return err
 	}
 	t := &p.tx
 	t.mu.Lock()
@@ -465,11 +459,8 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 		if restart {
 			// As in transmit: a failed batch is dropped with its socket,
 			// or at its deadline.
-			if s.closed() {
-				return ErrClosed
-			}
-			if s.writeExpired() {
-				return os.ErrDeadlineExceeded
+			if err := s.givenUp(); err != nil {
+				return err
 			}
 		}
 		p := m.pickTx(s)
