@@ -17,24 +17,6 @@ type r12FailWrites struct{ net.Conn }
 
 func (c r12FailWrites) Write([]byte) (int, error) { return 0, errors.New("r12: write refused") }
 
-// r12WaitBacklog waits until the mux's backlog holds n messages.
-func r12WaitBacklog(t *testing.T, m *Mux, n int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		m.mu.Lock()
-		l := len(m.backlog.q)
-		m.mu.Unlock()
-		if l == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog holds %d messages, want %d", l, n)
-		}
-		time.Sleep(time.Millisecond) // polls a state; no event reports it
-	}
-}
-
 // A sender waiting uncopied in the backlog (its message did not fit in the
 // send buffer) whose message is flushed to a psock that then fails before
 // writing it must send it again elsewhere, as any message of a failed
@@ -51,7 +33,8 @@ func TestBacklogWaiterRestartsAfterFailedPsock(t *testing.T) {
 	}
 	errs := make(chan error, 1)
 	go func() { errs <- s.Send(big) }() // does not fit: waits uncopied
-	r12WaitBacklog(t, m, 2)
+	waitLocked(t, m, "the big send never waited in the backlog", func() bool { return len(m.backlog.q) == 2 })
+	m.mu.Unlock()
 
 	bad, _ := loopbackPair(t)
 	p1, err := m.Attach(r12FailWrites{bad}, r11Parser)
