@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -74,5 +75,120 @@ func waitLocked(t *testing.T, m *Mux, msg string, cond func() bool) {
 			t.Fatal(msg)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLeadBatchYieldsToKeptRest: TestLeadYieldsToKeptRest for a RecvBatch
+// whose lead carves several messages, with the race made to happen: the
+// leader is held in its parser after its read, a psock is attached, and
+// the new psock's message is handed in part to a piece-taking call on the
+// same socket. The batch must not overtake the rest of that message: the
+// socket's next message is its rest, then the leader's, in stream order.
+func TestLeadBatchYieldsToKeptRest(t *testing.T) {
+	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
+	length := func(b []byte) (int, error) {
+		if len(b) < 4 {
+			return 0, nil
+		}
+		return 4 + int(binary.BigEndian.Uint32(b)), nil
+	}
+	hold, held := make(chan struct{}), make(chan int, 1)
+	var holdOnce, release sync.Once
+	gate := ParserFunc(func(b []byte) (int, error) {
+		if bytes.HasPrefix(b[min(4, len(b)):], []byte("held")) {
+			holdOnce.Do(func() { held <- len(b); <-hold })
+		}
+		return length(b)
+	})
+	c1, peer1 := loopbackPair(t)
+	c2, peer2 := loopbackPair(t)
+	m := NewMux(Config{})
+	t.Cleanup(func() { m.Close() })
+	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // runs first
+	p, err := m.Attach(c1, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(SeqPacket)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+
+	// A first message, handed to a waiting receive, makes the background
+	// reader let go (see TestLeadYieldsToKeptRest); the grace timer is
+	// disarmed so that the batch receive, not a new background reader,
+	// takes the psock.
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Recv(make([]byte, 64))
+		first <- err
+	}()
+	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
+	m.mu.Unlock()
+	peer1.Write(frame("first"))
+	if err := <-first; err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	p.graceArmed = false
+	m.mu.Unlock()
+
+	type batch struct {
+		ms  []Message
+		err error
+	}
+	batchc := make(chan batch, 1)
+	go func() {
+		ms := make([]Message, 4)
+		n, err := s.RecvBatch(ms)
+		batchc <- batch{ms[:n], err}
+	}()
+	waitLocked(t, m, "the batch receive never led the psock", func() bool { return p.rx == rxLed && p.leader == s })
+	m.mu.Unlock()
+	two := append(frame("held-1"), frame("p-2")...)
+	peer1.Write(two)
+	if n := <-held; n != len(two) {
+		t.Fatalf("the leader's read brought %d bytes, want both messages' %d", n, len(two))
+	}
+
+	// The leader sits in its parser with both messages read. A piece-taking
+	// call waits; a psock attached now hands it part of its message.
+	type piece struct {
+		b     []byte
+		flags RecvFlags
+		err   error
+	}
+	piecec := make(chan piece, 1)
+	go func() {
+		b := make([]byte, 10)
+		n, fl, err := s.RecvMsg(b, 0)
+		piecec <- piece{b[:n], fl, err}
+	}()
+	waitLocked(t, m, "the piece-taking receive never waited", func() bool { return m.waiters.follower() != nil })
+	m.mu.Unlock()
+	if _, err := m.Attach(c2, ParserFunc(length)); err != nil {
+		t.Fatal(err)
+	}
+	long := "q-1 is longer than ten bytes"
+	peer2.Write(frame(long))
+	pc := <-piecec
+	if pc.err != nil || pc.flags&EOR != 0 || !bytes.Equal(pc.b, frame(long)[:10]) {
+		t.Fatalf("piece: %q, %v, %v; want the first 10 bytes of the new psock's message", pc.b, pc.flags, pc.err)
+	}
+
+	release.Do(func() { close(hold) })
+	b := <-batchc
+	defer ReleaseBatch(b.ms)
+	var got []string
+	for _, msg := range b.ms {
+		got = append(got, string(msg.b))
+	}
+	if b.err != nil || len(got) != 1 || got[0] != string(frame(long)[10:]) {
+		t.Fatalf("batch: %q, %v; want only the rest of the message a call on the socket began reading", got, b.err)
+	}
+	buf := make([]byte, 64)
+	for _, want := range []string{"held-1", "p-2"} {
+		n, fl, err := s.RecvMsg(buf, 0)
+		if err != nil || fl&EOR == 0 || n < 4 || string(buf[4:n]) != want {
+			t.Fatalf("next receive: %q, %v, %v; want %q whole", buf[:n], fl, err, want)
+		}
 	}
 }

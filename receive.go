@@ -513,14 +513,18 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
-			if s.hasKept && !mode.peek && n == 1 {
+			if s.hasKept && !mode.peek {
 				// Another call on s was handed part of a message while this
 				// one read (a psock attached meanwhile): that rest comes
-				// first, and this message waits behind it.
-				mine := out[0]
-				mine.rest = true
-				s.keepRest(mine, false)
-				out[0] = s.takeKept()
+				// first, and these messages wait behind it, all of them, so
+				// that a batch does not overtake it either.
+				for i := range n {
+					mine := out[i]
+					mine.rest = true
+					s.keepRest(mine, false)
+					out[i] = Message{}
+				}
+				out[0], n = s.takeKept(), 1
 			}
 			if mode.partial && len(out[0].b) > mode.limit {
 				out[0] = m.splitLocked(s, out[0], mode.limit) // before sharing
