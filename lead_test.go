@@ -192,3 +192,122 @@ func TestLeadBatchYieldsToKeptRest(t *testing.T) {
 		}
 	}
 }
+
+// TestFastLeadYieldsToKeptRest: TestLeadBatchYieldsToKeptRest for the fast
+// path, a Recv that leads the lone psock (recvFast): its message must not
+// overtake the rest of a message another call on its socket began reading
+// while it read, neither copied (Recv) nor lent (RecvMessage).
+func TestFastLeadYieldsToKeptRest(t *testing.T) {
+	for _, lend := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lend=%v", lend), func(t *testing.T) { testFastLeadYieldsToKeptRest(t, lend) })
+	}
+}
+
+func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
+	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
+	length := func(b []byte) (int, error) {
+		if len(b) < 4 {
+			return 0, nil
+		}
+		return 4 + int(binary.BigEndian.Uint32(b)), nil
+	}
+	hold, held := make(chan struct{}), make(chan int, 1)
+	var holdOnce, release sync.Once
+	gate := ParserFunc(func(b []byte) (int, error) {
+		if bytes.HasPrefix(b[min(4, len(b)):], []byte("held")) {
+			holdOnce.Do(func() { held <- len(b); <-hold })
+		}
+		return length(b)
+	})
+	c1, peer1 := loopbackPair(t)
+	c2, peer2 := loopbackPair(t)
+	m := NewMux(Config{})
+	t.Cleanup(func() { m.Close() })
+	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // runs first
+	p, err := m.Attach(c1, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(SeqPacket) // no read deadline: the fast path takes none
+	within := func(what string, c <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s never came", what)
+		}
+	}
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Recv(make([]byte, 64))
+		first <- err
+	}()
+	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
+	m.mu.Unlock()
+	peer1.Write(frame("first"))
+	if err := <-first; err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	p.graceArmed = false // see TestLeadBatchYieldsToKeptRest
+	m.mu.Unlock()
+
+	var got []byte
+	var gotErr error
+	fast := make(chan struct{})
+	go func() {
+		defer close(fast)
+		if lend {
+			msg, err := s.RecvMessage()
+			got, gotErr = append([]byte(nil), msg.Bytes()...), err
+			msg.Release()
+			return
+		}
+		b := make([]byte, 64)
+		n, err := s.Recv(b)
+		got, gotErr = b[:n], err
+	}()
+	waitLocked(t, m, "the receive never led the psock", func() bool { return p.rx == rxLed && p.leader == s })
+	m.mu.Unlock()
+	peer1.Write(frame("held-1"))
+	<-held
+
+	piecec := make(chan struct{})
+	var piece []byte
+	var pieceFlags RecvFlags
+	go func() {
+		defer close(piecec)
+		b := make([]byte, 10)
+		n, fl, err := s.RecvMsg(b, 0)
+		if err != nil {
+			n = 0
+		}
+		piece, pieceFlags = b[:n], fl
+	}()
+	waitLocked(t, m, "the piece-taking receive never waited", func() bool { return m.waiters.follower() != nil })
+	m.mu.Unlock()
+	if _, err := m.Attach(c2, ParserFunc(length)); err != nil {
+		t.Fatal(err)
+	}
+	long := "q-1 is longer than ten bytes"
+	peer2.Write(frame(long))
+	within("the piece", piecec)
+	if pieceFlags&EOR != 0 || !bytes.Equal(piece, frame(long)[:10]) {
+		t.Fatalf("piece: %q, %v; want the first 10 bytes of the new psock's message", piece, pieceFlags)
+	}
+
+	release.Do(func() { close(hold) })
+	within("the leading receive's message", fast)
+	if gotErr != nil || string(got) != string(frame(long)[10:]) {
+		t.Fatalf("leading receive: %q, %v; want the rest of the message a call on the socket began reading", got, gotErr)
+	}
+	b := make([]byte, 64)
+	n, fl, err := s.RecvMsg(b, 0)
+	if err != nil || fl&EOR == 0 || n < 4 || string(b[4:n]) != "held-1" {
+		t.Fatalf("next receive: %q, %v, %v; want the leader's message whole", b[:n], fl, err)
+	}
+	if st := s.Stats(); st.RxMsgs != 3 || st.RxBytes != uint64(len("first")+len(long)+len("held-1")+12) {
+		t.Fatalf("socket counters %+v; want 3 messages", st)
+	}
+}

@@ -399,6 +399,10 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 		return 0, false
 	}
 	m.mu.Lock()
+	if s.hasKept {
+		m.yieldFastLocked(s, p, dst, n, lent)
+		return 0, false
+	}
 	if m.waiters.head != nil {
 		m.shareLocked(p)
 	}
@@ -406,6 +410,27 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 	s.stats.rx.add(1, n)
 	m.mu.Unlock()
 	return n, true
+}
+
+// yieldFastLocked is recvFast's end when another call on s was handed part
+// of a message while it read (a psock attached meanwhile): as in lead, that
+// rest comes first and the message read waits behind it, for the general
+// path to return them in turn. A copied message gets bytes of its own:
+// the general path reuses dst. It lets go of p and of m.mu.
+func (m *Mux) yieldFastLocked(s *Socket, p *Psock, dst []byte, n int, lent *Message) {
+	var mine Message
+	if lent != nil {
+		mine, *lent = *lent, Message{}
+	} else {
+		mine.lend(append([]byte(nil), dst[:n]...), nil, p)
+	}
+	mine.rest = true
+	s.keepRest(mine, false)
+	if m.waiters.head != nil {
+		m.shareLocked(p)
+	}
+	m.releaseReadLocked(p)
+	m.mu.Unlock()
 }
 
 // touchAfterRead starts loading the lines the rest of a receive and the
