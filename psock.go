@@ -123,6 +123,7 @@ type Psock struct {
 	raw    syscall.RawConn
 	rn     int
 	rerr   syscall.Errno // of the last raw read, 0 for none
+	parked atomic.Bool   // the background reader waits for readability: see pollLocked
 
 	mux   *Mux
 	grace *time.Timer

@@ -34,6 +34,9 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 // when data is there, and hands it back before the goroutine parks. (A
 // reader that keeps its buffer while it waits reads with conn.Read.)
 func (p *Psock) rawRead(fd uintptr) bool {
+	if p.parked.Load() {
+		p.parked.Store(false) // woken: the bytes it reads are in its hands
+	}
 	b := p.sp.space()
 	for {
 		n, err := syscall.Read(int(fd), b)
@@ -46,6 +49,7 @@ func (p *Psock) rawRead(fd uintptr) bool {
 				return true
 			}
 			p.sp.dropIfEmpty()
+			p.parked.Store(true)
 			return false
 		}
 		p.rn, p.rerr = n, errnoOf(err)
@@ -80,4 +84,16 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EIO
 	}
 	return 0
+}
+
+// readable reports whether bytes wait unread on p's connection. It peeks
+// through Control, which does not wait for the read lock that a reader
+// waiting for readability holds.
+func (p *Psock) readable() bool {
+	n := 0
+	p.raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	return n > 0
 }

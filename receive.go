@@ -264,6 +264,12 @@ func (m *Mux) recvLocked(s *Socket, out []Message, mode rxMode) (int, error) {
 			m.wakeFollowerLocked() // it may have been woken for a message
 		}
 		if mode.dontWait {
+			if !tried && !s.disabled {
+				tried = true
+				if m.pollLocked(s) {
+					continue
+				}
+			}
 			m.watchAllLocked()
 			return 0, ErrWouldBlock
 		}
@@ -519,6 +525,7 @@ func (m *Mux) watchAllLocked() {
 
 func (m *Mux) startReaderLocked(p *Psock) {
 	p.rx = rxBg
+	p.parked.Store(false)
 	m.wg.Add(1)
 	go m.background(p)
 }
@@ -571,6 +578,80 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 			return 0, err
 		}
 		return 0, nil
+	}
+}
+
+// pollLocked serves a non-blocking receive of s that found nothing
+// queued: it reads, without waiting, the psocks that can be read so (TCP
+// and Unix), and delivers what they bring, so that a message whose bytes
+// arrived before the call is received, as the kernel, which parses on
+// arrival, would. A psock's background reader that is busy, or waits
+// although bytes arrived, is asked to let go first (it delivers what it
+// read); one that waits with nothing to read is left alone. It reports
+// whether it read any psock. Called and returns with m.mu held.
+func (m *Mux) pollLocked(s *Socket) bool {
+	polled := false
+	for i := 0; i < len(m.psocks); i++ {
+		p := m.psocks[i]
+		if p.raw == nil || p.gone || p.unattaching {
+			continue
+		}
+		if p.rx == rxBg {
+			// Peek first: a reader seen waiting after it has read no
+			// byte since, so what arrived before the call is still there.
+			if !p.readable() && p.parked.Load() {
+				continue
+			}
+			if p.rxWait == nil {
+				p.rxWait = make(chan struct{})
+			}
+			ch := p.rxWait
+			m.interruptLocked(p)
+			m.mu.Unlock()
+			<-ch
+			m.mu.Lock()
+			if s.closed() || p.gone || p.unattaching {
+				continue
+			}
+		}
+		if p.rx != rxIdle {
+			continue // paused, or read again (receives wait): not ours
+		}
+		p.rx, p.leader, p.noWait = rxLed, s, true
+		m.poll(p)
+		polled = true
+	}
+	return polled
+}
+
+// poll reads p without waiting until the read would block, as its
+// background reader would, delivering each message. It is called and
+// returns with m.mu held, p.rx == rxLed and p.noWait set on entry.
+func (m *Mux) poll(p *Psock) {
+	m.mu.Unlock()
+	for {
+		msg, ok, err := p.sp.next(p)
+		if ok {
+			m.mu.Lock()
+			p.publishRxLocked()
+			m.deliverLocked(msg)
+			if p.intr.Load() || p.gone || p.unattaching ||
+				m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer {
+				p.noWait = false
+				m.releaseReadLocked(p)
+				return
+			}
+			m.mu.Unlock()
+			continue
+		}
+		if err == nil {
+			if err = p.waitRead(time.Time{}, true); err == nil {
+				continue
+			}
+		}
+		m.mu.Lock()
+		m.readFailedLocked(p, err) // ErrWouldBlock only ends the read
+		return
 	}
 }
 
