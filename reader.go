@@ -1,5 +1,10 @@
 package kcm
 
+import (
+	"errors"
+	"os"
+)
+
 // fill reads more bytes of the stream into the psock's strparser. keep says
 // whether the read buffer may stay borrowed while the read waits for data:
 // readers serving a waiting receiver keep it, background readers give it
@@ -37,5 +42,28 @@ func (p *Psock) commitRead(n int, err error) {
 	p.sp.commit(n)
 	if err != nil {
 		p.pending, p.pendingErr = true, err
+	}
+}
+
+// cutShort takes in the bytes b of a direct read that the receiver's
+// buffer cut short: a read into the psock's buffer would have been offered
+// more, and the parser must see what it would have seen (NeedMoreHdr
+// counts what the stream did, not how kcm read it). So b goes to the
+// psock's buffer unparsed, and what else already arrived is read after it
+// without waiting, up to what the buffered read would have taken.
+// Connections without a raw descriptor cannot be read without blocking:
+// the parser sees b alone there. Direct reads stop until a read brings one
+// whole message again.
+func (p *Psock) cutShort(b []byte) {
+	p.sp.direct = 0
+	p.sp.keep(b)
+	if p.raw == nil || p.pending {
+		return
+	}
+	p.noWait = true
+	err := p.fillRaw()
+	p.noWait = false
+	if err != nil && err != ErrWouldBlock && !errors.Is(err, os.ErrDeadlineExceeded) {
+		p.pending, p.pendingErr = true, err // after the bytes read before it
 	}
 }
