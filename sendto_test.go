@@ -192,3 +192,201 @@ func TestSendToWaitHonoursDeadline(t *testing.T) {
 		t.Fatalf("stuck SendTo after close: %v", err)
 	}
 }
+
+// stepConn holds its first writes, each until the test releases it, and
+// reports a write deadline set in the past (an Unattach stopping the
+// writer).
+type stepConn struct {
+	net.Conn
+	entered chan struct{}
+	release chan struct{}
+	kicked  chan struct{}
+	kick    sync.Once
+	mu      sync.Mutex
+	held    int // writes still to hold
+}
+
+func newStepConn(c net.Conn, held int) *stepConn {
+	return &stepConn{Conn: c, entered: make(chan struct{}, held), release: make(chan struct{}), kicked: make(chan struct{}), held: held}
+}
+
+func (c *stepConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	hold := c.held > 0
+	if hold {
+		c.held--
+	}
+	c.mu.Unlock()
+	if hold {
+		c.entered <- struct{}{}
+		<-c.release
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *stepConn) SetWriteDeadline(d time.Time) error {
+	err := c.Conn.SetWriteDeadline(d)
+	if !d.IsZero() && d.Before(time.Now()) {
+		c.kick.Do(func() { close(c.kicked) })
+	}
+	return err
+}
+
+// An Unattach that stops pinned messages before any of their bytes went
+// out, the writer's own and queued ones alike, writes no byte of them: the
+// caller's next write on the returned connection follows the last message
+// written whole. (On a connection kcm does not write itself, as this
+// wrapper, an interrupted write is reported as a cut: ErrMidMessage.) The
+// lost messages' senders are told, and each counts once in TxAborts.
+func TestSendToUnattachWritesNoPartOfAStoppedMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ownDone bool // the writer's own message goes out before the unattach
+		held    int  // writes the connection holds
+		aborts  uint64
+	}{
+		{"own write stopped", false, 1, 3},
+		{"queue write stopped", true, 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMux(t, kcm.Config{})
+			c, peer := tcpPair(t)
+			sc := newStepConn(c, tc.held)
+			p, err := m.Attach(sc, lenPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+			a, small, big := msgOf(1, 100), msgOf(2, 100), msgOf(3, 200<<10)
+			errA, errC := make(chan error, 1), make(chan error, 1)
+			go func() { errA <- sA.SendTo(a, p) }()
+			<-sc.entered // sA writes its own message, held
+			if err := sB.SendTo(small, p); err != nil {
+				t.Fatalf("copied SendTo: %v", err)
+			}
+			go func() { errC <- sC.SendTo(big, p) }() // too large to copy: waits
+			waitSmem(t, m, p.Index(), int64(len(a)+len(small)+len(big)))
+			if tc.ownDone {
+				sc.release <- struct{}{}
+				<-sc.entered // sA goes on with the queue (small, then big), held
+			}
+			type res struct {
+				c   net.Conn
+				err error
+			}
+			un := make(chan res, 1)
+			go func() {
+				c, err := p.Unattach()
+				un <- res{c, err}
+			}()
+			<-sc.kicked
+			sc.release <- struct{}{} // the held write meets the past deadline
+			r := <-un
+			if !errors.Is(r.err, kcm.ErrMidMessage) || r.c == nil {
+				t.Fatalf("unattach: %v, want the connection and ErrMidMessage", r.err)
+			}
+			wantA := kcm.ErrNotAttached
+			if tc.ownDone {
+				wantA = nil
+			}
+			if err := waitErr(t, errA, "SendTo"); !errors.Is(err, wantA) {
+				t.Errorf("writer's SendTo: %v, want %v", err, wantA)
+			}
+			if err := waitErr(t, errC, "SendTo"); !errors.Is(err, kcm.ErrNotAttached) {
+				t.Errorf("waiting SendTo: %v, want ErrNotAttached", err)
+			}
+			if st := p.Stats(); st.TxAborts != tc.aborts {
+				t.Errorf("TxAborts %d, want %d", st.TxAborts, tc.aborts)
+			}
+			mine := msgOf(9, 50)
+			if _, err := r.c.Write(mine); err != nil {
+				t.Fatal(err)
+			}
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if tc.ownDone {
+				if id := checkMsg(t, readMsg(t, peer)); id != 1 {
+					t.Fatalf("peer read message %d first, want 1", id)
+				}
+			}
+			if id := checkMsg(t, readMsg(t, peer)); id != 9 {
+				t.Fatalf("peer read message %d after the unattach, want the caller's 9", id)
+			}
+		})
+	}
+}
+
+// Mux.Close overtakes pinned messages in each state: the writer's own,
+// stuck on a peer that stopped reading, a copied one and a waiting one.
+// The blocked senders return ErrClosed; nothing hangs.
+func TestSendToMuxCloseEndsEveryPhase(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, _ := stalledPair(t)
+	p, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	errs := make(chan error, 2)
+	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
+	waitSmem(t, m, p.Index(), 4<<20)
+	if err := sB.SendTo(msgOf(2, 100), p); err != nil {
+		t.Fatalf("copied send: %v", err)
+	}
+	go func() { errs <- sC.SendTo(msgOf(3, 200<<10), p) }()
+	waitSmem(t, m, p.Index(), 4<<20+104+200<<10+4)
+	m.Close()
+	for range 2 {
+		if err := waitErr(t, errs, "SendTo"); !errors.Is(err, kcm.ErrClosed) {
+			t.Errorf("SendTo overtaken by Close: %v, want ErrClosed", err)
+		}
+	}
+	if err := sB.SendTo(msgOf(4, 100), p); !errors.Is(err, kcm.ErrClosed) {
+		t.Errorf("SendTo after Close: %v, want ErrClosed", err)
+	}
+	// Close is not a failure: it drops pinned messages as it drops every
+	// queued one, the writer's own included, and counts none of them.
+	if st := p.Stats(); st.TxAborts != 0 {
+		t.Errorf("TxAborts %d after Close, want 0", st.TxAborts)
+	}
+}
+
+// A psock that fails (its peer resets the connection) while pinned
+// messages wait on it: every sender still waiting is told ErrNotAttached
+// with the failure as its cause, and the three lost messages count in
+// TxAborts.
+func TestSendToPsockFailureEndsEveryPhase(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, peer := stalledPair(t)
+	p, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := attachPeer(t, m)
+	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	errs := make(chan error, 2)
+	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
+	waitSmem(t, m, p.Index(), 4<<20)
+	if err := sB.SendTo(msgOf(2, 100), p); err != nil {
+		t.Fatalf("copied send: %v", err)
+	}
+	go func() { errs <- sC.SendTo(msgOf(3, 200<<10), p) }()
+	waitSmem(t, m, p.Index(), 4<<20+104+200<<10+4)
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close() // a reset
+	cause := waitDone(t, p)
+	if cause == nil {
+		t.Fatal("psock left without an error")
+	}
+	for range 2 {
+		err := waitErr(t, errs, "SendTo")
+		if !errors.Is(err, kcm.ErrNotAttached) || !errors.Is(err, cause) {
+			t.Errorf("SendTo on a failed psock: %v, want ErrNotAttached caused by %v", err, cause)
+		}
+	}
+	if st := p.Stats(); st.TxAborts != 3 {
+		t.Errorf("TxAborts %d, want 3", st.TxAborts)
+	}
+	if st := other.Stats(); st.TxMsgs != 0 {
+		t.Errorf("the other psock wrote %d messages", st.TxMsgs)
+	}
+}

@@ -255,9 +255,10 @@ func (s *Socket) sendOne(msg []byte) error {
 // honours the write deadline and a closing socket alike. It fails with an
 // error wrapping ErrNotAttached when p is not attached to the socket's mux
 // or leaves it (fails or is unattached) before msg is written, and with
-// ErrClosed when the mux closes first; a message p had queued when SendTo
-// returned nil is then lost, since no other connection leads to p's peer,
-// and counted in p's TxAborts. SendTo sends msg alone: messages held with
+// ErrClosed when the mux closes first. A message p had queued when SendTo
+// returned nil is lost when p leaves, since no other connection leads to
+// p's peer, and counted in p's TxAborts; the mux's closing drops it
+// uncounted, as every queued message. SendTo sends msg alone: messages held with
 // More or Batch stay held. A zero-length msg sends nothing, and p is not
 // looked at.
 func (s *Socket) SendTo(msg []byte, p *Psock) error {

@@ -288,7 +288,7 @@ func (m *Mux) transmit(s *Socket, b []byte, restart bool) error {
 				m.stats.txRetries.Add(1)
 			}
 			var err error
-			restart, err = m.writeOwn(p, s, b, false)
+			restart, err = m.writeOwn(p, s, b)
 			m.noteTxIdle(p)
 			if !restart {
 				return err
@@ -329,7 +329,7 @@ func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
 	if !t.writing {
 		t.writing, t.writer = true, s
 		t.mu.Unlock()
-		failed, err := m.writeOwn(p, s, b, true)
+		failed, err := m.writeOwn(p, s, b)
 		if failed {
 			return m.pinnedErr(p)
 		}
@@ -396,7 +396,7 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok, restart bool, err error) {
 	if !p.tx.claim(s) {
 		return false, false, nil
 	}
-	restart, err = m.writeOwn(p, s, b, false)
+	restart, err = m.writeOwn(p, s, b)
 	return !restart, restart, err
 }
 
@@ -404,7 +404,7 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok, restart bool, err error) {
 // writing, then flushes what others queued meanwhile and lets go. retry
 // says the write failed and b must go out, whole, on another psock; or,
 // pinned to p (SendTo), nowhere.
-func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, err error) {
+func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 	// Counted in the psock's load while it is written, so that a write
 	// stuck on a peer that stopped reading steers other messages away.
 	p.tx.load.Add(int64(len(b)))
@@ -426,19 +426,16 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 		return false, ErrClosed
 	}
 	m.writeFailed(p, err, n > 0, nil, nil)
-	var closedErr error
-	if pinned {
-		p.stats.txAborts.Add(1)
-	} else {
-		closedErr = m.countAborts(p, 1)
-	}
+	// A pinned message counts as an unpinned one: the mux's closing drops
+	// it uncounted, as requeueLocked does queued ones.
+	closedErr := m.countAborts(p, 1)
 	m.flushQueued(p, msgCount{})
 	return closedErr == nil, closedErr
 }
 
 // countAborts counts n of the writer's own messages that failed on p and
-// are to go out again elsewhere, unless the mux closed (its error is
-// returned). The writer calls it while it still writes p: once it lets go,
+// are to go out again elsewhere (or, sent with SendTo, are lost), unless
+// the mux closed (its error is returned). The writer calls it while it still writes p: once it lets go,
 // an Unattach may fold p's counters into the mux's. TxRetries counts them
 // when they do go out again: their sender may give up first (its socket
 // closes, or its write deadline passes).
@@ -1015,13 +1012,15 @@ func (m *Mux) dropEntries(p *Psock, q []txEntry, cbuf []byte, s *Socket) []txEnt
 // again on other psocks before the ones queued behind them.
 func (m *Mux) writeFailed(p *Psock, err error, cut bool, head []txEntry, buf []byte) {
 	p.tx.publishSent() // before a failure moves the counters to the mux
-	for i := range head {
-		if !head[i].pinned { // requeueLocked counts pinned ones
-			p.stats.txAborts.Add(1)
-		}
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.closed { // the closing drops them, uncounted: see countAborts
+		for i := range head {
+			if !head[i].pinned { // requeueLocked counts pinned ones
+				p.stats.txAborts.Add(1)
+			}
+		}
+	}
 	if p.unattaching {
 		p.tx.mu.Lock()
 		p.tx.cut = p.tx.cut || cut || p.raw == nil // see writeCutByClose
