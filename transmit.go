@@ -3,6 +3,7 @@ package kcm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -415,9 +416,12 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 		n, err = p.conn.Write(b) // inline: the send fast path gets no extra frame
 	}
 	p.tx.load.Add(-int64(len(b)))
-	if err == nil || n == len(b) {
+	if n == len(b) {
 		m.flushQueued(p, msgCount{1, uint64(len(b))})
 		return false, nil
+	}
+	if err == nil {
+		err = io.ErrShortWrite // see write
 	}
 	if s.closed() {
 		// Socket.Close interrupted the write.
@@ -675,12 +679,20 @@ func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 // plain connection is intact after a write timeout; a TLS one is not (its
 // writes fail from then on), so there any timeout fails the psock.
 
-// write writes b on the connection, as one message or a coalesced run.
+// write writes b on the connection, as one message or a coalesced run. A
+// write that returns short with no error breaks io.Writer, but some
+// wrappers do it: it is io.ErrShortWrite, a failure, for going on would
+// leave the rest of a message out of the stream (net.Buffers.WriteTo goes
+// on with the next piece).
 func (p *Psock) write(b []byte) (int, error) {
 	if p.tx.timed {
 		return p.writeTimed(b)
 	}
-	return p.conn.Write(b)
+	n, err := p.conn.Write(b)
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
+	}
+	return n, err
 }
 
 // writeTimed is write under a WriteTimeout.
@@ -690,6 +702,9 @@ func (p *Psock) writeTimed(b []byte) (int, error) {
 		armed := p.armWrite()
 		n, err := p.conn.Write(b[total:])
 		total += n
+		if err == nil && total < len(b) {
+			err = io.ErrShortWrite // see write
+		}
 		if !p.goOn(armed, n, err) {
 			return total, err
 		}
@@ -711,6 +726,9 @@ func (p *Psock) writev() (int, error) {
 		n, err := t.iov.WriteTo(p.conn)
 		total += int(n)
 		if len(t.iov) == 0 || !p.goOn(armed, int(n), err) {
+			if err == nil && len(t.iov) > 0 {
+				err = io.ErrShortWrite // see write
+			}
 			clear(whole) // pieces left unwritten by an error too: see writeJoined
 			t.iov = whole[:0]
 			return total, err
@@ -808,7 +826,7 @@ func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error)
 	}
 	cut := n > sent
 	if err == nil {
-		err = errors.New("short write")
+		err = io.ErrShortWrite
 	}
 	if m.closeInterrupted(p, err) {
 		if !cut && p.raw != nil {
