@@ -258,9 +258,9 @@ func (s *Socket) sendOne(msg []byte) error {
 // ErrClosed when the mux closes first. A message p had queued when SendTo
 // returned nil is lost when p leaves, since no other connection leads to
 // p's peer, and counted in p's TxAborts; the mux's closing drops it
-// uncounted, as every queued message. SendTo sends msg alone: messages held with
-// More or Batch stay held. A zero-length msg sends nothing, and p is not
-// looked at.
+// uncounted, as every queued message. SendTo sends msg alone: messages
+// held with More or Batch stay held. A zero-length msg sends nothing, and
+// p is not looked at.
 func (s *Socket) SendTo(msg []byte, p *Psock) error {
 	if err := s.sendCheck(); err != nil {
 		return err

@@ -439,10 +439,10 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 
 // countAborts counts n of the writer's own messages that failed on p and
 // are to go out again elsewhere (or, sent with SendTo, are lost), unless
-// the mux closed (its error is returned). The writer calls it while it still writes p: once it lets go,
-// an Unattach may fold p's counters into the mux's. TxRetries counts them
-// when they do go out again: their sender may give up first (its socket
-// closes, or its write deadline passes).
+// the mux closed (its error is returned). The writer calls it while it
+// still writes p: once it lets go, an Unattach may fold p's counters into
+// the mux's. TxRetries counts them when they do go out again: their sender
+// may give up first (its socket closes, or its write deadline passes).
 func (m *Mux) countAborts(p *Psock, n int) error {
 	if err := m.closedErr(); err != nil {
 		return err
