@@ -2,6 +2,7 @@ package kcm_test
 
 import (
 	"errors"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestWriteTimeoutKeepsInterrupts(t *testing.T) {
 	for _, how := range []string{"close", "unattach"} {
 		t.Run(how, func(t *testing.T) {
 			m := newMux(t, kcm.Config{WriteTimeout: time.Minute})
-			c, _ := stalledPair(t)
+			c, peer := stalledPair(t)
 			p, err := m.Attach(c, lenPrefix)
 			if err != nil {
 				t.Fatal(err)
@@ -81,6 +82,12 @@ func TestWriteTimeoutKeepsInterrupts(t *testing.T) {
 			errs := make(chan error, 1)
 			go func() { errs <- s.Send(msgOf(1, 4<<20)) }()
 			waitSmem(t, m, p.Index(), 4<<20)
+			// Smem counts the message before its write begins: its first
+			// byte on the wire says the write is under way. The rest of
+			// the 4 MiB stays stuck behind the peer's small buffer.
+			if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
 			if how == "close" {
 				s.Close()
 				if err := waitErr(t, errs, "send"); !errors.Is(err, kcm.ErrClosed) {
