@@ -13,7 +13,11 @@
 // a pair tends to be the faster one, and reported as medians; the kcm/raw
 // ratio is the median of the per-pair ratios, because on small shared
 // machines absolute figures swing far more between runs than between two
-// adjacent runs.
+// adjacent runs. By default there are 9 pairs of 300 ms runs (-reps, -l)
+// rather than a few long ones: a pair's ratio swings with the state a
+// run happens to start in (which CPUs the threads land on, how the VM
+// wakes them), not with its length, so more pairs give a steadier median
+// in the same time.
 //
 // Tests:
 //

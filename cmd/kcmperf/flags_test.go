@@ -12,8 +12,8 @@ func TestFlagsDefaultSuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.reps != 3 || o.duration != time.Second || o.req != 1 || o.resp != 1 {
-		t.Errorf("defaults: reps %d l %v r %d,%d", o.reps, o.duration, o.req, o.resp)
+	if o.reps != 9 || o.duration != 300*time.Millisecond || o.warmup != 100*time.Millisecond || o.req != 1 || o.resp != 1 {
+		t.Errorf("defaults: reps %d l %v w %v r %d,%d", o.reps, o.duration, o.warmup, o.req, o.resp)
 	}
 	want := []config{
 		{Test: "rr", Instances: 1, ReqSize: 1, RespSize: 1},
