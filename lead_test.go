@@ -85,6 +85,62 @@ func waitLocked(t *testing.T, m *Mux, msg string, cond func() bool) {
 // same socket. The batch must not overtake the rest of that message: the
 // socket's next message is its rest, then the leader's, in stream order.
 func TestLeadBatchYieldsToKeptRest(t *testing.T) {
+	m, s := batchBehindRest(t)
+	buf := make([]byte, 64)
+	for _, want := range []string{"held-1", "p-2"} {
+		n, fl, err := s.RecvMsg(buf, 0)
+		if err != nil || fl&EOR == 0 || n < 4 || string(buf[4:n]) != want {
+			t.Fatalf("next receive: %q, %v, %v; want %q whole", buf[:n], fl, err, want)
+		}
+	}
+	if st := m.Stats(); st.RxReadyDrops != 0 {
+		t.Errorf("RxReadyDrops %d, want 0", st.RxReadyDrops)
+	}
+}
+
+// The whole messages a socket keeps behind a rest are not its own: when it
+// closes or stops receiving first, they go to the other sockets, in order,
+// as its queued messages would (spec section 3); only the rest, which no
+// other socket could make sense of, stays with it or is dropped.
+func TestMessagesKeptBehindRestMoveOn(t *testing.T) {
+	for _, how := range []string{"close", "disable"} {
+		t.Run(how, func(t *testing.T) {
+			m, s := batchBehindRest(t)
+			other := m.NewSocket(SeqPacket)
+			other.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if how == "close" {
+				s.Close()
+			} else {
+				s.SetRecvDisabled(true)
+			}
+			buf := make([]byte, 64)
+			for _, want := range []string{"held-1", "p-2"} {
+				n, fl, err := other.RecvMsg(buf, 0)
+				if err != nil || fl&EOR == 0 || n < 4 || string(buf[4:n]) != want {
+					t.Fatalf("other socket: %q, %v, %v; want %q whole", buf[:n], fl, err, want)
+				}
+			}
+			if how == "disable" {
+				m.mu.Lock()
+				kept := len(s.kept)
+				m.mu.Unlock()
+				if kept != 0 {
+					t.Errorf("disabled socket keeps %d messages, want none", kept)
+				}
+			}
+			if st := m.Stats(); st.RxReadyDrops != 0 {
+				t.Errorf("RxReadyDrops %d, want 0", st.RxReadyDrops)
+			}
+		})
+	}
+}
+
+// batchBehindRest makes the race of TestLeadBatchYieldsToKeptRest happen
+// and checks the batch's result. It returns the mux and the socket, which
+// then keeps the leader's two messages, "held-1" and "p-2", behind the
+// rest the batch returned.
+func batchBehindRest(t *testing.T) (*Mux, *Socket) {
+	t.Helper()
 	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
 	length := func(b []byte) (int, error) {
 		if len(b) < 4 {
@@ -184,13 +240,7 @@ func TestLeadBatchYieldsToKeptRest(t *testing.T) {
 	if b.err != nil || len(got) != 1 || got[0] != string(frame(long)[10:]) {
 		t.Fatalf("batch: %q, %v; want only the rest of the message a call on the socket began reading", got, b.err)
 	}
-	buf := make([]byte, 64)
-	for _, want := range []string{"held-1", "p-2"} {
-		n, fl, err := s.RecvMsg(buf, 0)
-		if err != nil || fl&EOR == 0 || n < 4 || string(buf[4:n]) != want {
-			t.Fatalf("next receive: %q, %v, %v; want %q whole", buf[:n], fl, err, want)
-		}
-	}
+	return m, s
 }
 
 // TestFastLeadYieldsToKeptRest: TestLeadBatchYieldsToKeptRest for the fast

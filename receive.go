@@ -177,7 +177,7 @@ func (m *Mux) recvPiece(s *Socket, b []byte, dontWait bool) (n int, eor bool, er
 func (m *Mux) splitLocked(s *Socket, msg Message, n int) Message {
 	if !s.closed() { // else the rest is dropped: the socket closed meanwhile
 		rest := msg
-		rest.b, rest.rest, rest.more = msg.b[n:], true, false
+		rest.b, rest.rest, rest.more, rest.held = msg.b[n:], true, false, false
 		if msg.buf != nil {
 			msg.buf.refs.Add(1) // the piece and the rest each hold one
 		}
@@ -435,8 +435,7 @@ func (m *Mux) yieldFastLocked(s *Socket, p *Psock, dst []byte, n int, lent *Mess
 	} else {
 		mine.lend(append([]byte(nil), dst[:n]...), nil, p)
 	}
-	mine.rest = true
-	s.keepRest(mine, false)
+	s.keepBehind(mine)
 	if m.waiters.head != nil {
 		m.shareLocked(p)
 	}
@@ -556,9 +555,7 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 				// first, and these messages wait behind it, all of them, so
 				// that a batch does not overtake it either.
 				for i := range n {
-					mine := out[i]
-					mine.rest = true
-					s.keepRest(mine, false)
+					s.keepBehind(out[i])
 					out[i] = Message{}
 				}
 				out[0], n = s.takeKept(), 1
