@@ -178,7 +178,10 @@ func (p *Psock) Conn() net.Conn { return p.conn }
 // If a transmitted message was cut by the unattach, it is sent again on
 // another psock (unless sent with SendTo), and Unattach returns the
 // connection with an error wrapping ErrMidMessage: the stream no longer
-// ends at a message boundary. Unattach of a psock that already left fails
+// ends at a message boundary. On a connection kcm cannot write to directly
+// (TLS, or any wrapper of a TCP or Unix connection), it cannot tell
+// whether an interrupted write put any byte on the stream, so any
+// interrupted write counts as cut. Unattach of a psock that already left fails
 // with ErrNotAttached, a second concurrent Unattach with
 // ErrUnattachInProgress, and one that the mux's Close overtakes with
 // ErrClosed (the connection is then closed).
