@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -593,8 +594,11 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 // whether it read any psock. Called and returns with m.mu held.
 func (m *Mux) pollLocked(s *Socket) bool {
 	polled := false
-	for i := 0; i < len(m.psocks); i++ {
-		p := m.psocks[i]
+	// m.mu is let go below, and the list may change meanwhile (a psock
+	// that leaves moves the next ones up): a copy, made then, is walked.
+	ps, copied := m.psocks, false
+	for i := 0; i < len(ps); i++ {
+		p := ps[i]
 		if p.raw == nil || p.gone || p.unattaching {
 			continue
 		}
@@ -603,6 +607,9 @@ func (m *Mux) pollLocked(s *Socket) bool {
 			// byte since, so what arrived before the call is still there.
 			if !p.readable() && p.parked.Load() {
 				continue
+			}
+			if !copied {
+				ps, copied = slices.Clone(ps), true
 			}
 			if p.rxWait == nil {
 				p.rxWait = make(chan struct{})
@@ -618,6 +625,9 @@ func (m *Mux) pollLocked(s *Socket) bool {
 		}
 		if p.rx != rxIdle {
 			continue // paused, or read again (receives wait): not ours
+		}
+		if !copied {
+			ps, copied = slices.Clone(ps), true
 		}
 		p.rx, p.leader, p.noWait = rxLed, s, true
 		m.poll(p)
