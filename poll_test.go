@@ -1,9 +1,12 @@
 package kcm
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -95,4 +98,84 @@ func TestDontWaitPollsPsockAfterOneThatLeft(t *testing.T) {
 		t.Fatalf("RecvMsg(DontWait) = %q, %v; want the second psock's message", buf[:n], err)
 	}
 	<-p1.Done()
+}
+
+// TestDontWaitTakesWhatTheReaderItStoppedDelivered: a non-blocking
+// receive that asks a busy background reader to let go looks at the mux
+// again once it has, whoever reads the psock next: the reader delivered
+// what it had read first. Here, with affinity and a receive of another
+// socket waiting, the reader steered the call's message to the call's own
+// socket and was started again for the waiting receive; the call reported
+// ErrWouldBlock with its message queued for it. And a call whose socket
+// closed meanwhile reports ErrClosed, as a blocked call does.
+func TestDontWaitTakesWhatTheReaderItStoppedDelivered(t *testing.T) {
+	for _, closing := range []bool{false, true} {
+		t.Run(map[bool]string{false: "delivered", true: "closed"}[closing], func(t *testing.T) {
+			testDontWaitAfterReaderLetGo(t, closing)
+		})
+	}
+}
+
+func testDontWaitAfterReaderLetGo(t *testing.T, closing bool) {
+	hold, held := make(chan struct{}), make(chan struct{})
+	var holdOnce, release sync.Once
+	gate := ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 4 {
+			return 0, nil
+		}
+		if bytes.Contains(b[4:], []byte("held")) {
+			holdOnce.Do(func() { close(held); <-hold })
+		}
+		return 4 + int(binary.BigEndian.Uint32(b)), nil
+	})
+	m := NewMux(Config{Affinity: func(msg []byte, _ *Psock) int { return int(msg[4]) }})
+	t.Cleanup(func() { m.Close() })
+	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // runs first
+	s, other := m.NewSocket(Datagram), m.NewSocket(Datagram)
+	c, peer := unixConns(t)
+	p, err := m.Attach(c, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	otherDone := make(chan error, 1)
+	go func() {
+		_, err := other.Recv(make([]byte, 64))
+		otherDone <- err
+	}()
+	waitLocked(t, m, "the other socket's receive never waited", func() bool { return m.waiters.follower() != nil })
+	m.mu.Unlock()
+	msg := append(binary.BigEndian.AppendUint32(nil, 5), byte(s.Index()), 'h', 'e', 'l', 'd')
+	if _, err := peer.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	<-held // the background reader holds msg, parsed
+
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, _, err := s.RecvMsg(buf, DontWait)
+		done <- result{buf[:n], err}
+	}()
+	waitLocked(t, m, "the non-blocking receive never asked the reader to let go", func() bool { return p.rxWait != nil })
+	m.mu.Unlock()
+	if closing {
+		s.Close()
+	}
+	release.Do(func() { close(hold) })
+	r := <-done
+	switch {
+	case closing && !errors.Is(r.err, ErrClosed):
+		t.Fatalf("RecvMsg(DontWait) on a socket closed meanwhile = %q, %v; want ErrClosed", r.b, r.err)
+	case !closing && (r.err != nil || !bytes.Equal(r.b, msg)):
+		t.Fatalf("RecvMsg(DontWait) = %q, %v; want the message the reader steered to the socket", r.b, r.err)
+	}
+	m.Close()
+	if err := <-otherDone; closing && err != nil {
+		t.Fatalf("other socket's receive: %v; want the message of the closed socket", err)
+	}
 }

@@ -591,12 +591,12 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 // arrival, would. A psock's background reader that is busy, or waits
 // although bytes arrived, is asked to let go first (it delivers what it
 // read); one that waits with nothing to read is left alone. It reports
-// whether it read any psock. Called and returns with m.mu held.
+// whether it let go of m.mu (it read or waited), after which the receive
+// must look at the mux again. Called and returns with m.mu held.
 func (m *Mux) pollLocked(s *Socket) bool {
-	polled := false
 	// m.mu is let go below, and the list may change meanwhile (a psock
 	// that leaves moves the next ones up): a copy, made then, is walked.
-	ps, copied := m.psocks, false
+	ps, unlocked := m.psocks, false
 	for i := 0; i < len(ps); i++ {
 		p := ps[i]
 		if p.raw == nil || p.gone || p.unattaching {
@@ -608,8 +608,8 @@ func (m *Mux) pollLocked(s *Socket) bool {
 			if !p.readable() && p.parked.Load() {
 				continue
 			}
-			if !copied {
-				ps, copied = slices.Clone(ps), true
+			if !unlocked {
+				ps, unlocked = slices.Clone(ps), true
 			}
 			if p.rxWait == nil {
 				p.rxWait = make(chan struct{})
@@ -619,6 +619,8 @@ func (m *Mux) pollLocked(s *Socket) bool {
 			m.mu.Unlock()
 			<-ch
 			m.mu.Lock()
+			// The reader delivered what it had read, maybe to s (and s
+			// may have closed): the call looks again, whoever reads next.
 			if s.closed() || p.gone || p.unattaching {
 				continue
 			}
@@ -626,14 +628,13 @@ func (m *Mux) pollLocked(s *Socket) bool {
 		if p.rx != rxIdle {
 			continue // paused, or read again (receives wait): not ours
 		}
-		if !copied {
-			ps, copied = slices.Clone(ps), true
+		if !unlocked {
+			ps, unlocked = slices.Clone(ps), true
 		}
 		p.rx, p.leader, p.noWait = rxLed, s, true
 		m.poll(p)
-		polled = true
 	}
-	return polled
+	return unlocked
 }
 
 // poll reads p without waiting until the read would block, as its
