@@ -361,3 +361,47 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
 		t.Fatalf("socket counters %+v; want 3 messages", st)
 	}
 }
+
+// TestSocketCloseHandsOnKeptMessages: whole messages a leader keeps on its
+// socket behind the rest of a message another call began reading (see
+// TestLeadYieldsToKeptRest) are the mux's, not the socket's: when the
+// socket closes they go to the other sockets, as its other unread messages
+// do. Only the rest is dropped. They were dropped, uncounted.
+func TestSocketCloseHandsOnKeptMessages(t *testing.T) {
+	m, p, peer := attachedPsock(t, Config{})
+	s, other := m.NewSocket(SeqPacket), m.NewSocket(SeqPacket)
+	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Recv(make([]byte, 64))
+		first <- err
+	}()
+	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
+	m.mu.Unlock()
+	peer.Write(frame("first"))
+	if err := <-first; err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	s.keepRest(Message{b: []byte("rest of another message"), rest: true}, false)
+	peer.Write(append(frame("second"), frame("third")...))
+	p.rx, p.leader = rxLed, s
+	out := make([]Message, 4)
+	n, err := m.lead(p, s, out, rxMode{limit: -1})
+	kept := len(s.kept)
+	m.mu.Unlock()
+	ReleaseBatch(out[:n])
+	if n != 1 || err != nil || kept != 2 {
+		t.Fatalf("lead returned %d, %v and kept %d; want the rest, and both messages kept", n, err, kept)
+	}
+
+	s.Close()
+	buf := make([]byte, 64)
+	for _, want := range []string{"second", "third"} {
+		n, fl, err := other.RecvMsg(buf, DontWait)
+		if err != nil || fl&EOR == 0 || n < 4 || string(buf[4:n]) != want {
+			t.Fatalf("other socket: %q, %v, %v; want %q", buf[:n], fl, err, want)
+		}
+	}
+}
