@@ -45,6 +45,18 @@ func (p *Psock) commitRead(n int, err error) {
 	}
 }
 
+// takeDirectRead takes in the rn bytes a direct read of room bytes put at
+// the start of dst, and returns the length of the message they begin with
+// when they hold it whole, else 0. It is out of recvFast, whose frame
+// stays small (see there): a read that dst cut short is cutShort's.
+func (p *Psock) takeDirectRead(dst []byte, rn, room int) int {
+	if rn == len(dst) && rn < p.sp.readSize() {
+		p.cutShort(dst[:rn])
+		return 0
+	}
+	return p.sp.takeDirect(dst[:rn], room)
+}
+
 // cutShort takes in the bytes b of a direct read that the receiver's
 // buffer cut short: a read into the psock's buffer would have been offered
 // more, and the parser must see what it would have seen (NeedMoreHdr

@@ -369,19 +369,14 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 				// brings beyond the message stays in the psock, and the
 				// rest of the stream must stay with the connection (flow
 				// control, Config.RecvBuffer).
-				full := sp.readSize()
-				into := dst[:min(len(dst), full)]
+				into := dst[:min(len(dst), sp.readSize())]
 				rn, err = p.conn.Read(into)
 				if rn > 0 {
 					m.touchAfterRead(s, p, false)
 					if err != nil {
 						p.pending, p.pendingErr = true, err
 					}
-					if rn == len(dst) && rn < full {
-						p.cutShort(dst[:rn])
-						continue
-					}
-					if n = sp.takeDirect(dst[:rn], len(into)); n > 0 {
+					if n = p.takeDirectRead(dst, rn, len(into)); n > 0 {
 						break
 					}
 					continue
