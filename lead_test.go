@@ -405,3 +405,45 @@ func TestSocketCloseHandsOnKeptMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestPeekLeadShowsKeptRest: a Peek that leads the psock while another
+// call on its socket is handed part of a message returns that rest, which
+// is what the next receive gets, and leaves its own message behind it. It
+// returned its own message, which the next receive did not get.
+func TestPeekLeadShowsKeptRest(t *testing.T) {
+	m, p, peer := attachedPsock(t, Config{})
+	s := m.NewSocket(SeqPacket)
+	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Recv(make([]byte, 64))
+		first <- err
+	}()
+	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
+	m.mu.Unlock()
+	peer.Write(frame("first"))
+	if err := <-first; err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	const rest = "rest of another message"
+	s.keepRest(Message{b: []byte(rest), rest: true}, false)
+	peer.Write(frame("second"))
+	p.rx, p.leader = rxLed, s
+	var out [1]Message
+	n, err := m.lead(p, s, out[:], rxMode{limit: 64, peek: true})
+	m.mu.Unlock()
+	if n != 1 || err != nil || string(out[0].b) != rest {
+		t.Fatalf("peek's lead: %d, %v, %q; want the kept rest", n, err, out[0].b)
+	}
+	m.mu.Lock()
+	s.keepRest(out[0], true) // as peek puts it back
+	m.mu.Unlock()
+	buf := make([]byte, 64)
+	for _, want := range []string{rest, "\x00\x00\x00\x06second"} {
+		n, _, err := s.RecvMsg(buf, DontWait)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("next receive: %q, %v; want %q", buf[:n], err, want)
+		}
+	}
+}

@@ -545,11 +545,12 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 			n := 1 + p.sp.nextBatch(p, out[1:])
 			m.mu.Lock()
 			p.noWait = false
-			if s.hasKept && !mode.peek {
+			if s.hasKept {
 				// Another call on s was handed part of a message while this
 				// one read (a psock attached meanwhile): that rest comes
 				// first, and these messages wait behind it, all of them, so
-				// that a batch does not overtake it either.
+				// that a batch does not overtake it either. A peek returns
+				// the rest too: it is what the next receive gets.
 				for i := range n {
 					s.keepBehind(out[i])
 					out[i] = Message{}
