@@ -3,32 +3,17 @@ package kcm_test
 import (
 	"errors"
 	"net"
-	"path/filepath"
 	"testing"
 
 	"github.com/gokcm/kcm"
+	"github.com/gokcm/kcm/internal/testconn"
 )
 
 // unixPair returns both ends of a Unix stream connection, closed at the end
 // of the test. A write on one end is queued on the other before it
 // returns, so a test knows exactly when bytes have arrived.
 func unixPair(t *testing.T) (c, peer net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err = net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err = ln.Accept()
-	if err != nil {
-		peer.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); peer.Close() })
+	peer, c = testconn.Pair(t, "unix")
 	return c, peer
 }
 

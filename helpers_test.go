@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gokcm/kcm"
+	"github.com/gokcm/kcm/internal/testconn"
 	"go.uber.org/goleak"
 )
 
@@ -77,31 +78,7 @@ const badID = ^uint32(0)
 // tcpPair returns both ends of a loopback TCP connection, closed at the
 // end of the test.
 func tcpPair(t testing.TB) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { client.Close(); r.c.Close() })
-	return client, r.c
+	return testconn.Pair(t, "tcp")
 }
 
 // newMux returns a mux closed at the end of the test.

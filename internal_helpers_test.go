@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net"
 	"testing"
+
+	"github.com/gokcm/kcm/internal/testconn"
 )
 
 // attachedPsock returns a mux configured by cfg, closed at the end of the
@@ -30,21 +32,6 @@ func attachedPsock(t *testing.T, cfg Config) (m *Mux, p *Psock, peer net.Conn) {
 // loopbackPair returns both ends of a new loopback TCP connection, closed
 // at the end of the test.
 func loopbackPair(t *testing.T) (c, peer net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err = ln.Accept()
-	if err != nil {
-		peer.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); peer.Close() })
+	peer, c = testconn.Pair(t, "tcp")
 	return c, peer
 }

@@ -5,31 +5,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/gokcm/kcm/internal/testconn"
 )
 
 // unixConns returns both ends of a Unix stream connection, closed at the
 // end of the test. A write or close on one end is seen by the other before
 // it returns, so a test knows what a non-blocking read will find.
 func unixConns(t *testing.T) (c, peer net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err = net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err = ln.Accept()
-	if err != nil {
-		peer.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); peer.Close() })
+	peer, c = testconn.Pair(t, "unix")
 	return c, peer
 }
 

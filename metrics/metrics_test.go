@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gokcm/kcm"
+	"github.com/gokcm/kcm/internal/testconn"
 	"github.com/gokcm/kcm/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -30,27 +31,7 @@ func frame(s string) []byte {
 
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c, s
+	return testconn.Pair(t, "tcp")
 }
 
 // The collector reports a mux's counters after real traffic, under the

@@ -1,0 +1,49 @@
+// Package testconn gives kcm's tests real connections to attach: both ends
+// of a loopback TCP or Unix stream connection. It is test support, not part
+// of kcm's API, and imports nothing of kcm, so that the root package's own
+// tests can use it.
+package testconn
+
+import (
+	"net"
+	"path/filepath"
+	"testing"
+)
+
+// Pair returns both ends of a new stream connection on network "tcp"
+// (loopback) or "unix" (a socket in a temporary directory): the end that
+// dialled and the end that was accepted. Both are closed at the end of the
+// test. On a Unix connection a write on one end is queued on the other
+// before it returns, so a test knows exactly when bytes have arrived.
+func Pair(t testing.TB, network string) (dialed, accepted net.Conn) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- result{c, err}
+	}()
+	dialed, err = net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err) // the deferred close ends the accept
+	}
+	r := <-ch
+	if r.err != nil {
+		dialed.Close()
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { dialed.Close(); r.c.Close() })
+	return dialed, r.c
+}
