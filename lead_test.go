@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -18,31 +19,16 @@ import (
 func TestLeadYieldsToKeptRest(t *testing.T) {
 	m, p, peer := attachedPsock(t, Config{})
 	s := m.NewSocket(SeqPacket)
-	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
 
 	// A first message, handed by the psock's background reader to a
 	// receive waiting for it, takes the psock from that reader. (Had it
 	// been queued, the reader would go on reading.)
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
-	first := make(chan error, 1)
-	go func() {
-		n, err := s.Recv(make([]byte, 64))
-		if err == nil && n != 9 {
-			err = fmt.Errorf("%d bytes", n)
-		}
-		first <- err
-	}()
-	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
-	m.mu.Unlock()
-	peer.Write(frame("first"))
-	if err := <-first; err != nil {
-		t.Fatalf("first message: %v", err)
-	}
-	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	freeFromReader(t, m, p, s, peer)
 	// m.mu is held: another call's rest, then a lead for a piece-taking call.
 	rest := []byte("rest of another message")
 	s.keepRest(Message{b: rest, rest: true}, false)
-	peer.Write(frame("second"))
+	peer.Write(framed("second"))
 	p.rx, p.leader = rxLed, s
 	var out [1]Message
 	n, err := m.lead(p, s, out[:], rxMode{limit: 64, partial: true})
@@ -141,49 +127,15 @@ func TestMessagesKeptBehindRestMoveOn(t *testing.T) {
 // rest the batch returned.
 func batchBehindRest(t *testing.T) (*Mux, *Socket) {
 	t.Helper()
-	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
-	length := func(b []byte) (int, error) {
-		if len(b) < 4 {
-			return 0, nil
-		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
-	}
-	hold, held := make(chan struct{}), make(chan int, 1)
-	var holdOnce, release sync.Once
-	gate := ParserFunc(func(b []byte) (int, error) {
-		if bytes.HasPrefix(b[min(4, len(b)):], []byte("held")) {
-			holdOnce.Do(func() { held <- len(b); <-hold })
-		}
-		return length(b)
-	})
-	c1, peer1 := loopbackPair(t)
-	c2, peer2 := loopbackPair(t)
-	m := NewMux(Config{})
-	t.Cleanup(func() { m.Close() })
-	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // runs first
-	p, err := m.Attach(c1, gate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := m.NewSocket(SeqPacket)
+	h := newHeldLead(t)
+	m, p, s, peer1, c2, peer2, held := h.m, h.p, h.s, h.peer1, h.c2, h.peer2, h.held
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
 
 	// A first message, handed to a waiting receive, makes the background
 	// reader let go (see TestLeadYieldsToKeptRest); the grace timer is
 	// disarmed so that the batch receive, not a new background reader,
 	// takes the psock.
-	first := make(chan error, 1)
-	go func() {
-		_, err := s.Recv(make([]byte, 64))
-		first <- err
-	}()
-	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
-	m.mu.Unlock()
-	peer1.Write(frame("first"))
-	if err := <-first; err != nil {
-		t.Fatalf("first message: %v", err)
-	}
-	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	freeFromReader(t, m, p, s, peer1)
 	p.graceArmed = false
 	m.mu.Unlock()
 
@@ -199,7 +151,7 @@ func batchBehindRest(t *testing.T) (*Mux, *Socket) {
 	}()
 	waitLocked(t, m, "the batch receive never led the psock", func() bool { return p.rx == rxLed && p.leader == s })
 	m.mu.Unlock()
-	two := append(frame("held-1"), frame("p-2")...)
+	two := append(framed("held-1"), framed("p-2")...)
 	peer1.Write(two)
 	if n := <-held; n != len(two) {
 		t.Fatalf("the leader's read brought %d bytes, want both messages' %d", n, len(two))
@@ -220,24 +172,24 @@ func batchBehindRest(t *testing.T) (*Mux, *Socket) {
 	}()
 	waitLocked(t, m, "the piece-taking receive never waited", func() bool { return m.waiters.follower() != nil })
 	m.mu.Unlock()
-	if _, err := m.Attach(c2, ParserFunc(length)); err != nil {
+	if _, err := m.Attach(c2, ParserFunc(framedLen)); err != nil {
 		t.Fatal(err)
 	}
 	long := "q-1 is longer than ten bytes"
-	peer2.Write(frame(long))
+	peer2.Write(framed(long))
 	pc := <-piecec
-	if pc.err != nil || pc.flags&EOR != 0 || !bytes.Equal(pc.b, frame(long)[:10]) {
+	if pc.err != nil || pc.flags&EOR != 0 || !bytes.Equal(pc.b, framed(long)[:10]) {
 		t.Fatalf("piece: %q, %v, %v; want the first 10 bytes of the new psock's message", pc.b, pc.flags, pc.err)
 	}
 
-	release.Do(func() { close(hold) })
+	h.release()
 	b := <-batchc
 	defer ReleaseBatch(b.ms)
 	var got []string
 	for _, msg := range b.ms {
 		got = append(got, string(msg.b))
 	}
-	if b.err != nil || len(got) != 1 || got[0] != string(frame(long)[10:]) {
+	if b.err != nil || len(got) != 1 || got[0] != string(framed(long)[10:]) {
 		t.Fatalf("batch: %q, %v; want only the rest of the message a call on the socket began reading", got, b.err)
 	}
 	return m, s
@@ -254,31 +206,9 @@ func TestFastLeadYieldsToKeptRest(t *testing.T) {
 }
 
 func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
-	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
-	length := func(b []byte) (int, error) {
-		if len(b) < 4 {
-			return 0, nil
-		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
-	}
-	hold, held := make(chan struct{}), make(chan int, 1)
-	var holdOnce, release sync.Once
-	gate := ParserFunc(func(b []byte) (int, error) {
-		if bytes.HasPrefix(b[min(4, len(b)):], []byte("held")) {
-			holdOnce.Do(func() { held <- len(b); <-hold })
-		}
-		return length(b)
-	})
-	c1, peer1 := loopbackPair(t)
-	c2, peer2 := loopbackPair(t)
-	m := NewMux(Config{})
-	t.Cleanup(func() { m.Close() })
-	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // runs first
-	p, err := m.Attach(c1, gate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := m.NewSocket(SeqPacket) // no read deadline: the fast path takes none
+	h := newHeldLead(t)
+	m, p, s, peer1, c2, peer2, held := h.m, h.p, h.s, h.peer1, h.c2, h.peer2, h.held
+	// s has no read deadline: the fast path takes none.
 	within := func(what string, c <-chan struct{}) {
 		t.Helper()
 		select {
@@ -288,18 +218,7 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
 		}
 	}
 
-	first := make(chan error, 1)
-	go func() {
-		_, err := s.Recv(make([]byte, 64))
-		first <- err
-	}()
-	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
-	m.mu.Unlock()
-	peer1.Write(frame("first"))
-	if err := <-first; err != nil {
-		t.Fatalf("first message: %v", err)
-	}
-	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	freeFromReader(t, m, p, s, peer1)
 	p.graceArmed = false // see TestLeadBatchYieldsToKeptRest
 	m.mu.Unlock()
 
@@ -320,7 +239,7 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
 	}()
 	waitLocked(t, m, "the receive never led the psock", func() bool { return p.rx == rxLed && p.leader == s })
 	m.mu.Unlock()
-	peer1.Write(frame("held-1"))
+	peer1.Write(framed("held-1"))
 	<-held
 
 	piecec := make(chan struct{})
@@ -337,19 +256,19 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
 	}()
 	waitLocked(t, m, "the piece-taking receive never waited", func() bool { return m.waiters.follower() != nil })
 	m.mu.Unlock()
-	if _, err := m.Attach(c2, ParserFunc(length)); err != nil {
+	if _, err := m.Attach(c2, ParserFunc(framedLen)); err != nil {
 		t.Fatal(err)
 	}
 	long := "q-1 is longer than ten bytes"
-	peer2.Write(frame(long))
+	peer2.Write(framed(long))
 	within("the piece", piecec)
-	if pieceFlags&EOR != 0 || !bytes.Equal(piece, frame(long)[:10]) {
+	if pieceFlags&EOR != 0 || !bytes.Equal(piece, framed(long)[:10]) {
 		t.Fatalf("piece: %q, %v; want the first 10 bytes of the new psock's message", piece, pieceFlags)
 	}
 
-	release.Do(func() { close(hold) })
+	h.release()
 	within("the leading receive's message", fast)
-	if gotErr != nil || string(got) != string(frame(long)[10:]) {
+	if gotErr != nil || string(got) != string(framed(long)[10:]) {
 		t.Fatalf("leading receive: %q, %v; want the rest of the message a call on the socket began reading", got, gotErr)
 	}
 	b := make([]byte, 64)
@@ -370,22 +289,10 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
 func TestSocketCloseHandsOnKeptMessages(t *testing.T) {
 	m, p, peer := attachedPsock(t, Config{})
 	s, other := m.NewSocket(SeqPacket), m.NewSocket(SeqPacket)
-	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
 
-	first := make(chan error, 1)
-	go func() {
-		_, err := s.Recv(make([]byte, 64))
-		first <- err
-	}()
-	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
-	m.mu.Unlock()
-	peer.Write(frame("first"))
-	if err := <-first; err != nil {
-		t.Fatalf("first message: %v", err)
-	}
-	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	freeFromReader(t, m, p, s, peer)
 	s.keepRest(Message{b: []byte("rest of another message"), rest: true}, false)
-	peer.Write(append(frame("second"), frame("third")...))
+	peer.Write(append(framed("second"), framed("third")...))
 	p.rx, p.leader = rxLed, s
 	out := make([]Message, 4)
 	n, err := m.lead(p, s, out, rxMode{limit: -1})
@@ -413,22 +320,10 @@ func TestSocketCloseHandsOnKeptMessages(t *testing.T) {
 func TestPeekLeadShowsKeptRest(t *testing.T) {
 	m, p, peer := attachedPsock(t, Config{})
 	s := m.NewSocket(SeqPacket)
-	frame := func(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
-	first := make(chan error, 1)
-	go func() {
-		_, err := s.Recv(make([]byte, 64))
-		first <- err
-	}()
-	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
-	m.mu.Unlock()
-	peer.Write(frame("first"))
-	if err := <-first; err != nil {
-		t.Fatalf("first message: %v", err)
-	}
-	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+	freeFromReader(t, m, p, s, peer)
 	const rest = "rest of another message"
 	s.keepRest(Message{b: []byte(rest), rest: true}, false)
-	peer.Write(frame("second"))
+	peer.Write(framed("second"))
 	p.rx, p.leader = rxLed, s
 	var out [1]Message
 	n, err := m.lead(p, s, out[:], rxMode{limit: 64, peek: true})
@@ -446,4 +341,77 @@ func TestPeekLeadShowsKeptRest(t *testing.T) {
 			t.Fatalf("next receive: %q, %v; want %q", buf[:n], err, want)
 		}
 	}
+}
+
+// freeFromReader takes psock p, attached to m with a 4-byte length prefix
+// parser, from its background reader: a first message, "first", handed by
+// the reader to a receive of s waiting for it, makes the reader let go
+// (had the message been queued, the reader would go on reading). It
+// returns with m.mu held, once p can be led.
+func freeFromReader(t *testing.T, m *Mux, p *Psock, s *Socket, peer net.Conn) {
+	t.Helper()
+	first := make(chan error, 1)
+	go func() {
+		n, err := s.Recv(make([]byte, 64))
+		if err == nil && n != 9 {
+			err = fmt.Errorf("%d bytes", n)
+		}
+		first <- err
+	}()
+	waitLocked(t, m, "the first receive never waited", func() bool { return m.waiters.follower() != nil || p.leader == s })
+	m.mu.Unlock()
+	peer.Write(append(binary.BigEndian.AppendUint32(nil, 5), "first"...))
+	if err := <-first; err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	waitLocked(t, m, "the psock never became idle", func() bool { return m.leadableLocked() == p })
+}
+
+// framed returns payload s behind its 4-byte big-endian length, as
+// framedLen parses it.
+func framed(s string) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(s))), s...) }
+
+func framedLen(b []byte) (int, error) {
+	if len(b) < 4 {
+		return 0, nil
+	}
+	return 4 + int(binary.BigEndian.Uint32(b)), nil
+}
+
+// heldLead is a mux of one psock, p, whose parser stops once, on the first
+// message whose payload begins "held", until release: a receive that leads
+// p can be held after its read while the test changes the mux under it.
+type heldLead struct {
+	m         *Mux
+	p         *Psock
+	s         *Socket  // SeqPacket
+	peer1     net.Conn // p's peer
+	c2, peer2 net.Conn // a second connection, for the test to attach
+	held      chan int // the bytes the parser saw when it stopped
+	release   func()   // lets the parser go on; also at the test's end
+}
+
+func newHeldLead(t *testing.T) *heldLead {
+	h := &heldLead{held: make(chan int, 1)}
+	hold := make(chan struct{})
+	var holdOnce, releaseOnce sync.Once
+	h.release = func() { releaseOnce.Do(func() { close(hold) }) }
+	gate := ParserFunc(func(b []byte) (int, error) {
+		if bytes.HasPrefix(b[min(4, len(b)):], []byte("held")) {
+			holdOnce.Do(func() { h.held <- len(b); <-hold })
+		}
+		return framedLen(b)
+	})
+	c1, peer1 := loopbackPair(t)
+	h.c2, h.peer2 = loopbackPair(t)
+	h.peer1 = peer1
+	h.m = NewMux(Config{})
+	t.Cleanup(func() { h.m.Close() })
+	t.Cleanup(h.release) // runs first
+	p, err := h.m.Attach(c1, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.p, h.s = p, h.m.NewSocket(SeqPacket)
+	return h
 }
