@@ -26,6 +26,18 @@ func stalledPair(t *testing.T) (client, peer net.Conn) {
 	return c, peer
 }
 
+// attachStalled attaches to m a psock whose peer, returned, does not read
+// until the test makes it (stalledPair).
+func attachStalled(t *testing.T, m *kcm.Mux) (*kcm.Psock, net.Conn) {
+	t.Helper()
+	c, peer := stalledPair(t)
+	p, err := m.Attach(c, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, peer
+}
+
 var smemRE = regexp.MustCompile(`(?m)^\s*psock-(\d+)\s.*$`)
 
 // psockSmem returns the Smem column (bytes queued or being written) of
@@ -57,10 +69,7 @@ func waitSmem(t *testing.T, m *kcm.Mux, idx int, n int64) {
 // behind the stuck write moves when a psock goes idle (here: is attached).
 func TestSendAvoidsStalledPsock(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	c, peerA := stalledPair(t)
-	if _, err := m.Attach(c, lenPrefix); err != nil {
-		t.Fatal(err)
-	}
+	_, peerA := attachStalled(t, m)
 	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
 	if err := sB.Send(msgOf(1, 10)); err != nil { // sB reserves psock 0
 		t.Fatal(err)
@@ -101,10 +110,7 @@ func TestSendAvoidsStalledPsock(t *testing.T) {
 // own message went out is not held writing other sockets' large messages.
 func TestSocketCloseReleasesSenderInOthersWrite(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	c, peer := stalledPair(t)
-	if _, err := m.Attach(c, lenPrefix); err != nil {
-		t.Fatal(err)
-	}
+	_, peer := attachStalled(t, m)
 	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
 	a, b := msgOf(1, 4<<20), msgOf(2, 16<<20)
 	errA, errB := make(chan error, 1), make(chan error, 1)
@@ -214,11 +220,7 @@ func TestReservationsOfDepartedPsockCount(t *testing.T) {
 func TestTxAbortsOfUnattachedWriterReachMux(t *testing.T) {
 	for round := range 20 {
 		m := kcm.NewMux(kcm.Config{})
-		c1, _ := stalledPair(t)
-		p1, err := m.Attach(c1, lenPrefix)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p1, _ := attachStalled(t, m)
 		s := m.NewSocket(kcm.Datagram)
 		msg := msgOf(1, 2<<20)
 		errc := make(chan error, 1)
@@ -297,10 +299,7 @@ func TestBacklogSenderOnSlowPsockDeadline(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- s.Send(msgOf(2, 4<<20)) }() // backlog, waits uncopied
 	time.Sleep(20 * time.Millisecond)
-	c, peer := stalledPair(t)
-	if _, err := m.Attach(c, lenPrefix); err != nil {
-		t.Fatal(err)
-	}
+	_, peer := attachStalled(t, m)
 	time.Sleep(300 * time.Millisecond)
 	go io.Copy(io.Discard, peer)
 	if err := waitErr(t, errc, "Send, after the peer read everything"); err != nil {
@@ -324,11 +323,7 @@ func TestQueuedShowsHeldBytes(t *testing.T) {
 		t.Fatalf("after one receive: recv %d, send %d; want 48, 0", recv, send)
 	}
 
-	c, _ := stalledPair(t)
-	p, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := attachStalled(t, m)
 	errs := make(chan error, 1)
 	go func() { errs <- s.SendTo(msgOf(1, 4<<20), p) }()
 	waitSmem(t, m, p.Index(), 4<<20) // stuck in its write, uncopied

@@ -174,11 +174,7 @@ func TestSendToQueuedMessagesStayWithTheirPsock(t *testing.T) {
 // waits, and sends nothing after it.
 func TestSendToWaitHonoursDeadline(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	c, _ := stalledPair(t)
-	p, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := attachStalled(t, m)
 	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
 	errs := make(chan error, 1)
 	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
@@ -320,11 +316,7 @@ func TestSendToUnattachWritesNoPartOfAStoppedMessage(t *testing.T) {
 // The blocked senders return ErrClosed; nothing hangs.
 func TestSendToMuxCloseEndsEveryPhase(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	c, _ := stalledPair(t)
-	p, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := attachStalled(t, m)
 	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
 	errs := make(chan error, 2)
 	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
@@ -356,11 +348,7 @@ func TestSendToMuxCloseEndsEveryPhase(t *testing.T) {
 // TxAborts.
 func TestSendToPsockFailureEndsEveryPhase(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	c, peer := stalledPair(t)
-	p, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, peer := attachStalled(t, m)
 	other, _ := attachPeer(t, m)
 	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
 	errs := make(chan error, 2)

@@ -73,11 +73,7 @@ func TestWriteTimeoutKeepsInterrupts(t *testing.T) {
 	for _, how := range []string{"close", "unattach"} {
 		t.Run(how, func(t *testing.T) {
 			m := newMux(t, kcm.Config{WriteTimeout: time.Minute})
-			c, peer := stalledPair(t)
-			p, err := m.Attach(c, lenPrefix)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, peer := attachStalled(t, m)
 			s := m.NewSocket(kcm.Datagram)
 			errs := make(chan error, 1)
 			go func() { errs <- s.Send(msgOf(1, 4<<20)) }()
@@ -132,11 +128,7 @@ func TestTxRetriesSkipsSendersThatGiveUp(t *testing.T) {
 // on it, and the channel that Send's error will come on.
 func stuckSend(t *testing.T, m *kcm.Mux) (dead *kcm.Psock, s *kcm.Socket, big []byte, errs chan error) {
 	t.Helper()
-	c, _ := stalledPair(t)
-	dead, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dead, _ = attachStalled(t, m)
 	s = m.NewSocket(kcm.Datagram)
 	big = msgOf(7, 4<<20)
 	errs = make(chan error, 1)
