@@ -317,15 +317,7 @@ func TestSendToUnattachWritesNoPartOfAStoppedMessage(t *testing.T) {
 func TestSendToMuxCloseEndsEveryPhase(t *testing.T) {
 	m := newMux(t, kcm.Config{})
 	p, _ := attachStalled(t, m)
-	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	errs := make(chan error, 2)
-	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
-	waitSmem(t, m, p.Index(), 4<<20)
-	if err := sB.SendTo(msgOf(2, 100), p); err != nil {
-		t.Fatalf("copied send: %v", err)
-	}
-	go func() { errs <- sC.SendTo(msgOf(3, 200<<10), p) }()
-	waitSmem(t, m, p.Index(), 4<<20+104+200<<10+4)
+	sB, errs := pinEveryPhase(t, m, p)
 	m.Close()
 	for range 2 {
 		if err := waitErr(t, errs, "SendTo"); !errors.Is(err, kcm.ErrClosed) {
@@ -350,15 +342,7 @@ func TestSendToPsockFailureEndsEveryPhase(t *testing.T) {
 	m := newMux(t, kcm.Config{})
 	p, peer := attachStalled(t, m)
 	other, _ := attachPeer(t, m)
-	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	errs := make(chan error, 2)
-	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
-	waitSmem(t, m, p.Index(), 4<<20)
-	if err := sB.SendTo(msgOf(2, 100), p); err != nil {
-		t.Fatalf("copied send: %v", err)
-	}
-	go func() { errs <- sC.SendTo(msgOf(3, 200<<10), p) }()
-	waitSmem(t, m, p.Index(), 4<<20+104+200<<10+4)
+	_, errs := pinEveryPhase(t, m, p)
 	peer.(*net.TCPConn).SetLinger(0)
 	peer.Close() // a reset
 	cause := waitDone(t, p)
@@ -377,4 +361,22 @@ func TestSendToPsockFailureEndsEveryPhase(t *testing.T) {
 	if st := other.Stats(); st.TxMsgs != 0 {
 		t.Errorf("the other psock wrote %d messages", st.TxMsgs)
 	}
+}
+
+// pinEveryPhase puts a SendTo message for p, whose peer does not read, in
+// each state: the writer's own (message 1, 4 MiB, stuck), a copied one
+// (message 2, sent by the socket returned) and a waiting one (message 3,
+// 200 KiB). The two blocked senders' errors come on errs.
+func pinEveryPhase(t *testing.T, m *kcm.Mux, p *kcm.Psock) (*kcm.Socket, chan error) {
+	t.Helper()
+	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	errs := make(chan error, 2)
+	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
+	waitSmem(t, m, p.Index(), 4<<20)
+	if err := sB.SendTo(msgOf(2, 100), p); err != nil {
+		t.Fatalf("copied send: %v", err)
+	}
+	go func() { errs <- sC.SendTo(msgOf(3, 200<<10), p) }()
+	waitSmem(t, m, p.Index(), 4<<20+104+200<<10+4)
+	return sB, errs
 }
