@@ -3,9 +3,12 @@ package kcm_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 
 	"github.com/gokcm/kcm"
 )
@@ -56,6 +59,40 @@ func Example() {
 	n, _ := s.Recv(reply)
 	fmt.Printf("%q\n", reply[2:n])
 	// Output: "hello"
+}
+
+// A loop that must not block, an event loop for instance, polls with
+// DontWait: a message whose bytes have arrived is returned at once, as the
+// kernel, which parses on arrival, would return it; with nothing there the
+// call returns ErrWouldBlock instead of waiting.
+func ExampleSocket_RecvMsg_dontWait() {
+	dir, _ := os.MkdirTemp("", "kcm")
+	defer os.RemoveAll(dir)
+	ln, _ := net.Listen("unix", filepath.Join(dir, "s"))
+	defer ln.Close()
+	peer, _ := net.Dial("unix", ln.Addr().String())
+	defer peer.Close()
+	c, _ := ln.Accept()
+
+	m := kcm.NewMux(kcm.Config{})
+	defer m.Close()
+	m.Attach(c, kcm.ParserFunc(func(p []byte) (int, error) {
+		if len(p) < 1 {
+			return 0, nil
+		}
+		return 1 + int(p[0]), nil // a 1-byte length, then the payload
+	}))
+	s := m.NewSocket(kcm.Datagram)
+
+	buf := make([]byte, 64)
+	_, _, err := s.RecvMsg(buf, kcm.DontWait)
+	fmt.Println(errors.Is(err, kcm.ErrWouldBlock))
+	peer.Write([]byte("\x05hello")) // on a Unix socket, queued at c when Write returns
+	n, _, err := s.RecvMsg(buf, kcm.DontWait)
+	fmt.Printf("%q %v\n", buf[1:n], err)
+	// Output:
+	// true
+	// "hello" <nil>
 }
 
 // A receiver drains many small messages at once without copying them: the
