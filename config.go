@@ -166,6 +166,10 @@ const (
 	// Peek returns the next message without consuming it (MSG_PEEK).
 	Peek RecvFlags = 1 << iota
 	// DontWait returns ErrWouldBlock instead of waiting (MSG_DONTWAIT).
+	// A message whose bytes had arrived on a TCP or Unix connection before
+	// the call is returned, as the kernel, which parses on arrival, would:
+	// the call reads those connections without waiting. (A TLS connection
+	// cannot be read so; its messages come with its background reader.)
 	DontWait
 	// EOR is reported when the returned bytes end a message (MSG_EOR).
 	EOR
