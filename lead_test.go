@@ -415,3 +415,56 @@ func newHeldLead(t *testing.T) *heldLead {
 	h.p, h.s = p, h.m.NewSocket(SeqPacket)
 	return h
 }
+
+// TestKeptMessagesReachLeadingReceive: whole messages a socket kept behind
+// a rest (TestSocketCloseHandsOnKeptMessages) move to the shared queue
+// when it closes or stops receiving, while another socket's receive leads
+// the lone psock, waiting in its read: that receive must look at the queue
+// and take them. It went on waiting for bytes the peer never sent.
+func TestKeptMessagesReachLeadingReceive(t *testing.T) {
+	for _, how := range []string{"close", "disable"} {
+		t.Run(how, func(t *testing.T) {
+			m, p, peer := attachedPsock(t, Config{})
+			s, other := m.NewSocket(SeqPacket), m.NewSocket(SeqPacket)
+			freeFromReader(t, m, p, s, peer)
+			s.keepRest(Message{b: []byte("rest of another message"), rest: true}, false)
+			peer.Write(framed("second"))
+			p.rx, p.leader = rxLed, s
+			var out [1]Message
+			n, err := m.lead(p, s, out[:], rxMode{limit: -1})
+			kept := len(s.kept)
+			p.graceArmed = false // no background reader: the next receive leads p
+			m.mu.Unlock()
+			ReleaseBatch(out[:n])
+			if n != 1 || err != nil || kept != 1 {
+				t.Fatalf("lead returned %d, %v and kept %d; want the rest, and the message kept", n, err, kept)
+			}
+
+			type result struct {
+				b   []byte
+				err error
+			}
+			got := make(chan result, 1)
+			go func() {
+				b := make([]byte, 64)
+				n, err := other.Recv(b) // no deadline: the fast path leads p
+				got <- result{b[:n], err}
+			}()
+			waitLocked(t, m, "the other socket's receive never led the psock", func() bool { return p.rx == rxLed && p.leader == other })
+			m.mu.Unlock()
+			if how == "close" {
+				s.Close()
+			} else {
+				s.SetRecvDisabled(true)
+			}
+			select {
+			case r := <-got:
+				if r.err != nil || string(r.b) != string(framed("second")) {
+					t.Fatalf("other socket: %q, %v; want the message the socket kept", r.b, r.err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the leading receive never took the message moved to the queue")
+			}
+		})
+	}
+}

@@ -133,6 +133,13 @@ func (m *Mux) releaseHeldLocked(s *Socket) {
 	s.hasKept = kept > 0
 	if moved {
 		m.wakeFollowerLocked()
+		// A receive of another socket that leads a psock waits in its
+		// read, not for the queue: it must look at the queue again.
+		for _, p := range m.psocks {
+			if p.rx == rxLed && p.leader != s {
+				m.interruptLocked(p)
+			}
+		}
 	}
 }
 
