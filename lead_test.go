@@ -71,7 +71,7 @@ func waitLocked(t *testing.T, m *Mux, msg string, cond func() bool) {
 // same socket. The batch must not overtake the rest of that message: the
 // socket's next message is its rest, then the leader's, in stream order.
 func TestLeadBatchYieldsToKeptRest(t *testing.T) {
-	m, s := batchBehindRest(t)
+	m, s := batchBehindRest(t, nil)
 	buf := make([]byte, 64)
 	for _, want := range []string{"held-1", "p-2"} {
 		n, fl, err := s.RecvMsg(buf, 0)
@@ -91,7 +91,7 @@ func TestLeadBatchYieldsToKeptRest(t *testing.T) {
 func TestMessagesKeptBehindRestMoveOn(t *testing.T) {
 	for _, how := range []string{"close", "disable"} {
 		t.Run(how, func(t *testing.T) {
-			m, s := batchBehindRest(t)
+			m, s := batchBehindRest(t, nil)
 			other := m.NewSocket(SeqPacket)
 			other.SetReadDeadline(time.Now().Add(5 * time.Second))
 			if how == "close" {
@@ -124,8 +124,9 @@ func TestMessagesKeptBehindRestMoveOn(t *testing.T) {
 // batchBehindRest makes the race of TestLeadBatchYieldsToKeptRest happen
 // and checks the batch's result. It returns the mux and the socket, which
 // then keeps the leader's two messages, "held-1" and "p-2", behind the
-// rest the batch returned.
-func batchBehindRest(t *testing.T) (*Mux, *Socket) {
+// rest the batch returned. beforeLead, if not nil, is called while the
+// leader still sits in its parser, the rest kept.
+func batchBehindRest(t *testing.T, beforeLead func(s *Socket)) (*Mux, *Socket) {
 	t.Helper()
 	h := newHeldLead(t)
 	m, p, s, peer1, c2, peer2, held := h.m, h.p, h.s, h.peer1, h.c2, h.peer2, h.held
@@ -182,6 +183,9 @@ func batchBehindRest(t *testing.T) (*Mux, *Socket) {
 		t.Fatalf("piece: %q, %v, %v; want the first 10 bytes of the new psock's message", pc.b, pc.flags, pc.err)
 	}
 
+	if beforeLead != nil {
+		beforeLead(s)
+	}
 	h.release()
 	b := <-batchc
 	defer ReleaseBatch(b.ms)
@@ -201,11 +205,15 @@ func batchBehindRest(t *testing.T) (*Mux, *Socket) {
 // while it read, neither copied (Recv) nor lent (RecvMessage).
 func TestFastLeadYieldsToKeptRest(t *testing.T) {
 	for _, lend := range []bool{false, true} {
-		t.Run(fmt.Sprintf("lend=%v", lend), func(t *testing.T) { testFastLeadYieldsToKeptRest(t, lend) })
+		t.Run(fmt.Sprintf("lend=%v", lend), func(t *testing.T) { testFastLeadYieldsToKeptRest(t, lend, false) })
 	}
+	// Its socket stops receiving before the leader takes the message
+	// (TestDisabledDuringLeadKeepsNoMessages): the message goes to the
+	// other sockets at once.
+	t.Run("disabled", func(t *testing.T) { testFastLeadYieldsToKeptRest(t, false, true) })
 }
 
-func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
+func testFastLeadYieldsToKeptRest(t *testing.T, lend, disable bool) {
 	h := newHeldLead(t)
 	m, p, s, peer1, c2, peer2, held := h.m, h.p, h.s, h.peer1, h.c2, h.peer2, h.held
 	// s has no read deadline: the fast path takes none.
@@ -266,18 +274,23 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend bool) {
 		t.Fatalf("piece: %q, %v; want the first 10 bytes of the new psock's message", piece, pieceFlags)
 	}
 
+	next, flags, want := s, RecvFlags(0), SocketStats{RxMsgs: 3, RxBytes: uint64(len("first") + len(long) + len("held-1") + 12)}
+	if disable {
+		s.SetRecvDisabled(true)
+		next, flags, want = m.NewSocket(SeqPacket), DontWait, SocketStats{RxMsgs: 2, RxBytes: uint64(len("first") + len(long) + 8)}
+	}
 	h.release()
 	within("the leading receive's message", fast)
 	if gotErr != nil || string(got) != string(framed(long)[10:]) {
 		t.Fatalf("leading receive: %q, %v; want the rest of the message a call on the socket began reading", got, gotErr)
 	}
 	b := make([]byte, 64)
-	n, fl, err := s.RecvMsg(b, 0)
+	n, fl, err := next.RecvMsg(b, flags)
 	if err != nil || fl&EOR == 0 || n < 4 || string(b[4:n]) != "held-1" {
 		t.Fatalf("next receive: %q, %v, %v; want the leader's message whole", b[:n], fl, err)
 	}
-	if st := s.Stats(); st.RxMsgs != 3 || st.RxBytes != uint64(len("first")+len(long)+len("held-1")+12) {
-		t.Fatalf("socket counters %+v; want 3 messages", st)
+	if st := s.Stats(); st.RxMsgs != want.RxMsgs || st.RxBytes != want.RxBytes {
+		t.Fatalf("socket counters %+v; want %+v", st, want)
 	}
 }
 
@@ -466,5 +479,29 @@ func TestKeptMessagesReachLeadingReceive(t *testing.T) {
 				t.Fatal("the leading receive never took the message moved to the queue")
 			}
 		})
+	}
+}
+
+// TestDisabledDuringLeadKeepsNoMessages: a socket that stops receiving
+// while a receive on it leads, and another call on it is handed part of a
+// message, keeps only that rest: the leader's whole messages, which it
+// would keep behind the rest, go to the other sockets at once, as those it
+// kept before SetRecvDisabled did. They stayed on the disabled socket,
+// which takes no new messages, until a receive on it took them.
+func TestDisabledDuringLeadKeepsNoMessages(t *testing.T) {
+	m, s := batchBehindRest(t, func(s *Socket) { s.SetRecvDisabled(true) })
+	m.mu.Lock()
+	kept := len(s.kept)
+	m.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("disabled socket keeps %d messages, want none", kept)
+	}
+	other := m.NewSocket(SeqPacket)
+	buf := make([]byte, 64)
+	for _, want := range []string{"held-1", "p-2"} {
+		n, fl, err := other.RecvMsg(buf, DontWait)
+		if err != nil || fl&EOR == 0 || n < 4 || string(buf[4:n]) != want {
+			t.Fatalf("other socket: %q, %v, %v; want %q whole", buf[:n], fl, err, want)
+		}
 	}
 }

@@ -432,6 +432,9 @@ func (m *Mux) yieldFastLocked(s *Socket, p *Psock, dst []byte, n int, lent *Mess
 		mine.lend(append([]byte(nil), dst[:n]...), nil, p)
 	}
 	s.keepBehind(mine)
+	if s.disabled { // meanwhile: it takes no new messages
+		m.releaseHeldLocked(s)
+	}
 	if m.waiters.head != nil {
 		m.shareLocked(p)
 	}
@@ -532,8 +535,9 @@ func (m *Mux) startReaderLocked(p *Psock) {
 
 // lead reads p for receiver s until s has at least one message. It is
 // called and returns with m.mu held, p.rx == rxLed on entry. It returns 0
-// when s must look at the mux again (p failed, was interrupted, or s's
-// deadline passed), with ErrWouldBlock when noWait found nothing to read.
+// when s must look at the mux again (p failed, was interrupted, s's
+// deadline passed or s stopped receiving), with ErrWouldBlock when noWait
+// found nothing to read.
 func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error) {
 	sdl := s.readDeadline()
 	p.noWait = mode.dontWait
@@ -555,7 +559,13 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 					s.keepBehind(out[i])
 					out[i] = Message{}
 				}
-				out[0], n = s.takeKept(), 1
+				if s.disabled { // meanwhile: it takes no new messages
+					m.releaseHeldLocked(s)
+				}
+				n = 0 // all it kept may have moved on
+				if s.hasKept {
+					out[0], n = s.takeKept(), 1
+				}
 			}
 			if mode.partial && len(out[0].b) > mode.limit {
 				out[0] = m.splitLocked(s, out[0], mode.limit) // before sharing
