@@ -9,14 +9,6 @@ import (
 	"github.com/gokcm/kcm/internal/testconn"
 )
 
-// unixPair returns both ends of a Unix stream connection, closed at the end
-// of the test. A write on one end is queued on the other before it
-// returns, so a test knows exactly when bytes have arrived.
-func unixPair(t *testing.T) (c, peer net.Conn) {
-	peer, c = testconn.Pair(t, "unix")
-	return c, peer
-}
-
 // A non-blocking receive gets a message whose bytes arrived before the
 // call, as in the kernel, which parses on arrival: also when a background
 // reader, not the receive, reads the psock (with Config.Affinity, or with
@@ -39,7 +31,7 @@ func TestDontWaitGetsArrivedMessage(t *testing.T) {
 			b := a.Clone()
 			var peers []net.Conn
 			for range tc.psocks {
-				c, peer := unixPair(t)
+				peer, c := testconn.Pair(t, "unix")
 				if _, err := m.Attach(c, lenPrefix); err != nil {
 					t.Fatal(err)
 				}

@@ -4,20 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 
 	"github.com/gokcm/kcm/internal/testconn"
 )
-
-// unixConns returns both ends of a Unix stream connection, closed at the
-// end of the test. A write or close on one end is seen by the other before
-// it returns, so a test knows what a non-blocking read will find.
-func unixConns(t *testing.T) (c, peer net.Conn) {
-	peer, c = testconn.Pair(t, "unix")
-	return c, peer
-}
 
 // idleAll leaves every psock of m unread, with no grace timer, as a
 // non-blocking receive that read them leaves them until their timers fire.
@@ -62,8 +53,8 @@ func TestDontWaitPollsPsockAfterOneThatLeft(t *testing.T) {
 		}
 		return 4 + int(binary.BigEndian.Uint32(b)), nil
 	})
-	c1, peer1 := unixConns(t)
-	c2, peer2 := unixConns(t)
+	peer1, c1 := testconn.Pair(t, "unix")
+	peer2, c2 := testconn.Pair(t, "unix")
 	p1, err := m.Attach(c1, length)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +109,7 @@ func testDontWaitAfterReaderLetGo(t *testing.T, closing bool) {
 	t.Cleanup(func() { m.Close() })
 	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // runs first
 	s, other := m.NewSocket(Datagram), m.NewSocket(Datagram)
-	c, peer := unixConns(t)
+	peer, c := testconn.Pair(t, "unix")
 	p, err := m.Attach(c, gate)
 	if err != nil {
 		t.Fatal(err)
