@@ -74,7 +74,6 @@ type Message struct {
 	rest bool   // b is the unread rest of a message a socket began reading
 	own  bool   // taken from its socket's own queue (affinity)
 	more bool   // a piece whose rest its socket keeps: see splitLocked
-	held bool   // a whole message its socket keeps behind a rest: see keepBehind
 }
 
 // lend makes m the message b, lent from buf, received on p. It writes the
@@ -83,7 +82,7 @@ type Message struct {
 // to, a stall per message (a fifth of RecvBatch's time for 64 B messages).
 func (m *Message) lend(b []byte, buf *rbuf, p *Psock) {
 	m.b, m.buf, m.p = b, buf, p
-	m.seq, m.rest, m.own, m.more, m.held = 0, false, false, false, false
+	m.seq, m.rest, m.own, m.more = 0, false, false, false
 }
 
 // Bytes returns the message, header included. The slice is valid until

@@ -32,13 +32,13 @@ func TestLeadYieldsToKeptRest(t *testing.T) {
 	p.rx, p.leader = rxLed, s
 	var out [1]Message
 	n, err := m.lead(p, s, out[:], rxMode{limit: 64, partial: true})
-	got, kept := out[0], append([]Message(nil), s.kept...)
+	got, queued := out[0], m.ready.len()
 	m.mu.Unlock()
 	if n != 1 || err != nil || !bytes.Equal(got.b, rest) {
 		t.Fatalf("lead returned %d, %v, %q; want the kept rest first", n, err, got.b)
 	}
-	if len(kept) != 1 || string(kept[0].b[4:]) != "second" {
-		t.Fatalf("the socket keeps %d pieces after the lead; want its own message, whole", len(kept))
+	if queued != 1 {
+		t.Fatalf("%d messages queued after the lead; want its own message", queued)
 	}
 	buf := make([]byte, 64)
 	if n, _, err := s.RecvMsg(buf, 0); err != nil || string(buf[4:n]) != "second" {
@@ -294,8 +294,8 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend, disable bool) {
 	}
 }
 
-// TestSocketCloseHandsOnKeptMessages: whole messages a leader keeps on its
-// socket behind the rest of a message another call began reading (see
+// TestSocketCloseHandsOnKeptMessages: whole messages a leader read while
+// another call on its socket was handed part of a message (see
 // TestLeadYieldsToKeptRest) are the mux's, not the socket's: when the
 // socket closes they go to the other sockets, as its other unread messages
 // do. Only the rest is dropped. They were dropped, uncounted.
@@ -309,11 +309,11 @@ func TestSocketCloseHandsOnKeptMessages(t *testing.T) {
 	p.rx, p.leader = rxLed, s
 	out := make([]Message, 4)
 	n, err := m.lead(p, s, out, rxMode{limit: -1})
-	kept := len(s.kept)
+	queued := m.ready.len()
 	m.mu.Unlock()
 	ReleaseBatch(out[:n])
-	if n != 1 || err != nil || kept != 2 {
-		t.Fatalf("lead returned %d, %v and kept %d; want the rest, and both messages kept", n, err, kept)
+	if n != 1 || err != nil || queued != 2 {
+		t.Fatalf("lead returned %d, %v and queued %d; want the rest, and both messages queued", n, err, queued)
 	}
 
 	s.Close()
@@ -429,56 +429,30 @@ func newHeldLead(t *testing.T) *heldLead {
 	return h
 }
 
-// TestKeptMessagesReachLeadingReceive: whole messages a socket kept behind
-// a rest (TestSocketCloseHandsOnKeptMessages) move to the shared queue
-// when it closes or stops receiving, while another socket's receive leads
-// the lone psock, waiting in its read: that receive must look at the queue
-// and take them. It went on waiting for bytes the peer never sent.
+// TestKeptMessagesReachLeadingReceive: the whole messages a lead read while
+// another call on its socket was handed part of a message are queued at
+// once, so a receive of another socket takes them without waiting for the
+// socket to close or stop receiving, and without leading the psock (it
+// would wait in its read for bytes the peer never sends).
 func TestKeptMessagesReachLeadingReceive(t *testing.T) {
-	for _, how := range []string{"close", "disable"} {
-		t.Run(how, func(t *testing.T) {
-			m, p, peer := attachedPsock(t, Config{})
-			s, other := m.NewSocket(SeqPacket), m.NewSocket(SeqPacket)
-			freeFromReader(t, m, p, s, peer)
-			s.keepRest(Message{b: []byte("rest of another message"), rest: true}, false)
-			peer.Write(framed("second"))
-			p.rx, p.leader = rxLed, s
-			var out [1]Message
-			n, err := m.lead(p, s, out[:], rxMode{limit: -1})
-			kept := len(s.kept)
-			p.graceArmed = false // no background reader: the next receive leads p
-			m.mu.Unlock()
-			ReleaseBatch(out[:n])
-			if n != 1 || err != nil || kept != 1 {
-				t.Fatalf("lead returned %d, %v and kept %d; want the rest, and the message kept", n, err, kept)
-			}
-
-			type result struct {
-				b   []byte
-				err error
-			}
-			got := make(chan result, 1)
-			go func() {
-				b := make([]byte, 64)
-				n, err := other.Recv(b) // no deadline: the fast path leads p
-				got <- result{b[:n], err}
-			}()
-			waitLocked(t, m, "the other socket's receive never led the psock", func() bool { return p.rx == rxLed && p.leader == other })
-			m.mu.Unlock()
-			if how == "close" {
-				s.Close()
-			} else {
-				s.SetRecvDisabled(true)
-			}
-			select {
-			case r := <-got:
-				if r.err != nil || string(r.b) != string(framed("second")) {
-					t.Fatalf("other socket: %q, %v; want the message the socket kept", r.b, r.err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("the leading receive never took the message moved to the queue")
-			}
-		})
+	m, p, peer := attachedPsock(t, Config{})
+	s, other := m.NewSocket(SeqPacket), m.NewSocket(SeqPacket)
+	freeFromReader(t, m, p, s, peer)
+	s.keepRest(Message{b: []byte("rest of another message"), rest: true}, false)
+	peer.Write(framed("second"))
+	p.rx, p.leader = rxLed, s
+	var out [1]Message
+	n, err := m.lead(p, s, out[:], rxMode{limit: -1})
+	p.graceArmed = false // no background reader
+	m.mu.Unlock()
+	ReleaseBatch(out[:n])
+	if n != 1 || err != nil {
+		t.Fatalf("lead returned %d, %v; want the rest", n, err)
+	}
+	other.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 64)
+	if n, err := other.Recv(b); err != nil || string(b[:n]) != string(framed("second")) {
+		t.Fatalf("other socket: %q, %v; want the message the lead read", b[:n], err)
 	}
 }
 

@@ -178,7 +178,7 @@ func (m *Mux) recvPiece(s *Socket, b []byte, dontWait bool) (n int, eor bool, er
 func (m *Mux) splitLocked(s *Socket, msg Message, n int) Message {
 	if !s.closed() { // else the rest is dropped: the socket closed meanwhile
 		rest := msg
-		rest.b, rest.rest, rest.more, rest.held = msg.b[n:], true, false, false
+		rest.b, rest.rest, rest.more = msg.b[n:], true, false
 		if msg.buf != nil {
 			msg.buf.refs.Add(1) // the piece and the rest each hold one
 		}
@@ -421,9 +421,10 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 
 // yieldFastLocked is recvFast's end when another call on s was handed part
 // of a message while it read (a psock attached meanwhile): as in lead, that
-// rest comes first and the message read waits behind it, for the general
-// path to return them in turn. A copied message gets bytes of its own:
-// the general path reuses dst. It lets go of p and of m.mu.
+// rest comes first and the message read goes to the queue
+// (queueFirstLocked), for the general path to return them in turn. A
+// copied message gets bytes of its own: the general path reuses dst. It
+// lets go of p and of m.mu.
 func (m *Mux) yieldFastLocked(s *Socket, p *Psock, dst []byte, n int, lent *Message) {
 	var mine Message
 	if lent != nil {
@@ -431,15 +432,26 @@ func (m *Mux) yieldFastLocked(s *Socket, p *Psock, dst []byte, n int, lent *Mess
 	} else {
 		mine.lend(append([]byte(nil), dst[:n]...), nil, p)
 	}
-	s.keepBehind(mine)
-	if s.disabled { // meanwhile: it takes no new messages
-		m.releaseHeldLocked(s)
-	}
+	m.queueFirstLocked([]Message{mine})
 	if m.waiters.head != nil {
 		m.shareLocked(p)
 	}
 	m.releaseReadLocked(p)
 	m.mu.Unlock()
+}
+
+// queueFirstLocked puts msgs, which a read for a socket brought while
+// another call on that socket was handed part of a message, at the head of
+// the shared queue, in order, and empties them: the socket's calls take
+// the rest they keep first, and any socket may take msgs, as any queued
+// message. No message of their psock can be queued before them: a lead
+// starts only on an empty queue.
+func (m *Mux) queueFirstLocked(msgs []Message) {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m.ready.pushFront(msgs[i])
+		msgs[i] = Message{}
+	}
+	m.wakeFollowerLocked()
 }
 
 // touchAfterRead starts loading the lines the rest of a receive and the
@@ -535,9 +547,8 @@ func (m *Mux) startReaderLocked(p *Psock) {
 
 // lead reads p for receiver s until s has at least one message. It is
 // called and returns with m.mu held, p.rx == rxLed on entry. It returns 0
-// when s must look at the mux again (p failed, was interrupted, s's
-// deadline passed or s stopped receiving), with ErrWouldBlock when noWait
-// found nothing to read.
+// when s must look at the mux again (p failed, was interrupted, or s's
+// deadline passed), with ErrWouldBlock when noWait found nothing to read.
 func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error) {
 	sdl := s.readDeadline()
 	p.noWait = mode.dontWait
@@ -552,20 +563,10 @@ func (m *Mux) lead(p *Psock, s *Socket, out []Message, mode rxMode) (int, error)
 			if s.hasKept {
 				// Another call on s was handed part of a message while this
 				// one read (a psock attached meanwhile): that rest comes
-				// first, and these messages wait behind it, all of them, so
-				// that a batch does not overtake it either. A peek returns
-				// the rest too: it is what the next receive gets.
-				for i := range n {
-					s.keepBehind(out[i])
-					out[i] = Message{}
-				}
-				if s.disabled { // meanwhile: it takes no new messages
-					m.releaseHeldLocked(s)
-				}
-				n = 0 // all it kept may have moved on
-				if s.hasKept {
-					out[0], n = s.takeKept(), 1
-				}
+				// first, also for a peek (it is what the next receive gets),
+				// and the messages read go to the queue.
+				m.queueFirstLocked(out[:n])
+				out[0], n = s.takeKept(), 1
 			}
 			if mode.partial && len(out[0].b) > mode.limit {
 				out[0] = m.splitLocked(s, out[0], mode.limit) // before sharing

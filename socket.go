@@ -90,15 +90,6 @@ func (s *Socket) keepRest(rest Message, first bool) {
 	s.hasKept = true
 }
 
-// keepBehind keeps msg, a whole message read for s, behind the rest of a
-// message another call on s began reading meanwhile, so that the rest
-// comes out first. Unlike a rest, it is not s's alone: if s closes or
-// stops receiving first, it goes to the other sockets (releaseHeldLocked).
-func (s *Socket) keepBehind(msg Message) {
-	msg.rest, msg.held = true, true
-	s.keepRest(msg, false)
-}
-
 // takeKept returns the first piece s keeps; hasKept must be true.
 func (s *Socket) takeKept() Message {
 	msg := s.kept[0]
@@ -107,40 +98,6 @@ func (s *Socket) takeKept() Message {
 	s.kept = s.kept[:len(s.kept)-1]
 	s.hasKept = len(s.kept) > 0
 	return msg
-}
-
-// releaseHeldLocked gives the whole messages s keeps behind a rest (see
-// keepBehind), which closes or stops receiving, to the other sockets: at
-// the head of the shared queue, in their order, since they were read
-// before anything in it that came from their psocks. The rests stay.
-func (m *Mux) releaseHeldLocked(s *Socket) {
-	kept, moved := 0, false
-	for i := len(s.kept) - 1; i >= 0; i-- {
-		if msg := s.kept[i]; msg.held {
-			msg.rest, msg.held = false, false
-			m.ready.pushFront(msg)
-			moved = true
-		}
-	}
-	for _, msg := range s.kept {
-		if !msg.held {
-			s.kept[kept] = msg
-			kept++
-		}
-	}
-	clear(s.kept[kept:])
-	s.kept = s.kept[:kept]
-	s.hasKept = kept > 0
-	if moved {
-		m.wakeFollowerLocked()
-		// A receive of another socket that leads a psock waits in its
-		// read, not for the queue: it must look at the queue again.
-		for _, p := range m.psocks {
-			if p.rx == rxLed && p.leader != s {
-				m.interruptLocked(p)
-			}
-		}
-	}
 }
 
 // dropKept releases what s keeps, when it closes.
@@ -570,7 +527,6 @@ func (s *Socket) SetRecvDisabled(disabled bool) {
 	defer m.mu.Unlock()
 	s.disabled = disabled
 	if disabled {
-		m.releaseHeldLocked(s)
 		m.releaseOwnLocked(s)
 	}
 	m.kickLeaderLocked(s)
@@ -600,7 +556,6 @@ func (s *Socket) Close() error {
 		return nil
 	}
 	s.shutLocked()
-	m.releaseHeldLocked(s)
 	s.dropKept()
 	m.releaseOwnLocked(s)
 	if s.aff != nil {
