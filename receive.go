@@ -639,24 +639,31 @@ func (m *Mux) pollLocked(s *Socket) bool {
 			ps, unlocked = slices.Clone(ps), true
 		}
 		p.rx, p.leader, p.noWait = rxLed, s, true
-		m.poll(p)
+		m.mu.Unlock()
+		m.readAndDeliver(p, true)
 	}
 	return unlocked
 }
 
-// poll reads p without waiting until the read would block, as its
-// background reader would, delivering each message. It is called and
-// returns with m.mu held, p.rx == rxLed and p.noWait set on entry.
-func (m *Mux) poll(p *Psock) {
+// background is the goroutine that reads p when no receiver does.
+func (m *Mux) background(p *Psock) {
+	defer m.wg.Done()
+	m.readAndDeliver(p, false)
 	m.mu.Unlock()
+}
+
+// readAndDeliver reads p and delivers each message it brings, for its
+// background reader or, with poll, for a non-blocking receive (p.noWait is
+// set: the read ends where it would block). It is called without m.mu and
+// returns with it held, p let go (see readerLetsGoLocked) or failed.
+func (m *Mux) readAndDeliver(p *Psock, poll bool) {
 	for {
 		msg, ok, err := p.sp.next(p)
 		if ok {
 			m.mu.Lock()
 			p.publishRxLocked()
-			m.deliverLocked(msg)
-			if p.intr.Load() || p.gone || p.unattaching ||
-				m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer {
+			handed := m.deliverLocked(msg)
+			if m.readerLetsGoLocked(p, handed, poll) {
 				p.noWait = false
 				m.releaseReadLocked(p)
 				return
@@ -665,47 +672,31 @@ func (m *Mux) poll(p *Psock) {
 			continue
 		}
 		if err == nil {
-			if err = p.waitRead(time.Time{}, true); err == nil {
+			if err = p.waitRead(time.Time{}, poll); err == nil {
 				continue
 			}
 		}
 		m.mu.Lock()
-		m.readFailedLocked(p, err) // ErrWouldBlock only ends the read
+		m.readFailedLocked(p, err) // ErrWouldBlock only ends a poll
 		return
 	}
 }
 
-// background is the goroutine that reads p when no receiver does.
-func (m *Mux) background(p *Psock) {
-	defer m.wg.Done()
-	for {
-		msg, ok, err := p.sp.next(p)
-		if ok {
-			m.mu.Lock()
-			p.publishRxLocked()
-			handed := m.deliverLocked(msg)
-			switch {
-			case p.intr.Load() || p.gone || p.unattaching,
-				// A receiver took it and none waits: let the next one lead.
-				handed && m.waiters.follower() == nil && m.rxActive == 1 && !m.affine,
-				m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer && m.waiters.follower() == nil:
-				m.releaseReadLocked(p)
-				m.mu.Unlock()
-				return
-			}
-			m.mu.Unlock()
-			continue
-		}
-		if err == nil {
-			if err = p.waitRead(time.Time{}, false); err == nil {
-				continue
-			}
-		}
-		m.mu.Lock()
-		m.readFailedLocked(p, err)
-		m.mu.Unlock()
-		return
+// readerLetsGoLocked reports whether the reader of p, which just delivered
+// a message (handed to a receiver, or queued), must let go: when it was
+// interrupted or p leaves, when the queue is full (a background reader
+// only once no receiver waits to empty it), and, for a background reader,
+// when a receiver took the message and none waits, so that the next one
+// leads.
+func (m *Mux) readerLetsGoLocked(p *Psock, handed, poll bool) bool {
+	if p.intr.Load() || p.gone || p.unattaching {
+		return true
 	}
+	full := m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer
+	if poll {
+		return full
+	}
+	return m.waiters.follower() == nil && (full || handed && m.rxActive == 1 && !m.affine)
 }
 
 // publishRxLocked moves the counts of messages its reader carved into the
