@@ -655,7 +655,7 @@ func (m *Mux) background(p *Psock) {
 // readAndDeliver reads p and delivers each message it brings, for its
 // background reader or, with poll, for a non-blocking receive (p.noWait is
 // set: the read ends where it would block). It is called without m.mu and
-// returns with it held, p let go (see readerLetsGoLocked) or failed.
+// returns with it held, p let go (see readerDoneLocked) or failed.
 func (m *Mux) readAndDeliver(p *Psock, poll bool) {
 	for {
 		msg, ok, err := p.sp.next(p)
@@ -663,7 +663,7 @@ func (m *Mux) readAndDeliver(p *Psock, poll bool) {
 			m.mu.Lock()
 			p.publishRxLocked()
 			handed := m.deliverLocked(msg)
-			if m.readerLetsGoLocked(p, handed, poll) {
+			if p.intr.Load() || p.gone || p.unattaching || m.readerDoneLocked(handed, poll) {
 				p.noWait = false
 				m.releaseReadLocked(p)
 				return
@@ -682,16 +682,12 @@ func (m *Mux) readAndDeliver(p *Psock, poll bool) {
 	}
 }
 
-// readerLetsGoLocked reports whether the reader of p, which just delivered
-// a message (handed to a receiver, or queued), must let go: when it was
-// interrupted or p leaves, when the queue is full (a background reader
-// only once no receiver waits to empty it), and, for a background reader,
-// when a receiver took the message and none waits, so that the next one
-// leads.
-func (m *Mux) readerLetsGoLocked(p *Psock, handed, poll bool) bool {
-	if p.intr.Load() || p.gone || p.unattaching {
-		return true
-	}
+// readerDoneLocked reports whether a reader that just delivered a message
+// (handed to a receiver, or queued) must let go of its psock, besides
+// being interrupted: when the queue is full (a background reader only once
+// no receiver waits to empty it), and, for a background reader, when a
+// receiver took the message and none waits, so that the next one leads.
+func (m *Mux) readerDoneLocked(handed, poll bool) bool {
 	full := m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer
 	if poll {
 		return full
