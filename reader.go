@@ -35,6 +35,16 @@ func (p *Psock) fill(keep bool) error {
 	return err
 }
 
+// fillNow is fill without waiting: ErrWouldBlock when nothing arrived, or
+// the connection cannot be read so (it has no raw descriptor).
+func (p *Psock) fillNow(keep bool) error {
+	saved := p.noWait
+	p.noWait = true
+	err := p.fill(keep)
+	p.noWait = saved
+	return err
+}
+
 // commitRead takes in the n bytes a read returned together with err: they
 // are delivered first and err is reported by the next read. pending must
 // be false, as it is after any read.
@@ -69,13 +79,10 @@ func (p *Psock) takeDirectRead(dst []byte, rn, room int) int {
 func (p *Psock) cutShort(b []byte) {
 	p.sp.direct = 0
 	p.sp.keep(b)
-	if p.raw == nil || p.pending {
+	if p.pending {
 		return
 	}
-	p.noWait = true
-	err := p.fillRaw()
-	p.noWait = false
-	if err != nil && err != ErrWouldBlock && !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := p.fillNow(true); err != nil && err != ErrWouldBlock && !errors.Is(err, os.ErrDeadlineExceeded) {
 		p.pending, p.pendingErr = true, err // after the bytes read before it
 	}
 }

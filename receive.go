@@ -846,10 +846,7 @@ func (p *Psock) lateRead(keep bool) error {
 		if p.intr.Load() {
 			return errInterrupted
 		}
-		saved := p.noWait
-		p.noWait = true
-		err := p.fill(keep)
-		p.noWait = saved
+		err := p.fillNow(keep)
 		if errors.Is(err, os.ErrDeadlineExceeded) && p.intr.Load() {
 			return errInterrupted
 		}
