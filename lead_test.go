@@ -129,7 +129,7 @@ func TestMessagesKeptBehindRestMoveOn(t *testing.T) {
 func batchBehindRest(t *testing.T, beforeLead func(s *Socket)) (*Mux, *Socket) {
 	t.Helper()
 	h := newHeldLead(t)
-	m, p, s, peer1, c2, peer2, held := h.m, h.p, h.s, h.peer1, h.c2, h.peer2, h.held
+	m, p, s, peer1, held := h.m, h.p, h.s, h.peer1, h.held
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
 
 	// A first message, handed to a waiting receive, makes the background
@@ -160,28 +160,7 @@ func batchBehindRest(t *testing.T, beforeLead func(s *Socket)) (*Mux, *Socket) {
 
 	// The leader sits in its parser with both messages read. A piece-taking
 	// call waits; a psock attached now hands it part of its message.
-	type piece struct {
-		b     []byte
-		flags RecvFlags
-		err   error
-	}
-	piecec := make(chan piece, 1)
-	go func() {
-		b := make([]byte, 10)
-		n, fl, err := s.RecvMsg(b, 0)
-		piecec <- piece{b[:n], fl, err}
-	}()
-	waitLocked(t, m, "the piece-taking receive never waited", func() bool { return m.waiters.follower() != nil })
-	m.mu.Unlock()
-	if _, err := m.Attach(c2, ParserFunc(framedLen)); err != nil {
-		t.Fatal(err)
-	}
-	long := "q-1 is longer than ten bytes"
-	peer2.Write(framed(long))
-	pc := <-piecec
-	if pc.err != nil || pc.flags&EOR != 0 || !bytes.Equal(pc.b, framed(long)[:10]) {
-		t.Fatalf("piece: %q, %v, %v; want the first 10 bytes of the new psock's message", pc.b, pc.flags, pc.err)
-	}
+	long := h.handPiece(t)
 
 	if beforeLead != nil {
 		beforeLead(s)
@@ -215,7 +194,7 @@ func TestFastLeadYieldsToKeptRest(t *testing.T) {
 
 func testFastLeadYieldsToKeptRest(t *testing.T, lend, disable bool) {
 	h := newHeldLead(t)
-	m, p, s, peer1, c2, peer2, held := h.m, h.p, h.s, h.peer1, h.c2, h.peer2, h.held
+	m, p, s, peer1, held := h.m, h.p, h.s, h.peer1, h.held
 	// s has no read deadline: the fast path takes none.
 	within := func(what string, c <-chan struct{}) {
 		t.Helper()
@@ -250,29 +229,7 @@ func testFastLeadYieldsToKeptRest(t *testing.T, lend, disable bool) {
 	peer1.Write(framed("held-1"))
 	<-held
 
-	piecec := make(chan struct{})
-	var piece []byte
-	var pieceFlags RecvFlags
-	go func() {
-		defer close(piecec)
-		b := make([]byte, 10)
-		n, fl, err := s.RecvMsg(b, 0)
-		if err != nil {
-			n = 0
-		}
-		piece, pieceFlags = b[:n], fl
-	}()
-	waitLocked(t, m, "the piece-taking receive never waited", func() bool { return m.waiters.follower() != nil })
-	m.mu.Unlock()
-	if _, err := m.Attach(c2, ParserFunc(framedLen)); err != nil {
-		t.Fatal(err)
-	}
-	long := "q-1 is longer than ten bytes"
-	peer2.Write(framed(long))
-	within("the piece", piecec)
-	if pieceFlags&EOR != 0 || !bytes.Equal(piece, framed(long)[:10]) {
-		t.Fatalf("piece: %q, %v; want the first 10 bytes of the new psock's message", piece, pieceFlags)
-	}
+	long := h.handPiece(t)
 
 	next, flags, want := s, RecvFlags(0), SocketStats{RxMsgs: 3, RxBytes: uint64(len("first") + len(long) + len("held-1") + 12)}
 	if disable {
@@ -478,4 +435,39 @@ func TestDisabledDuringLeadKeepsNoMessages(t *testing.T) {
 			t.Fatalf("other socket: %q, %v, %v; want %q whole", buf[:n], fl, err, want)
 		}
 	}
+}
+
+// handPiece has a piece-taking receive of h.s wait, attaches h.c2 and has
+// its peer send a message longer than the piece: the receive gets the
+// message's first 10 bytes, and h.s keeps the rest. It returns the
+// message's payload.
+func (h *heldLead) handPiece(t *testing.T) string {
+	t.Helper()
+	type piece struct {
+		b     []byte
+		flags RecvFlags
+		err   error
+	}
+	piecec := make(chan piece, 1)
+	go func() {
+		b := make([]byte, 10)
+		n, fl, err := h.s.RecvMsg(b, 0)
+		piecec <- piece{b[:n], fl, err}
+	}()
+	waitLocked(t, h.m, "the piece-taking receive never waited", func() bool { return h.m.waiters.follower() != nil })
+	h.m.mu.Unlock()
+	if _, err := h.m.Attach(h.c2, ParserFunc(framedLen)); err != nil {
+		t.Fatal(err)
+	}
+	long := "q-1 is longer than ten bytes"
+	h.peer2.Write(framed(long))
+	select {
+	case pc := <-piecec:
+		if pc.err != nil || pc.flags&EOR != 0 || !bytes.Equal(pc.b, framed(long)[:10]) {
+			t.Fatalf("piece: %q, %v, %v; want the first 10 bytes of the new psock's message", pc.b, pc.flags, pc.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the piece-taking receive got nothing")
+	}
+	return long
 }
