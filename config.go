@@ -170,6 +170,8 @@ const (
 	// the call is returned, as the kernel, which parses on arrival, would:
 	// the call reads those connections without waiting. (A TLS connection
 	// cannot be read so; its messages come with its background reader.)
+	// Such a read takes at most about Config.RecvBuffer bytes of each
+	// connection, so the call returns soon even while a peer keeps sending.
 	DontWait
 	// EOR is reported when the returned bytes end a message (MSG_EOR).
 	EOR

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gokcm/kcm/internal/testconn"
 )
@@ -154,5 +157,101 @@ func testDontWaitAfterReaderLetGo(t *testing.T, closing bool) {
 	m.Close()
 	if err := <-otherDone; closing && err != nil {
 		t.Fatalf("other socket's receive: %v; want the message of the closed socket", err)
+	}
+}
+
+// TestDontWaitPollIsBounded: a non-blocking receive that polls a psock
+// ends after about Config.RecvBuffer bytes, also when every message it
+// reads goes to another socket's receiver, which takes it at once, so the
+// queue never fills: before, it went on for as long as the peer had sent.
+// Nothing is lost: the receiver leads the psock once the poll lets go.
+func TestDontWaitPollIsBounded(t *testing.T) {
+	const (
+		recvBuffer = 1024
+		size       = 100 // bytes of each message, header included
+		count      = 64
+	)
+	hold, held, polling := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var holdOnce, pollOnce, release sync.Once
+	var m *Mux
+	var p *Psock
+	polled := 0            // messages parsed by the poll
+	taken := func() bool { // by the other socket, which waits for the next
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.ready.len() == 0 && m.waiters.follower() != nil
+	}
+	gate := ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 4 {
+			return 0, nil
+		}
+		holdOnce.Do(func() { close(held); <-hold })
+		if p.noWait { // the poll reads p: its own goroutine set noWait
+			polled++
+			pollOnce.Do(func() { close(polling) })
+			for deadline := time.Now().Add(5 * time.Second); !taken() && time.Now().Before(deadline); {
+				runtime.Gosched()
+			}
+		}
+		return 4 + int(binary.BigEndian.Uint32(b)), nil
+	})
+	m = NewMux(Config{RecvBuffer: recvBuffer})
+	t.Cleanup(func() { m.Close() })
+	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // runs first
+	a, s := m.NewSocket(Datagram), m.NewSocket(Datagram)
+	peer, c := testconn.Pair(t, "unix")
+	var err error
+	if p, err = m.Attach(c, gate); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, size)
+	if _, _, err := s.RecvMsg(buf, DontWait); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("RecvMsg(DontWait) with nothing sent = %v; want ErrWouldBlock", err)
+	}
+	// That call left a background reader on the psock. It holds the first
+	// message; the others wait in its buffer.
+	msg := binary.BigEndian.AppendUint32(nil, size-4)
+	msg = append(msg, bytes.Repeat([]byte{'m'}, size-4)...)
+	if _, err := peer.Write(bytes.Repeat(msg, count)); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, _, err := s.RecvMsg(buf, DontWait)
+		done <- result{n, err}
+	}()
+	waitLocked(t, m, "the non-blocking receive never asked the reader to let go", func() bool { return p.rxWait != nil })
+	m.mu.Unlock()
+	release.Do(func() { close(hold) })
+
+	var received atomic.Int32 // by the other socket
+	go func() {
+		<-polling
+		rbuf := make([]byte, size)
+		for {
+			if _, err := a.Recv(rbuf); err != nil {
+				return
+			}
+			received.Add(1)
+		}
+	}()
+	r := <-done
+	if r.err != nil && !errors.Is(r.err, ErrWouldBlock) {
+		t.Fatalf("RecvMsg(DontWait) = %v; want a message or ErrWouldBlock", r.err)
+	}
+	want := int32(count)
+	if r.err == nil {
+		want--
+	}
+	waitLocked(t, m, "messages were lost", func() bool { return received.Load() >= want })
+	m.mu.Unlock()
+	if max := recvBuffer/size + 2; polled > max {
+		t.Fatalf("the poll parsed %d messages (%d bytes); want at most %d, about RecvBuffer (%d bytes)", polled, polled*size, max, recvBuffer)
 	}
 }

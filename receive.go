@@ -657,13 +657,15 @@ func (m *Mux) background(p *Psock) {
 // set: the read ends where it would block). It is called without m.mu and
 // returns with it held, p let go (see readerDoneLocked) or failed.
 func (m *Mux) readAndDeliver(p *Psock, poll bool) {
+	polled := 0 // bytes a poll delivered
 	for {
 		msg, ok, err := p.sp.next(p)
 		if ok {
+			polled += msg.Len()
 			m.mu.Lock()
 			p.publishRxLocked()
 			handed := m.deliverLocked(msg)
-			if p.intr.Load() || p.gone || p.unattaching || m.readerDoneLocked(handed, poll) {
+			if p.intr.Load() || p.gone || p.unattaching || m.readerDoneLocked(handed, poll, polled) {
 				p.noWait = false
 				m.releaseReadLocked(p)
 				return
@@ -687,10 +689,14 @@ func (m *Mux) readAndDeliver(p *Psock, poll bool) {
 // being interrupted: when the queue is full (a background reader only once
 // no receiver waits to empty it), and, for a background reader, when a
 // receiver took the message and none waits, so that the next one leads.
-func (m *Mux) readerDoneLocked(handed, poll bool) bool {
+// A poll also ends once it has delivered polled bytes as many as the queue
+// holds: the receivers it hands messages to could otherwise keep it
+// reading a fast peer, and a non-blocking call, for as long as the peer
+// sends.
+func (m *Mux) readerDoneLocked(handed, poll bool, polled int) bool {
 	full := m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer
 	if poll {
-		return full
+		return full || polled >= m.cfg.RecvBuffer
 	}
 	return m.waiters.follower() == nil && (full || handed && m.rxActive == 1 && !m.affine)
 }
