@@ -60,6 +60,13 @@ func (m *Mux) writeProcSocketLocked(w io.Writer, s *Socket) {
 	if p := s.txp.Load(); p != nil {
 		fmt.Fprintf(w, "Psck-%d ", p.index)
 	}
+	// The kernel's tx_wait: the socket's messages wait for a psock.
+	for i := range m.backlog.q {
+		if m.backlog.q[i].s == s {
+			io.WriteString(w, "TxWait ")
+			break
+		}
+	}
 	for wt := m.waiters.head; wt != nil; wt = wt.next {
 		if wt.s == s {
 			io.WriteString(w, "RxWait ")
@@ -83,7 +90,9 @@ func (m *Mux) writeProcPsockLocked(w io.Writer, p *Psock, socks []*Socket) {
 	p.tx.mu.Unlock()
 	fmt.Fprintf(w, "   psock-%-5d %-10d %-16d %-10d %-16d %-8d %-8s %-8d %-8d ",
 		p.index, st.RxMsgs, st.RxBytes, st.TxMsgs, st.TxBytes, 0, rmem, sendQ, smem)
-	if p.gone {
+	// The kernel's done: unattached, still listed while its transmit
+	// side stops.
+	if p.gone || p.unattaching {
 		io.WriteString(w, "Done ")
 	}
 	if txStop {

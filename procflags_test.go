@@ -1,0 +1,78 @@
+package kcm_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gokcm/kcm"
+)
+
+// procLine returns the line of object obj ("kcm-0", "psock-1") in the
+// mux's /proc/net/kcm dump d, or "".
+func procLine(d, obj string) string {
+	for _, line := range strings.Split(d, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == obj {
+			return line
+		}
+	}
+	return ""
+}
+
+// Spec 5: a socket whose messages wait for a psock shows TxWait (the
+// kernel's tx_wait), and stops showing it once a psock takes them.
+func TestProcTxWaitWhileNoPsockTakesMessages(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s, idle := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	if err := s.Send(msgOf(1, 10)); err != nil { // held in the mux: no psock
+		t.Fatal(err)
+	}
+	d := proc(m)
+	if !strings.Contains(procLine(d, fmt.Sprintf("kcm-%d", s.Index())), "TxWait") ||
+		strings.Contains(procLine(d, fmt.Sprintf("kcm-%d", idle.Index())), "TxWait") {
+		t.Fatalf("only kcm-%d waits for a psock; dump:\n%s", s.Index(), d)
+	}
+	_, peer := attachPeer(t, m) // the attach hands it the held message
+	if d := proc(m); strings.Contains(d, "TxWait") {
+		t.Fatalf("TxWait after a psock took the message; dump:\n%s", d)
+	}
+	if id := checkMsg(t, readMsg(t, peer)); id != 1 {
+		t.Fatalf("peer read message %d, want 1", id)
+	}
+}
+
+// Spec 5: a psock being unattached while its transmit side stops shows
+// Done (the kernel's done), with TxStop and RxStop.
+func TestProcDoneWhileUnattaching(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, _ := tcpPair(t)
+	sc := newStepConn(c, 1)
+	p, err := m.Attach(sc, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(kcm.Datagram)
+	sent := make(chan error, 1)
+	go func() { sent <- s.Send(msgOf(1, 100)) }()
+	<-sc.entered // the write is held
+	if d := proc(m); strings.Contains(procLine(d, "psock-0"), "Done") {
+		t.Fatalf("Done while attached; dump:\n%s", d)
+	}
+	un := make(chan error, 1)
+	go func() { _, err := p.Unattach(); un <- err }()
+	<-sc.kicked // Unattach stopped the transmit side and waits for the write
+	d := proc(m)
+	line := procLine(d, "psock-0")
+	for _, flag := range []string{"Done", "TxStop", "RxStop"} {
+		if !strings.Contains(line, flag) {
+			t.Errorf("psock-0 lacks %s while unattaching; dump:\n%s", flag, d)
+		}
+	}
+	sc.release <- struct{}{}
+	if err := waitErr(t, un, "Unattach"); !errors.Is(err, kcm.ErrMidMessage) {
+		t.Fatalf("unattach: %v, want ErrMidMessage (its write was cut)", err)
+	}
+	s.Close()
+	waitErr(t, sent, "Send")
+}
