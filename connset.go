@@ -180,7 +180,7 @@ func (cs *ConnSet) attach(ctx context.Context) (*Psock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kcm: connection set: dial: %w", err)
 	}
-	if c == nil {
+	if nilConn(c) { // not to be closed either
 		return nil, fmt.Errorf("kcm: connection set: dial returned no connection: %w", ErrBadConn)
 	}
 	p, err := cs.m.AttachConfig(c, cs.cfg.Parser, cs.cfg.PsockConfig)

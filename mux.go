@@ -113,7 +113,7 @@ func (m *Mux) Attach(c net.Conn, p Parser) (*Psock, error) {
 // returns it. A nil or closed connection fails with ErrBadConn, and one
 // that is already attached to a mux with ErrAlreadyAttached.
 func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error) {
-	if c == nil || (reflect.TypeOf(c).Kind() == reflect.Pointer && reflect.ValueOf(c).IsNil()) {
+	if nilConn(c) {
 		return nil, fmt.Errorf("kcm: attach: nil connection: %w", ErrBadConn)
 	}
 	if p == nil {
@@ -157,6 +157,12 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 	m.publishTxLocked()
 	m.noteTxIdle(nil) // senders waiting on busy psocks may move to it
 	return ps, nil
+}
+
+// nilConn reports whether c is nil, or a nil pointer of a concrete type,
+// whose methods may dereference it.
+func nilConn(c net.Conn) bool {
+	return c == nil || (reflect.TypeOf(c).Kind() == reflect.Pointer && reflect.ValueOf(c).IsNil())
 }
 
 func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
