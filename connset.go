@@ -31,7 +31,9 @@ type ConnSetConfig struct {
 	// to it.
 	MinBackoff, MaxBackoff time.Duration
 	// OnDialError, if set, is called with each failed dial or attach,
-	// from the goroutine that tends that slot of the set.
+	// from the goroutine that tends that slot of the set. Close waits for
+	// that goroutine, so a callback that gives up on the set must call
+	// Close from a goroutine of its own.
 	OnDialError func(err error)
 }
 
