@@ -179,7 +179,10 @@ func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
 
 // SendMsg sends msg with flags: More keeps the message open so the next
 // calls append to it, Batch holds complete messages until a send without
-// Batch writes them all together.
+// Batch writes them all together. A call that fails (its socket open)
+// leaves held what it did not send: the open message, without msg, and
+// the batch's messages that did not go out wait for the next call that
+// ends them.
 func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 	if flags == 0 && s.state.Load()&sockHeld == 0 {
 		if len(msg) == 0 {
@@ -204,6 +207,12 @@ func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 			s.state.And(^sockHeld)
 		}
 	}()
+	// A call refused at once changes nothing held, as a net.Conn Write
+	// past its deadline writes nothing: what was built or held still goes
+	// out whole with the call that ends it.
+	if err := s.sendCheck(); err != nil {
+		return err
+	}
 	if flags&More != 0 {
 		s.open = append(s.open, msg...)
 		if s.open == nil {
@@ -211,7 +220,9 @@ func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 		}
 		return nil
 	}
-	if s.open != nil {
+	open := len(s.open)
+	wasOpen := s.open != nil
+	if wasOpen {
 		msg = append(s.open, msg...)
 		s.open = nil
 	}
@@ -229,7 +240,22 @@ func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	return s.SendBatch(msgs)
+	sent, err := s.sendBatch(msgs)
+	if err != nil && !s.closed() {
+		// Likewise after a wait that failed: what was not sent stays held,
+		// the open message without this call's bytes.
+		rest := msgs[sent:]
+		if len(msg) > 0 {
+			rest = rest[:len(rest)-1]
+		}
+		if wasOpen {
+			s.open = msg[:open]
+		}
+		if len(rest) > 0 {
+			s.batch = rest
+		}
+	}
+	return err
 }
 
 func (s *Socket) sendOne(msg []byte) error {
@@ -279,9 +305,18 @@ func (s *Socket) SendTo(msg []byte, p *Psock) error {
 // SendBatch sends several messages together (sendmmsg): on an idle psock
 // small messages are coalesced into one write and larger ones go in one
 // writev. Each message is atomic on its own. Empty messages are skipped.
+// When it fails part way, the messages before the one that failed were
+// sent (and count in Stats); the others were not.
 func (s *Socket) SendBatch(msgs [][]byte) error {
+	_, err := s.sendBatch(msgs)
+	return err
+}
+
+// sendBatch is SendBatch; it also returns how many messages, empty ones
+// skipped, were sent: all of them unless it fails.
+func (s *Socket) sendBatch(msgs [][]byte) (int, error) {
 	if err := s.sendCheck(); err != nil {
-		return err
+		return 0, err
 	}
 	nonEmpty := msgs[:0:0]
 	n, bytes := 0, 0
@@ -300,14 +335,21 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 		msgs = nonEmpty
 	}
 	if len(msgs) == 0 {
-		return nil
+		return 0, nil
 	}
-	if err := s.mux.transmitBatch(s, msgs); err != nil {
-		return s.opError("send", err)
+	sent, err := s.mux.transmitBatch(s, msgs)
+	if err != nil {
+		n, bytes = sent, 0
+		for _, b := range msgs[:sent] {
+			bytes += len(b)
+		}
 	}
 	s.stats.txMsgs.Add(uint64(n))
 	s.stats.txBytes.Add(uint64(bytes))
-	return nil
+	if err != nil {
+		return sent, s.opError("send", err)
+	}
+	return sent, nil
 }
 
 func (s *Socket) sendCheck() error {

@@ -454,14 +454,17 @@ func (m *Mux) countAborts(p *Psock, n int) error {
 // transmitBatch writes msgs together on one psock when one is idle: small
 // messages are coalesced into one write, others go in one writev. Each
 // message stays atomic; a failure restarts the unwritten ones elsewhere.
-func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
+// It returns how many of msgs, from the first, were written or queued: on
+// an error, those before the one that failed.
+func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) (int, error) {
+	total := len(msgs)
 	restart := false // msgs failed on a psock
 	for len(msgs) > 0 {
 		if restart {
 			// As in transmit: a failed batch is dropped with its socket,
 			// or at its deadline.
 			if err := s.givenUp(); err != nil {
-				return err
+				return total - len(msgs), err
 			}
 		}
 		p := m.pickTx(s)
@@ -479,27 +482,27 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) error {
 		msgs = msgs[done:]
 		if err == nil {
 			m.flushQueued(p, msgCount{})
-			return nil
+			return total, nil
 		}
 		if s.closed() {
 			m.writeCutByClose(p, cut)
 			m.flushQueued(p, msgCount{})
-			return ErrClosed
+			return total - len(msgs), ErrClosed
 		}
 		m.writeFailed(p, err, cut, nil, nil)
 		closedErr := m.countAborts(p, len(msgs))
 		m.flushQueued(p, msgCount{})
 		if closedErr != nil {
-			return closedErr
+			return total - len(msgs), closedErr
 		}
 		restart = true
 	}
-	for _, b := range msgs {
+	for i, b := range msgs {
 		if err := m.transmit(s, b, restart); err != nil {
-			return err
+			return total - len(msgs) + i, err
 		}
 	}
-	return nil
+	return total, nil
 }
 
 // writeBatch writes msgs on p, which the caller holds for writing. It

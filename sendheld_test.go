@@ -1,0 +1,172 @@
+package kcm_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gokcm/kcm"
+)
+
+// A closed socket takes nothing, whatever the flags: a piece sent with
+// More or a message held with Batch after Close fails like a plain send.
+func TestHeldSendAfterCloseFails(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.SeqPacket)
+	attachPeer(t, m)
+	s.Close()
+	for _, f := range []kcm.SendFlags{kcm.More, kcm.Batch, kcm.More | kcm.Batch} {
+		if err := s.SendMsg(msgOf(1, 10), f); !errors.Is(err, kcm.ErrClosed) {
+			t.Fatalf("SendMsg with flags %d on a closed socket: %v", f, err)
+		}
+	}
+}
+
+// A send refused because the write deadline passed has no effect, like a
+// net.Conn Write past its deadline: the message open with More stays open,
+// and once the deadline is lifted the next call ends it whole. Before, the
+// refused call threw the open part away, and the retry sent its last
+// piece alone, as if it were a whole message.
+func TestExpiredDeadlineKeepsOpenMessage(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.SeqPacket)
+	_, peer := attachPeer(t, m)
+	msg := msgOf(5, 300)
+	if err := s.SendMsg(msg[:100], kcm.More); err != nil {
+		t.Fatal(err)
+	}
+	s.SetWriteDeadline(time.Now().Add(-time.Second))
+	for _, f := range []kcm.SendFlags{kcm.More, 0, kcm.Batch} {
+		err := s.SendMsg(msg[100:200], f)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
+			t.Fatalf("SendMsg with flags %d past the deadline: %v", f, err)
+		}
+	}
+	s.SetWriteDeadline(time.Time{})
+	if err := s.SendMsg(msg[100:], 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := readMsg(t, peer); !bytes.Equal(got, msg) {
+		t.Fatalf("peer got %d bytes, want the whole %d-byte message", len(got), len(msg))
+	}
+	if st := s.Stats(); st.TxMsgs != 1 || st.TxBytes != uint64(len(msg)) {
+		t.Fatalf("socket stats %+v", st)
+	}
+}
+
+// Likewise a batch survives a send refused at its deadline: the held
+// messages go out, in order, with the next send that ends the batch.
+func TestExpiredDeadlineKeepsBatch(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	_, peer := attachPeer(t, m)
+	for i := 0; i < 2; i++ {
+		if err := s.SendMsg(msgOf(uint32(i), 40), kcm.Batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.SetWriteDeadline(time.Now().Add(-time.Second))
+	if err := s.SendMsg(msgOf(2, 40), 0); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("send past the deadline: %v", err)
+	}
+	if err := s.Send(nil); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("batch end past the deadline: %v", err)
+	}
+	s.SetWriteDeadline(time.Time{})
+	if err := s.SendMsg(msgOf(2, 40), 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if id := checkMsg(t, readMsg(t, peer)); id != uint32(i) {
+			t.Fatalf("message %d: got %d", i, id)
+		}
+	}
+	if st := s.Stats(); st.TxMsgs != 3 {
+		t.Fatalf("socket stats %+v", st)
+	}
+}
+
+// A batch that fails part way (here: its last message waits uncopied behind
+// another socket's write and the deadline passes) has sent the messages
+// before the failing one: they reach the peer and count in the socket's
+// TxMsgs and TxBytes, as the psock counts them. Before, the socket counted
+// none of them.
+func TestPartlyFailedBatchCountsWhatWentOut(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, peer := tcpPair(t)
+	sc := newStepConn(c, 1)
+	p, err := m.Attach(sc, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	a := msgOf(1, 100)
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() { errA <- sA.Send(a) }()
+	<-sc.entered // sA writes its own message, held
+	batch := [][]byte{msgOf(2, 100), msgOf(3, 200), msgOf(4, 200<<10)}
+	go func() { errB <- sB.SendBatch(batch) }()
+	waitSmem(t, m, p.Index(), int64(len(a)+len(batch[0])+len(batch[1])+len(batch[2])))
+	sB.SetWriteDeadline(time.Now().Add(-time.Second))
+	if err := waitErr(t, errB, "SendBatch past its deadline"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("SendBatch: %v", err)
+	}
+	close(sc.release)
+	if err := waitErr(t, errA, "sA's send"); err != nil {
+		t.Fatal(err)
+	}
+	readIDs(t, peer, 1, 2, 3)
+	want := uint64(len(batch[0]) + len(batch[1]))
+	if st := sB.Stats(); st.TxMsgs != 2 || st.TxBytes != want {
+		t.Fatalf("sB stats %+v, want 2 messages, %d bytes", st, want)
+	}
+}
+
+// The same holds when the call that ends a message fails after waiting:
+// the message stays open without that call's bytes, so repeating the call
+// sends the message whole.
+func TestDeadlineWhileEndingKeepsOpenMessage(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	c, peer := tcpPair(t)
+	sc := newStepConn(c, 1)
+	p, err := m.Attach(sc, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.SeqPacket)
+	a := msgOf(1, 100)
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() { errA <- sA.Send(a) }()
+	<-sc.entered // sA writes its own message, held
+	// msg is too large to copy: its sender waits in the queue.
+	held, msg := msgOf(2, 50), msgOf(3, 200<<10)
+	if err := sB.SendMsg(held, kcm.Batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := sB.SendMsg(msg[:10], kcm.More); err != nil {
+		t.Fatal(err)
+	}
+	go func() { errB <- sB.SendMsg(msg[10:], 0) }()
+	waitSmem(t, m, p.Index(), int64(len(a)+len(held)+len(msg)))
+	sB.SetWriteDeadline(time.Now().Add(-time.Second))
+	if err := waitErr(t, errB, "SendMsg past its deadline"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("SendMsg: %v", err)
+	}
+	close(sc.release)
+	if err := waitErr(t, errA, "sA's send"); err != nil {
+		t.Fatal(err)
+	}
+	sB.SetWriteDeadline(time.Time{})
+	if err := sB.SendMsg(msg[10:], 0); err != nil {
+		t.Fatal(err)
+	}
+	readIDs(t, peer, 1, 2)
+	if got := readMsg(t, peer); !bytes.Equal(got, msg) {
+		t.Fatalf("peer got %d bytes, want the whole %d-byte message", len(got), len(msg))
+	}
+	if st := sB.Stats(); st.TxMsgs != 2 || st.TxBytes != uint64(len(held)+len(msg)) {
+		t.Fatalf("sB stats %+v", st)
+	}
+}
