@@ -170,3 +170,30 @@ func TestDeadlineWhileEndingKeepsOpenMessage(t *testing.T) {
 		t.Fatalf("sB stats %+v", st)
 	}
 }
+
+// SendBatch is a send without Batch, like sendmmsg's last message: it
+// writes the messages held with Batch before its own, and its first
+// message ends one open with More. Before, it left both held and its
+// messages overtook the ones the socket had sent first.
+func TestSendBatchEndsHeldMessages(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.SeqPacket)
+	_, peer := attachPeer(t, m)
+	if err := s.SendMsg(msgOf(1, 30), kcm.Batch); err != nil {
+		t.Fatal(err)
+	}
+	open := msgOf(2, 40)
+	if err := s.SendMsg(open[:20], kcm.More); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendBatch([][]byte{open[20:], nil, msgOf(3, 50)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(msgOf(4, 60)); err != nil {
+		t.Fatal(err)
+	}
+	readIDs(t, peer, 1, 2, 3, 4)
+	if st := s.Stats(); st.TxMsgs != 4 {
+		t.Fatalf("socket stats %+v", st)
+	}
+}

@@ -200,13 +200,7 @@ func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 	s.txmu.Lock()
 	defer s.txmu.Unlock()
-	defer func() {
-		if s.open != nil || s.batch != nil {
-			s.state.Or(sockHeld)
-		} else {
-			s.state.And(^sockHeld)
-		}
-	}()
+	defer s.noteHeld()
 	// A call refused at once changes nothing held, as a net.Conn Write
 	// past its deadline writes nothing: what was built or held still goes
 	// out whole with the call that ends it.
@@ -220,42 +214,68 @@ func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 		}
 		return nil
 	}
-	open := len(s.open)
-	wasOpen := s.open != nil
-	if wasOpen {
-		msg = append(s.open, msg...)
-		s.open = nil
-	}
 	if flags&Batch != 0 {
+		if s.open != nil {
+			msg = append(s.open, msg...)
+			s.open = nil
+		}
 		if len(msg) > 0 {
 			s.batch = append(s.batch, append([]byte(nil), msg...))
 		}
 		return nil
 	}
-	msgs := s.batch
-	s.batch = nil
-	if len(msg) > 0 {
-		msgs = append(msgs, msg)
+	return s.endHeld([][]byte{msg})
+}
+
+// endHeld sends the messages s holds, then msgs, the first of which ends
+// the open message; s.txmu is held. Empty messages are skipped.
+func (s *Socket) endHeld(msgs [][]byte) error {
+	if err := s.sendCheck(); err != nil {
+		return err
 	}
-	if len(msgs) == 0 {
+	all, held, open := s.batch, len(s.batch), s.open
+	s.batch, s.open = nil, nil
+	ends := -1 // the index in all of the message that ends open
+	if open != nil {
+		var first []byte
+		if len(msgs) > 0 {
+			first, msgs = msgs[0], msgs[1:]
+		}
+		if b := append(open, first...); len(b) > 0 {
+			ends = len(all)
+			all = append(all, b)
+		}
+	}
+	for _, b := range msgs {
+		if len(b) > 0 {
+			all = append(all, b)
+		}
+	}
+	if len(all) == 0 {
 		return nil
 	}
-	sent, err := s.sendBatch(msgs)
+	sent, err := s.sendBatch(all)
 	if err != nil && !s.closed() {
 		// Likewise after a wait that failed: what was not sent stays held,
-		// the open message without this call's bytes.
-		rest := msgs[sent:]
-		if len(msg) > 0 {
-			rest = rest[:len(rest)-1]
+		// the open message without the bytes of the call that ended it.
+		if sent < held {
+			s.batch = all[sent:held:held]
 		}
-		if wasOpen {
-			s.open = msg[:open]
-		}
-		if len(rest) > 0 {
-			s.batch = rest
+		if open != nil && (ends < 0 || sent <= ends) {
+			s.open = open
 		}
 	}
 	return err
+}
+
+// noteHeld records whether s holds messages, for SendMsg's fast check;
+// s.txmu is held.
+func (s *Socket) noteHeld() {
+	if s.open != nil || s.batch != nil {
+		s.state.Or(sockHeld)
+	} else {
+		s.state.And(^sockHeld)
+	}
 }
 
 func (s *Socket) sendOne(msg []byte) error {
@@ -305,11 +325,25 @@ func (s *Socket) SendTo(msg []byte, p *Psock) error {
 // SendBatch sends several messages together (sendmmsg): on an idle psock
 // small messages are coalesced into one write and larger ones go in one
 // writev. Each message is atomic on its own. Empty messages are skipped.
+// Like sendmmsg, it ends what SendMsg holds: messages held with Batch go
+// before msgs, and a message open with More ends with the first of msgs.
 // When it fails part way, the messages before the one that failed were
 // sent (and count in Stats); the others were not.
 func (s *Socket) SendBatch(msgs [][]byte) error {
+	if s.state.Load()&sockHeld != 0 {
+		return s.sendHeldBatch(msgs)
+	}
 	_, err := s.sendBatch(msgs)
 	return err
+}
+
+// sendHeldBatch is SendBatch on a socket that holds messages: they go
+// first, as the messages of sendmmsg end an open message and a batch.
+func (s *Socket) sendHeldBatch(msgs [][]byte) error {
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
+	defer s.noteHeld()
+	return s.endHeld(msgs)
 }
 
 // sendBatch is SendBatch; it also returns how many messages, empty ones
