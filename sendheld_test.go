@@ -197,3 +197,28 @@ func TestSendBatchEndsHeldMessages(t *testing.T) {
 		t.Fatalf("socket stats %+v", st)
 	}
 }
+
+// A zero-length send is a no-op on an open socket only: after Close it
+// fails like any send (SendTo and SendBatch already did), and Write of
+// nothing on a closed socket reports it, as a closed net.Conn does.
+func TestZeroLengthSendAfterCloseFails(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	p, _ := attachPeer(t, m)
+	if err := s.Send(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.Send(nil); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("Send(nil) on a closed socket: %v", err)
+	}
+	if _, err := s.Write(nil); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("Write(nil) on a closed socket: %v", err)
+	}
+	if err := s.SendTo(nil, p); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("SendTo(nil) on a closed socket: %v", err)
+	}
+	if err := s.SendBatch(nil); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("SendBatch(nil) on a closed socket: %v", err)
+	}
+}

@@ -186,7 +186,7 @@ func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
 func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 	if flags == 0 && s.state.Load()&sockHeld == 0 {
 		if len(msg) == 0 {
-			return nil
+			return s.sendCheck() // no-op, but not on a closed socket
 		}
 		return s.sendOne(msg)
 	}
