@@ -53,9 +53,19 @@ const maxClassicInsns = 4096
 // size, a scratch slot above 15, a jump past the end, a constant division by
 // zero, an extension other than the packet length, a last instruction other
 // than a return) is rejected with an error wrapping ErrInvalidProgram.
-// RawInstruction values are accepted and decoded. NegateA, which the x/net/bpf
-// virtual machine lacks, runs as a multiplication by 2^32-1 (the same value
-// modulo 2^32).
+// RawInstruction values are accepted and decoded. Programs the kernel's
+// bpf_check_classic refuses are refused too, also where the x/net/bpf
+// virtual machine would run them: a constant shift by 32 or more, an
+// absolute load at an ancillary offset (SKF_AD_OFF and above; the packet
+// length is LoadExtension{Num: ExtLen}, BPF_LD|BPF_LEN), a jump past the
+// end.
+//
+// The program runs in the x/net/bpf virtual machine. NegateA, which it
+// lacks, runs as a multiplication by 2^32-1 (the same value modulo 2^32).
+// Two run-time cases differ from the kernel, which no length parser
+// meets: a shift by X of 32 or more gives 0 (the kernel shifts by X
+// modulo 32), and an indirect load whose X+k exceeds 2^32 is out of
+// range (the kernel wraps the sum to 32 bits).
 //
 // The parser is safe for concurrent use and does not allocate on success.
 func Classic(prog []xbpf.Instruction) (kcm.Parser, error) {
@@ -69,6 +79,9 @@ func Classic(prog []xbpf.Instruction) (kcm.Parser, error) {
 		}
 		raw, err := ins.Assemble()
 		if err != nil {
+			return nil, fmt.Errorf("%w: instruction %d (%v): %w", ErrInvalidProgram, i, ins, err)
+		}
+		if err := kernelRejects(raw, len(prog)-i-1); err != nil {
 			return nil, fmt.Errorf("%w: instruction %d (%v): %w", ErrInvalidProgram, i, ins, err)
 		}
 		switch d := raw.Disassemble().(type) {
@@ -85,6 +98,41 @@ func Classic(prog []xbpf.Instruction) (kcm.Parser, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidProgram, err)
 	}
 	return classicParser{vm}, nil
+}
+
+// Classic BPF opcode fields (linux/bpf_common.h).
+const (
+	opClass  = 0x07
+	opLoad   = 0x00
+	opALU    = 0x04
+	opJump   = 0x05
+	opMode   = 0xe0
+	opAbs    = 0x20
+	opALUOp  = 0xf0
+	opLsh    = 0x60
+	opRsh    = 0x70
+	opSrcX   = 0x08
+	skfAdOff = 0xfffff000 // SKF_AD_OFF, where ancillary loads begin
+)
+
+// kernelRejects returns why the kernel's bpf_check_classic refuses raw,
+// which has rest instructions after it, where x/net/bpf would run it: a
+// constant shift by 32 or more, an absolute load at an ancillary offset
+// (x/net/bpf reads SKF_AD_OFF+1, of any size, as the packet length, which
+// the kernel loads with BPF_LEN only), and a jump past the end (x/net/bpf
+// compares its 32-bit offset as an int, negative on 32-bit platforms).
+func kernelRejects(raw xbpf.RawInstruction, rest int) error {
+	op, k := raw.Op, raw.K
+	switch {
+	case op&opClass == opALU && op&opSrcX == 0 && (op&opALUOp == opLsh || op&opALUOp == opRsh) && k >= 32:
+		return fmt.Errorf("shift by %d", k)
+	case op&opClass == opLoad && op&opMode == opAbs && k >= skfAdOff:
+		return fmt.Errorf("ancillary load SKF_AD_OFF%+d is not supported (the packet length is BPF_LD|BPF_LEN)", int32(k-skfAdOff))
+	case op == opJump && // BPF_JA: 0 in the operation bits
+		uint64(k) >= uint64(rest):
+		return errors.New("jump past the end")
+	}
+	return nil
 }
 
 type classicParser struct{ vm *xbpf.VM }
