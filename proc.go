@@ -55,17 +55,23 @@ func (m *Mux) writeProcSocketLocked(w io.Writer, s *Socket) {
 		recvQ += s.aff.own.len()
 		rmem += s.aff.own.bytes
 	}
-	fmt.Fprintf(w, "   kcm-%-7d %-10d %-16d %-10d %-16d %-8d %-8d %-8d %-8s ",
-		s.index, st.RxMsgs, st.RxBytes, st.TxMsgs, st.TxBytes, recvQ, rmem, 0, "-")
+	waiting, smem := queuedBy(m.backlog.q, s)
+	sendQ := waiting
+	for _, p := range m.psocks {
+		p.tx.mu.Lock()
+		n, b := queuedBy(p.tx.q, s)
+		in, inb := queuedBy(p.tx.inflight, s)
+		p.tx.mu.Unlock()
+		sendQ, smem = sendQ+n+in, smem+b+inb
+	}
+	fmt.Fprintf(w, "   kcm-%-7d %-10d %-16d %-10d %-16d %-8d %-8d %-8d %-8d ",
+		s.index, st.RxMsgs, st.RxBytes, st.TxMsgs, st.TxBytes, recvQ, rmem, sendQ, smem)
 	if p := s.txp.Load(); p != nil {
 		fmt.Fprintf(w, "Psck-%d ", p.index)
 	}
-	// The kernel's tx_wait: the socket's messages wait for a psock.
-	for i := range m.backlog.q {
-		if m.backlog.q[i].s == s {
-			io.WriteString(w, "TxWait ")
-			break
-		}
+	if waiting > 0 {
+		// The kernel's tx_wait: the socket's messages wait for a psock.
+		io.WriteString(w, "TxWait ")
 	}
 	for wt := m.waiters.head; wt != nil; wt = wt.next {
 		if wt.s == s {
@@ -145,4 +151,21 @@ func (m *Mux) WriteProcStats(w io.Writer) error {
 // RxAborts returns how many times receive was aborted, for any reason.
 func (s PsockStats) RxAborts() uint64 {
 	return s.MsgTooBig + s.MsgTimeouts + s.BadHdrLen + s.Interrupted + s.UnrecovIntr
+}
+
+// queuedBy counts the messages of q that s sent, and their bytes: a
+// socket's Send-Q and Smem are its messages not yet written whole, in the
+// mux's backlog, queued on a psock or in a write of its queue.
+func queuedBy(q []txEntry, s *Socket) (msgs, bytes int) {
+	for i := range q {
+		if q[i].s == s {
+			msgs++
+			if q[i].ext != nil {
+				bytes += len(q[i].ext)
+			} else {
+				bytes += q[i].n
+			}
+		}
+	}
+	return msgs, bytes
 }

@@ -21,24 +21,36 @@ func procLine(d, obj string) string {
 }
 
 // Spec 5: a socket whose messages wait for a psock shows TxWait (the
-// kernel's tx_wait), and stops showing it once a psock takes them.
+// kernel's tx_wait), with their count and bytes as Send-Q and Smem, and
+// stops showing it once a psock takes them.
 func TestProcTxWaitWhileNoPsockTakesMessages(t *testing.T) {
 	m := newMux(t, kcm.Config{})
 	s, idle := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	if err := s.Send(msgOf(1, 10)); err != nil { // held in the mux: no psock
-		t.Fatal(err)
+	for i := range 2 { // held in the mux: no psock
+		if err := s.Send(msgOf(uint32(i+1), 10)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d := proc(m)
 	if !strings.Contains(procLine(d, fmt.Sprintf("kcm-%d", s.Index())), "TxWait") ||
 		strings.Contains(procLine(d, fmt.Sprintf("kcm-%d", idle.Index())), "TxWait") {
 		t.Fatalf("only kcm-%d waits for a psock; dump:\n%s", s.Index(), d)
 	}
+	// Send-Q and Smem (columns 8 and 9) are the socket's unsent messages.
+	for sock, want := range map[*kcm.Socket][2]string{s: {"2", "28"}, idle: {"0", "0"}} {
+		f := strings.Fields(procLine(d, fmt.Sprintf("kcm-%d", sock.Index())))
+		if len(f) < 9 || f[7] != want[0] || f[8] != want[1] {
+			t.Fatalf("kcm-%d Send-Q, Smem = %v; want %v; dump:\n%s", sock.Index(), f[7:9], want, d)
+		}
+	}
 	_, peer := attachPeer(t, m) // the attach hands it the held message
 	if d := proc(m); strings.Contains(d, "TxWait") {
 		t.Fatalf("TxWait after a psock took the message; dump:\n%s", d)
 	}
-	if id := checkMsg(t, readMsg(t, peer)); id != 1 {
-		t.Fatalf("peer read message %d, want 1", id)
+	for want := uint32(1); want <= 2; want++ {
+		if id := checkMsg(t, readMsg(t, peer)); id != want {
+			t.Fatalf("peer read message %d, want %d", id, want)
+		}
 	}
 }
 
