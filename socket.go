@@ -633,6 +633,7 @@ func (s *Socket) Close() error {
 	}
 	s.shutLocked()
 	s.dropKept()
+	s.dropHeld()
 	m.releaseOwnLocked(s)
 	if s.aff != nil {
 		m.cold.byIndex[s.index] = nil
@@ -655,6 +656,18 @@ func (s *Socket) Close() error {
 		p.stats.unreserved.Add(1)
 	}
 	return nil
+}
+
+// dropHeld frees what SendMsg holds, a message open with More and a
+// batch: a closed socket never sends them. A sender that holds s.txmu
+// meanwhile (it waits for room, or a psock) drops them when its call
+// fails, as it does on a closed socket.
+func (s *Socket) dropHeld() {
+	if s.txmu.TryLock() {
+		s.open, s.batch = nil, nil
+		s.noteHeld()
+		s.txmu.Unlock()
+	}
 }
 
 // SetDeadline sets the read and write deadlines (net.Conn).
