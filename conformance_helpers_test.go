@@ -1,6 +1,8 @@
 package kcm_test
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -62,6 +64,28 @@ func proc(m *kcm.Mux) string {
 	var b strings.Builder
 	m.WriteProc(&b)
 	return b.String()
+}
+
+// waitSendQ waits until s has n messages not yet written whole, its
+// Send-Q in the dump: a sender that waits for room or for a psock counts
+// once its message is in a queue.
+func waitSendQ(t *testing.T, m *kcm.Mux, s *kcm.Socket, n int) {
+	t.Helper()
+	obj, want := fmt.Sprintf("kcm-%d", s.Index()), strconv.Itoa(n)
+	waitProc(t, m, func(d string) bool {
+		f := strings.Fields(procLine(d, obj))
+		return len(f) > 7 && f[7] == want
+	})
+}
+
+// waitReceiving waits until a receive call of s waits for a message
+// (RxWait) or reads a psock for one (RxLed-<s>).
+func waitReceiving(t *testing.T, m *kcm.Mux, s *kcm.Socket) {
+	t.Helper()
+	waitProc(t, m, func(d string) bool {
+		return strings.Contains(procLine(d, fmt.Sprintf("kcm-%d", s.Index())), "RxWait") ||
+			strings.Contains(d, fmt.Sprintf("RxLed-%d ", s.Index()))
+	})
 }
 
 // waitProc waits until the mux's /proc/net/kcm dump satisfies ok. The

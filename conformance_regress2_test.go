@@ -19,7 +19,7 @@ func TestConformanceProbeSocketCloseWakesBlockedSend(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Send(msgOf(2, 900)) }()
-	time.Sleep(20 * time.Millisecond) // let it block: no event
+	waitSendQ(t, m, s, 2) // it waits for room, in the backlog
 	s.Close()
 	select {
 	case err := <-errc:
@@ -39,7 +39,7 @@ func TestConformanceProbeWriteDeadlineSetWhileBlocked(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Send(msgOf(2, 900)) }()
-	time.Sleep(20 * time.Millisecond) // let it block: no event
+	waitSendQ(t, m, s, 2) // it waits for room, in the backlog
 	s.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
 	select {
 	case err := <-errc:
@@ -132,7 +132,7 @@ func TestConformanceProbeDuplicateAttachLeavesConnAlone(t *testing.T) {
 		_, err := s.Recv(make([]byte, 100))
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let the receive block, reading c
+	waitReceiving(t, m, s) // it reads c
 	if _, err := m.Attach(c, lenPrefix); !errors.Is(err, kcm.ErrAlreadyAttached) {
 		t.Fatalf("second attach: %v", err)
 	}

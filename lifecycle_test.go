@@ -118,7 +118,8 @@ func TestUnattachLosesNothing(t *testing.T) {
 	tail := msgOf(99, 100)
 	peer.Write(append(stream, tail[:30]...))
 	first := recvWithin(t, s, 5*time.Second)
-	time.Sleep(20 * time.Millisecond) // the rest has been read by the mux
+	// The rest is read by the mux: every message is parsed.
+	waitProc(t, m, func(string) bool { return p.Stats().RxMsgs == 20 })
 	c, err := p.Unattach()
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +221,7 @@ func TestMuxCloseEndsEverything(t *testing.T) {
 		_, err := s.Recv(make([]byte, 10))
 		errc <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	waitReceiving(t, m, s)
 	m.Close()
 	if err := <-errc; !errors.Is(err, kcm.ErrClosed) {
 		t.Fatalf("blocked recv: %v", err)
@@ -411,7 +412,7 @@ func TestSocketCloseWhileReceiving(t *testing.T) {
 		_, err := a.Recv(make([]byte, 100))
 		errc <- err
 	}()
-	time.Sleep(10 * time.Millisecond) // a is blocked, reading the psock
+	waitReceiving(t, m, a)
 	a.Close()
 	if err := <-errc; !errors.Is(err, kcm.ErrClosed) {
 		t.Fatalf("recv on closed socket: %v", err)

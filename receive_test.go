@@ -121,10 +121,11 @@ func TestAttachParsesBufferedBytes(t *testing.T) {
 // A length not larger than what the parser already saw when it asked for
 // more is a contradiction: the psock aborts with ErrBadLength.
 func TestBadLengthAbortsPsock(t *testing.T) {
-	calls := 0
+	short := make(chan struct{})
+	var once sync.Once
 	parser := kcm.ParserFunc(func(b []byte) (int, error) {
-		calls++
 		if len(b) < 8 {
+			once.Do(func() { close(short) })
 			return 0, nil
 		}
 		return 2, nil // shorter than the 3 bytes it already saw and found short
@@ -136,7 +137,7 @@ func TestBadLengthAbortsPsock(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer.Write([]byte{1, 2, 3})
-	time.Sleep(20 * time.Millisecond) // let the first bytes be parsed alone
+	<-short // the first bytes are parsed alone
 	peer.Write([]byte{4, 5, 6, 7, 8, 9})
 	err = waitDone(t, p)
 	if !errors.Is(err, kcm.ErrBadLength) {
@@ -279,14 +280,17 @@ func TestParserErrorAfterPartialCountsUnrecovIntr(t *testing.T) {
 	errProto := errors.New("bad header")
 	m := newMux(t, kcm.Config{})
 	c, peer := tcpPair(t)
+	short := make(chan struct{})
+	var once sync.Once
 	p, _ := m.Attach(c, kcm.ParserFunc(func(b []byte) (int, error) {
 		if len(b) < 2 {
+			once.Do(func() { close(short) })
 			return 0, nil
 		}
 		return 0, errProto
 	}))
 	peer.Write([]byte("a"))
-	time.Sleep(20 * time.Millisecond) // the first byte is parsed alone
+	<-short // the first byte is parsed alone
 	peer.Write([]byte("b"))
 	if err := waitDone(t, p); !errors.Is(err, errProto) {
 		t.Fatalf("Err = %v", err)
@@ -584,7 +588,7 @@ func TestReadDeadlineWakesBlockedReceive(t *testing.T) {
 		_, err := s.Recv(make([]byte, 10))
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let it block
+	waitReceiving(t, m, s)
 	s.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 	select {
 	case err := <-errc:
@@ -620,7 +624,7 @@ func TestSetRecvDisabled(t *testing.T) {
 	peer.Write(msgOf(2, 20))
 	peer.Write(msgOf(3, 20))
 	// Nobody enabled receives: the messages wait in the mux.
-	time.Sleep(20 * time.Millisecond)
+	waitProc(t, m, func(string) bool { recv, _ := m.Queued(); return recv == 48 })
 	a.SetRecvDisabled(false)
 	for want := uint32(2); want <= 3; want++ {
 		if id := checkMsg(t, recvWithin(t, a, 5*time.Second)); id != want {

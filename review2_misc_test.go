@@ -143,7 +143,7 @@ func TestReview2PipePsockDeadlinesAndInterrupts(t *testing.T) {
 			got <- checkMsg(t, b[:n])
 		}
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitReceiving(t, m, s)
 	_, tcpPeer := attachPeer(t, m)
 	tcpPeer.Write(msgOf(2, 50))
 	select {

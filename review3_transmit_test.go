@@ -298,7 +298,7 @@ func TestBacklogSenderOnSlowPsockDeadline(t *testing.T) {
 	s.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	errc := make(chan error, 1)
 	go func() { errc <- s.Send(msgOf(2, 4<<20)) }() // backlog, waits uncopied
-	time.Sleep(20 * time.Millisecond)
+	waitSendQ(t, m, s, 2)
 	_, peer := attachStalled(t, m)
 	time.Sleep(300 * time.Millisecond)
 	go io.Copy(io.Discard, peer)
