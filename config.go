@@ -38,10 +38,12 @@ type Config struct {
 	// Zero means DefaultRecvBuffer (4 MiB).
 	RecvBuffer int
 
-	// SendBuffer bounds the bytes of messages the mux has accepted from
-	// senders but not yet written to a connection. A sender that would go
-	// over it waits for room (or its write deadline). A single message
-	// larger than the bound is accepted when nothing else is queued.
+	// SendBuffer bounds the bytes of messages the mux has copied from
+	// senders but not yet written to a connection. A sender whose message
+	// would go over it waits, uncopied, until the message is written (or
+	// its write deadline passes), as does one whose message over 64 KiB
+	// waits for a busy psock. A single message larger than the bound is
+	// copied when nothing else is held.
 	// Zero means DefaultSendBuffer (4 MiB).
 	SendBuffer int
 
@@ -168,14 +170,15 @@ const (
 	// DontWait returns ErrWouldBlock instead of waiting (MSG_DONTWAIT).
 	// A message whose bytes had arrived on a TCP or Unix connection before
 	// the call is returned, as the kernel, which parses on arrival, would:
-	// the call reads those connections without waiting. (A TLS connection
-	// cannot be read so; its messages come with its background reader.)
+	// on Unix systems the call reads those connections without waiting. (A
+	// TLS connection, or any on other systems, cannot be read so; its
+	// messages come with its background reader.)
 	// Such a read takes at most about Config.RecvBuffer bytes of each
 	// connection, so the call returns soon even while a peer keeps sending.
 	DontWait
 	// EOR is reported when the returned bytes end a message (MSG_EOR).
 	EOR
-	// Trunc is reported when a Datagram message did not fit and its rest
-	// was discarded (MSG_TRUNC).
+	// Trunc is reported when a Datagram message did not fit: its rest was
+	// discarded, or, with Peek, left queued (MSG_TRUNC).
 	Trunc
 )

@@ -22,9 +22,11 @@ var (
 	// within the assembly deadline (kernel ETIMEDOUT, counter msg_timeouts).
 	ErrMessageTimeout = errors.New("kcm: message assembly timed out")
 
-	// ErrBadLength aborts a psock whose parser returned a length that
-	// contradicts the bytes already seen (kernel EPROTO, counter bad_hdr_len).
-	// Parsers also use it for length fields that are invalid by themselves.
+	// ErrBadLength aborts a psock whose parser returned a negative length,
+	// or one that contradicts the bytes already seen (kernel EPROTO, counter
+	// bad_hdr_len). Parsers also return it for length fields that are
+	// invalid by themselves; the psock then fails with ErrParse wrapping it,
+	// as for any parser error.
 	ErrBadLength = errors.New("kcm: bad message length")
 
 	// ErrParse wraps every error a parser returned, beside the parser's own
@@ -50,7 +52,9 @@ var (
 	// the same psock (kernel EALREADY).
 	ErrUnattachInProgress = errors.New("kcm: unattach already in progress")
 
-	// ErrBadConn is returned when attaching a nil or closed connection.
+	// ErrBadConn is returned when attaching a nil or closed connection, or
+	// one whose type is not comparable (the mux could not tell it apart
+	// from others).
 	ErrBadConn = errors.New("kcm: bad connection")
 
 	// ErrWouldBlock is returned by a receive with the DontWait flag when no
@@ -60,6 +64,7 @@ var (
 	// ErrMidMessage is returned with the connection by Unattach when the
 	// stream was cut in the middle of a transmitted message: the message was
 	// sent again on another psock, and the returned stream is no longer at a
-	// message boundary.
+	// message boundary. It is also the Err of a psock whose write a closing
+	// socket cut in the middle of a message.
 	ErrMidMessage = errors.New("kcm: stream ended mid-message")
 )

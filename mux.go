@@ -110,8 +110,9 @@ func (m *Mux) Attach(c net.Conn, p Parser) (*Psock, error) {
 // bytes are parsed into messages with p, and messages sent on the mux's
 // sockets may be written to it. Bytes already buffered on c are parsed
 // right away. The application must not use c directly until Unattach
-// returns it. A nil or closed connection fails with ErrBadConn, and one
-// that is already attached to a mux with ErrAlreadyAttached.
+// returns it. A nil or closed connection fails with ErrBadConn, one that
+// is already attached to a mux with ErrAlreadyAttached, and any on a
+// closed mux with ErrClosed.
 func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error) {
 	if nilConn(c) {
 		return nil, fmt.Errorf("kcm: attach: nil connection: %w", ErrBadConn)
@@ -238,9 +239,8 @@ func (m *Mux) dropReadyLocked() {
 // counts parsed messages no receive call has taken (the shared queue and
 // the messages steered to sockets, which Config.RecvBuffer bounds
 // together, and the rests of messages sockets began reading); send counts
-// the messages the
-// mux copied from senders and has not yet written, bounded by
-// Config.SendBuffer. Bytes buffered in a psock before they make a whole
+// the messages the mux copied from senders and has not yet written,
+// bounded by Config.SendBuffer. Bytes buffered in a psock before they make a whole
 // message, and messages whose senders wait uncopied, are not counted.
 func (m *Mux) Queued() (recv, send int) {
 	m.mu.Lock()

@@ -169,12 +169,14 @@ func (s *Socket) countLocked(ms []Message, mode rxMode) {
 }
 
 // Send sends msg as one message, written contiguously on one psock. It
-// returns once msg has been written to a connection or queued in the mux
-// (copied, when it must wait); msg may be reused when Send returns. With
-// no psock attached, messages wait in the mux (up to Config.SendBuffer,
-// then senders block until the write deadline) and go out, in order, on
-// the first psock attached. A zero-length msg sends nothing; it ends a
-// batch opened with the Batch flag.
+// returns once msg has been written to a connection or copied into the
+// mux's queue; msg may be reused when Send returns. A message that waits
+// for a busy psock is copied only up to 64 KiB, and only while
+// Config.SendBuffer has room; otherwise Send waits, uncopied, until it is
+// written or the write deadline passes. With no psock attached, messages
+// wait in the mux and go out, in order, on the first psock attached. A
+// zero-length msg sends nothing; it ends a batch opened with the Batch
+// flag.
 func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
 
 // SendMsg sends msg with flags: More keeps the message open so the next
@@ -529,7 +531,9 @@ func (s *Socket) peek(b []byte, flags RecvFlags) (int, RecvFlags, error) {
 }
 
 // RecvMessage receives one message without copying it: the Message lends
-// its bytes from a pooled buffer until Release.
+// its bytes from a pooled buffer until Release. If the socket keeps the
+// rest of a message that a Read or a SeqPacket receive did not take whole,
+// that rest comes first, as a Message of its own.
 func (s *Socket) RecvMessage() (msg Message, err error) {
 	if _, ok := s.mux.recvFast(s, nil, &msg); !ok {
 		err = s.recvMessage(&msg)
@@ -552,7 +556,8 @@ func (s *Socket) recvMessage(msg *Message) error {
 
 // RecvBatch receives up to len(ms) messages without copying them, blocking
 // only for the first. It returns how many it stored; release each, or all
-// with ReleaseBatch.
+// with ReleaseBatch. A rest the socket keeps (see RecvMessage) is returned
+// alone.
 func (s *Socket) RecvBatch(ms []Message) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -623,7 +628,11 @@ func (m *Mux) kickLeaderLocked(s *Socket) {
 // it has not received, those Config.Affinity steered to it included, stay
 // with the mux for its other sockets; they are dropped when no socket
 // remains. The rest of a message it began reading (SeqPacket or Read) is
-// dropped: no other socket could make sense of it.
+// dropped: no other socket could make sense of it. Its messages not yet
+// written are dropped, except copied ones a write already holds, which go
+// out whole; a write of one of its uncopied messages is interrupted, and a
+// psock whose stream it leaves mid-message (on TLS, any it interrupts)
+// fails with ErrMidMessage.
 func (s *Socket) Close() error {
 	m := s.mux
 	m.mu.Lock()
@@ -689,9 +698,10 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// SetWriteDeadline sets the deadline for sends that must wait: for room
-// in the send buffer, for a psock, or for their turn on a busy psock. A
-// message whose writing has begun is always written whole. Zero means none.
+// SetWriteDeadline sets the deadline for sends, including those already
+// waiting: for a psock, or uncopied for their turn on a busy psock. A send
+// called after it fails at once. A message whose writing has begun is
+// never cut by it. Zero means none.
 func (s *Socket) SetWriteDeadline(t time.Time) error {
 	s.wdl.Store(&t)
 	s.kickSenders()
@@ -713,8 +723,8 @@ func (a Addr) String() string { return fmt.Sprintf("kcm-%d", a.Index) }
 // LocalAddr returns the socket's Addr.
 func (s *Socket) LocalAddr() net.Addr { return Addr{Mux: s.mux, Index: s.index} }
 
-// RemoteAddr returns the remote address of the mux's first psock, or nil
-// when none is attached.
+// RemoteAddr returns the remote address of the longest-attached psock that
+// takes new messages, or nil when there is none.
 func (s *Socket) RemoteAddr() net.Addr {
 	ps := *s.mux.txps.Load()
 	if len(ps) == 0 {

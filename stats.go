@@ -28,11 +28,11 @@ type PsockStats struct {
 	TxBytes     uint64 // bytes of those messages
 	Reserved    uint64 // times a socket reserved the psock for transmit
 	Unreserved  uint64 // times a socket released its reservation
-	TxAborts    uint64 // transmits aborted by a failure: restarted elsewhere, or lost (SendTo)
+	TxAborts    uint64 // messages of a failed write (restarted elsewhere), and SendTo messages lost with the psock
 	NeedMoreHdr uint64 // parser calls that asked for more bytes
 	MsgTooBig   uint64 // aborts on a message over the size limit
 	MsgTimeouts uint64 // aborts on the assembly deadline
-	BadHdrLen   uint64 // aborts on a contradictory or invalid length
+	BadHdrLen   uint64 // aborts on a negative or contradictory length from the parser
 	Interrupted uint64 // parser errors on the first look at a message
 	UnrecovIntr uint64 // parser errors after part of the message was buffered
 	MemFail     uint64 // buffer allocation failures (always 0 in Go)

@@ -27,7 +27,8 @@ import (
 // data_meta, which socket filters cannot use: reading them is a run-time
 // error, so the psock fails instead of waiting forever). Maps,
 // bpf-to-bpf calls and other helpers are rejected; errors wrap
-// ErrInvalidProgram (or the decoder's error for unreadable files).
+// ErrInvalidProgram, ErrNoProgram when no program goes by that name, or
+// the decoder's error for unreadable files.
 //
 // The parser is safe for concurrent use and does not allocate on success.
 func LoadObject(path, program string) (kcm.Parser, error) {

@@ -83,7 +83,7 @@ var metrics = []metric{
 	counter("psock_need_more_hdr", "Parser calls that asked for more bytes.", func(s *snapshot) uint64 { return s.st.Psocks.NeedMoreHdr }),
 	counter("psock_msg_too_big", "Psocks aborted on a message over the size limit.", func(s *snapshot) uint64 { return s.st.Psocks.MsgTooBig }),
 	counter("psock_msg_timeouts", "Psocks aborted on the message assembly deadline.", func(s *snapshot) uint64 { return s.st.Psocks.MsgTimeouts }),
-	counter("psock_bad_hdr_len", "Psocks aborted on a contradictory or invalid length.", func(s *snapshot) uint64 { return s.st.Psocks.BadHdrLen }),
+	counter("psock_bad_hdr_len", "Psocks aborted on a negative or contradictory length from the parser.", func(s *snapshot) uint64 { return s.st.Psocks.BadHdrLen }),
 	counter("psock_interrupted", "Parser errors on the first look at a message.", func(s *snapshot) uint64 { return s.st.Psocks.Interrupted }),
 	counter("psock_unrecov_intr", "Parser errors after part of a message was buffered.", func(s *snapshot) uint64 { return s.st.Psocks.UnrecovIntr }),
 	gauge("sockets", "Open sockets of the mux.", func(s *snapshot) int { return s.sockets }),

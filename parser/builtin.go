@@ -10,9 +10,10 @@ import (
 
 // The built-in parsers are hand-written: each is a zero-size type whose Parse
 // reads the length field directly, so a call through kcm.Parser costs a few
-// nanoseconds and never allocates on success. Each built-in has an
-// equivalent LengthField configuration (or, for MQTT and WebSocket, a BPF
-// program) in the differential tests of package bpf.
+// nanoseconds and never allocates on success. Each built-in but the two
+// that join others (HTTP2Server, PostgresFrontend) has an equivalent
+// LengthField configuration (or, for MQTT and WebSocket, a BPF program) in
+// the differential tests of this package and of package bpf.
 
 // HTTP2 parses HTTP/2 frames (RFC 9113 section 4.1): a 24-bit big-endian
 // payload length, then type, flags and stream identifier, for a 9-byte
