@@ -97,16 +97,20 @@ type Config struct {
 	// stream, as in a parser: the message goes to any socket, and p fails
 	// with ErrParse after delivering the complete messages it had read.
 	//
-	// With Affinity set, psocks are always read by background goroutines
-	// (a receive never reads a psock itself), which costs a goroutine
-	// handoff per message on a mux of one psock.
+	// With Affinity set, psocks are read by background goroutines (a
+	// receive never reads a psock for itself; a DontWait receive may read
+	// one, steering what it brings as a background reader would), which
+	// costs a goroutine handoff per message on a mux of one psock.
 	Affinity func(msg []byte, p *Psock) int
 }
 
-// PsockConfig overrides the mux's receive limits for one psock. Zero fields
-// take the mux's values.
+// PsockConfig overrides the mux's receive limits for one psock. Zero (or
+// negative) fields take the mux's values, so a psock cannot turn off a
+// MessageTimeout the mux sets.
 type PsockConfig struct {
+	// MaxMessageSize, if positive, replaces Config.MaxMessageSize.
 	MaxMessageSize int
+	// MessageTimeout, if positive, replaces Config.MessageTimeout.
 	MessageTimeout time.Duration
 }
 

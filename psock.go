@@ -169,22 +169,21 @@ func (p *Psock) Conn() net.Conn { return p.conn }
 // Unattach takes the psock out of its mux without losing anything and
 // returns its connection. Messages already parsed stay deliverable on the
 // mux's sockets; queued transmit messages go out on other psocks, except
-// those sent to p with SendTo, which are dropped and their senders told
-// (ErrNotAttached). The
-// returned connection's reads first yield every byte read from the stream
-// but not delivered as a message, then the live stream, so the caller can
-// continue exactly where the mux stopped.
+// those sent to p with SendTo, which are dropped (their senders still
+// waiting get ErrNotAttached). The returned connection's reads first yield
+// every byte read from the stream but not delivered as a message, then the
+// live stream, so the caller can continue exactly where the mux stopped.
 //
 // If a transmitted message was cut by the unattach, it is sent again on
 // another psock (unless sent with SendTo), and Unattach returns the
 // connection with an error wrapping ErrMidMessage: the stream no longer
 // ends at a message boundary. On a connection kcm cannot write to directly
-// (TLS, or any wrapper of a TCP or Unix connection), it cannot tell
-// whether an interrupted write put any byte on the stream, so any
-// interrupted write counts as cut. Unattach of a psock that already left fails
-// with ErrNotAttached, a second concurrent Unattach with
-// ErrUnattachInProgress, and one that the mux's Close overtakes with
-// ErrClosed (the connection is then closed).
+// (TLS, any wrapper of a TCP or Unix connection, any connection on other
+// than Unix systems), it cannot tell whether an interrupted write put any
+// byte on the stream, so any interrupted write counts as cut. Unattach of
+// a psock that already left fails with ErrNotAttached, a second concurrent
+// Unattach with ErrUnattachInProgress, and one that the mux's Close
+// overtakes with ErrClosed (the connection is then closed).
 func (p *Psock) Unattach() (net.Conn, error) {
 	m := p.mux
 	m.mu.Lock()

@@ -710,8 +710,8 @@ func (s *Socket) SetWriteDeadline(t time.Time) error {
 
 // Addr is the address of a kcm socket: its mux and index.
 type Addr struct {
-	Mux   *Mux
-	Index int
+	Mux   *Mux // the socket's mux
+	Index int  // the socket's index (Socket.Index)
 }
 
 // Network returns "kcm".
@@ -747,7 +747,7 @@ func (s *Socket) opError(op string, err error) error {
 type OpError struct {
 	Op     string // "send", "recv", "read"
 	Socket int    // socket index
-	Err    error
+	Err    error  // the underlying error
 }
 
 // Error returns the operation, the socket and the underlying error.
