@@ -81,7 +81,8 @@ func NewMux(cfg Config) *Mux {
 }
 
 // NewSocket returns a new socket of type t on the mux. Every socket of a
-// mux is equivalent: any may send or receive any message.
+// mux is equivalent: any may send or receive any message. On a closed mux
+// the socket is closed, and not one of the mux's sockets.
 func (m *Mux) NewSocket(t SocketType) *Socket {
 	s := &Socket{mux: m, typ: t}
 	m.mu.Lock()
@@ -89,7 +90,10 @@ func (m *Mux) NewSocket(t SocketType) *Socket {
 	s.index = m.sockIdx.alloc()
 	if m.closed {
 		s.shutLocked()
-	} else if m.affine {
+		m.sockIdx.free(s.index)
+		return s
+	}
+	if m.affine {
 		s.aff = &sockAff{}
 		for len(m.cold.byIndex) <= s.index {
 			m.cold.byIndex = append(m.cold.byIndex, nil)
@@ -240,8 +244,9 @@ func (m *Mux) dropReadyLocked() {
 // the messages steered to sockets, which Config.RecvBuffer bounds
 // together, and the rests of messages sockets began reading); send counts
 // the messages the mux copied from senders and has not yet written,
-// bounded by Config.SendBuffer. Bytes buffered in a psock before they make a whole
-// message, and messages whose senders wait uncopied, are not counted.
+// bounded by Config.SendBuffer. Bytes buffered in a psock before they
+// make a whole message, and messages whose senders wait uncopied, are not
+// counted.
 func (m *Mux) Queued() (recv, send int) {
 	m.mu.Lock()
 	recv = m.ready.bytes + m.ownBytes

@@ -88,3 +88,27 @@ func TestProcDoneWhileUnattaching(t *testing.T) {
 	s.Close()
 	waitErr(t, sent, "Send")
 }
+
+// A socket made on a closed mux is closed, and not one of the mux's
+// sockets: Sockets and the dump leave it out, its calls fail with
+// ErrClosed.
+func TestNewSocketOnClosedMux(t *testing.T) {
+	m := kcm.NewMux(kcm.Config{})
+	m.Close()
+	s := m.NewSocket(kcm.Datagram)
+	if got := m.Sockets(); len(got) != 0 {
+		t.Fatalf("Sockets() = %v on a closed mux; want none", got)
+	}
+	if d := proc(m); !strings.Contains(d, "KCMs: 0,") {
+		t.Fatalf("dump counts the socket of a closed mux:\n%s", d)
+	}
+	if err := s.Send(msgOf(1, 10)); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("Send: %v, want ErrClosed", err)
+	}
+	if _, err := s.Recv(make([]byte, 10)); !errors.Is(err, kcm.ErrClosed) {
+		t.Fatalf("Recv: %v, want ErrClosed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
