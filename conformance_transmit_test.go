@@ -164,7 +164,7 @@ func TestConformanceTransmitFailureUnderLoad(t *testing.T) {
 			}
 		}(c)
 	}
-	time.Sleep(5 * time.Millisecond) // let traffic start on all psocks
+	waitProc(t, m, func(string) bool { return bad.Stats().TxMsgs > 0 }) // traffic flows on it
 	badPeer.Close()
 	if err := waitDone(t, bad); err == nil {
 		t.Fatal("reset psock has no error")

@@ -158,8 +158,7 @@ func TestReview2PipePsockDeadlinesAndInterrupts(t *testing.T) {
 	half := msgOf(3, 100)
 	done := make(chan struct{})
 	go func() { peer.Write(half[:40]); close(done) }()
-	<-done
-	time.Sleep(20 * time.Millisecond) // the pipe's reader has the 40 bytes
+	<-done // a pipe's Write returns once its reader, the mux, has the 40 bytes
 	rc, err := cfDoConn(t, p)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -249,7 +250,8 @@ func TestReview2WriteDeadlineWithdrawsQueuedMessage(t *testing.T) {
 	big := msgOf(1, 16<<20)
 	bigDone := make(chan error, 1)
 	go func() { bigDone <- s.Send(big) }()
-	time.Sleep(50 * time.Millisecond) // the big write is in the kernel buffers
+	// Its write begins: the psock's Smem counts it.
+	waitProc(t, m, func(d string) bool { f := strings.Fields(procLine(d, "psock-0")); return len(f) > 8 && f[8] != "0" })
 	late := m.NewSocket(kcm.Datagram)
 	late.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	err := cfDo(t, 5*time.Second, "send with deadline", func() error { return late.Send(msgOf(2, 200<<10)) })
