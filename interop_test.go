@@ -7,7 +7,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,4 +203,178 @@ func h2frame(typ http2.FrameType, flags http2.Flags, stream uint32, payload []by
 	f[3], f[4] = byte(typ), byte(flags)
 	binary.BigEndian.PutUint32(f[5:], stream)
 	return append(f, payload...)
+}
+
+// serveMux accepts loopback TCP connections and attaches each to m with
+// parser p: a server's one unconnected mux, whose psocks are its clients.
+// It returns the listening host and port; the listener closes with the
+// test.
+func serveMux(t *testing.T, m *kcm.Mux, p kcm.Parser) (host, port string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := m.Attach(c, p); err != nil {
+				c.Close()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	host, port, _ = net.SplitHostPort(ln.Addr().String())
+	return host, port
+}
+
+// serveSockets runs serve on n new sockets of m, each in a goroutine of
+// its own, until m closes; the end of the test closes m and waits for
+// them.
+func serveSockets(t *testing.T, m *kcm.Mux, n int, serve func(s *kcm.Socket)) {
+	var wg sync.WaitGroup
+	for range n {
+		s := m.NewSocket(kcm.Datagram)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serve(s)
+		}()
+	}
+	t.Cleanup(func() {
+		m.Close()
+		wg.Wait()
+	})
+}
+
+// A real client drives a kcm server: an unmodified sockperf ping-pong
+// client (C) against an echo server whose connections are the psocks of
+// one unconnected mux, parsed by parser.Sockperf(), answered by four
+// worker sockets, each reply sent on the connection its request came from
+// (SendTo), as a sockperf server answers. sockperf checks every reply's
+// sequence number.
+func TestInteropSockperfClient(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	host, port := serveMux(t, m, parser.Sockperf())
+	serveSockets(t, m, 4, sockperfEcho)
+	observed := regexp.MustCompile(`Total (\d+) observations`)
+	for _, size := range []string{"14", "1400"} {
+		out := peers.Run(t, "sockperf", "sockperf", "ping-pong", "--tcp", "-i", host, "-p", port, "-t", "1", "-m", size)
+		if !strings.Contains(out, "# dropped messages = 0; # duplicated messages = 0; # out-of-order messages = 0") {
+			t.Fatalf("sockperf -m %s saw lost or misordered replies:\n%s", size, out)
+		}
+		if n := observed.FindStringSubmatch(out); n == nil || n[1] == "0" {
+			t.Fatalf("sockperf -m %s observed no round trip:\n%s", size, out)
+		}
+	}
+}
+
+// sockperfEcho answers each sockperf message of a client that asks for a
+// reply (flags: client, pong request) with its bytes, the client flag
+// cleared; warm-up messages get none.
+func sockperfEcho(s *kcm.Socket) {
+	const client, pong = 1, 2
+	var reply []byte
+	for {
+		msg, err := s.RecvMessage()
+		if err != nil {
+			return
+		}
+		b := msg.Bytes()
+		if f := binary.BigEndian.Uint16(b[8:]); f&(client|pong) == client|pong {
+			reply = append(reply[:0], b...)
+			binary.BigEndian.PutUint16(reply[8:], f&^client)
+			s.SendTo(reply, msg.Psock()) // fails only when the client left
+		}
+		msg.Release()
+	}
+}
+
+// A real HTTP/2 load client drives a kcm server: h2load, over four
+// cleartext connections with eight streams each in flight, against a
+// minimal HTTP/2 server on one unconnected mux. parser.HTTP2Server() makes
+// the client preface and then every frame one message; the server keeps
+// each connection's HPACK state by psock and answers every request on its
+// own connection (SendTo). h2load checks every response.
+func TestInteropH2load(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	host, port := serveMux(t, m, parser.HTTP2Server())
+	body := bytes.Repeat([]byte("kcm "), 25)
+	var bad atomic.Int64 // frames the server could not handle
+	// One socket: HTTP/2 frames of a connection must be handled in order.
+	serveSockets(t, m, 1, func(s *kcm.Socket) { h2Serve(s, body, &bad) })
+	const n = 20000
+	out := peers.Run(t, "h2load", "nghttp2-client", "-n", strconv.Itoa(n), "-c", "4", "-m", "8",
+		"http://"+net.JoinHostPort(host, port)+"/f")
+	want := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored, 0 timeout", n, n, n, n)
+	if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", n)) {
+		t.Fatalf("h2load did not get %d good responses:\n%s", n, out)
+	}
+	if bad.Load() != 0 {
+		t.Fatalf("the server could not handle %d frames", bad.Load())
+	}
+}
+
+// h2Serve answers every GET of every HTTP/2 connection of s's mux with
+// body. It handles what a client such as h2load sends: the preface,
+// SETTINGS, PING, HEADERS ending their stream; other frames are ignored,
+// and header blocks continued in CONTINUATION frames are counted in bad.
+func h2Serve(s *kcm.Socket, body []byte, bad *atomic.Int64) {
+	type conn struct {
+		dec *hpack.Decoder
+		enc *hpack.Encoder
+		buf bytes.Buffer
+	}
+	conns := map[*kcm.Psock]*conn{}
+	for {
+		msg, err := s.RecvMessage()
+		if err != nil {
+			return
+		}
+		p, f := msg.Psock(), msg.Bytes()
+		c := conns[p]
+		if c == nil {
+			c = &conn{dec: hpack.NewDecoder(4096, nil)}
+			c.enc = hpack.NewEncoder(&c.buf)
+			conns[p] = c
+		}
+		typ, fl, stream := http2.FrameType(f[3]), http2.Flags(f[4]), binary.BigEndian.Uint32(f[5:])&0x7fffffff
+		switch {
+		case string(f) == parser.HTTP2Preface:
+			s.SendTo(h2frame(http2.FrameSettings, 0, 0, nil), p)
+		case typ == http2.FrameSettings && fl&http2.FlagSettingsAck == 0:
+			s.SendTo(h2frame(http2.FrameSettings, http2.FlagSettingsAck, 0, nil), p)
+		case typ == http2.FramePing && fl&http2.FlagPingAck == 0:
+			s.SendTo(h2frame(http2.FramePing, http2.FlagPingAck, 0, f[9:]), p)
+		case typ == http2.FrameHeaders:
+			block := f[9:]
+			if fl&http2.FlagHeadersPadded != 0 {
+				block = block[1 : len(block)-int(block[0])]
+			}
+			if fl&http2.FlagHeadersPriority != 0 {
+				block = block[5:]
+			}
+			if _, err := c.dec.DecodeFull(block); err != nil || fl&http2.FlagHeadersEndHeaders == 0 {
+				bad.Add(1)
+				break
+			}
+			if fl&http2.FlagHeadersEndStream == 0 {
+				break // a request body follows: not a GET
+			}
+			c.buf.Reset()
+			c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+			s.SendTo(h2frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, stream, c.buf.Bytes()), p)
+			s.SendTo(h2frame(http2.FrameData, http2.FlagDataEndStream, stream, body), p)
+		}
+		msg.Release()
+	}
 }

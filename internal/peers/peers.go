@@ -6,6 +6,7 @@ package peers
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"net"
 	"os"
@@ -95,4 +96,22 @@ func Nghttpd(t testing.TB, docroot string) string {
 	return Start(t, "nghttpd", "nghttp2-server", func(port int) []string {
 		return []string{"--no-tls", "-a", "127.0.0.1", "-d", docroot, strconv.Itoa(port)}
 	})
+}
+
+// Run runs the client bin (from Debian package pkg) with args to its end,
+// within a minute, and returns what it printed on stdout and stderr. A
+// client that fails or times out fails the test with its output.
+func Run(t testing.TB, bin, pkg string, args ...string) string {
+	t.Helper()
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		t.Skipf("%s not installed (Debian package %s); skipping the real-peer test", bin, pkg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+	}
+	return string(out)
 }
