@@ -2,6 +2,7 @@ package kcm_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -210,10 +211,19 @@ func h2frame(typ http2.FrameType, flags http2.Flags, stream uint32, payload []by
 // It returns the listening host and port; the listener closes with the
 // test.
 func serveMux(t *testing.T, m *kcm.Mux, p kcm.Parser) (host, port string) {
+	return serveMuxTLS(t, m, p, nil)
+}
+
+// serveMuxTLS is serveMux over TLS with cfg, unless cfg is nil: every
+// psock is a server-side tls.Conn, whose handshake its first read makes.
+func serveMuxTLS(t *testing.T, m *kcm.Mux, p kcm.Parser, cfg *tls.Config) (host, port string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -299,27 +309,38 @@ func sockperfEcho(s *kcm.Socket) {
 }
 
 // A real HTTP/2 load client drives a kcm server: h2load, over four
-// cleartext connections with eight streams each in flight, against a
-// minimal HTTP/2 server on one unconnected mux. parser.HTTP2Server() makes
-// the client preface and then every frame one message; the server keeps
-// each connection's HPACK state by psock and answers every request on its
-// own connection (SendTo). h2load checks every response.
+// connections with eight streams each in flight, against a minimal HTTP/2
+// server on one unconnected mux, in cleartext (h2c) and over TLS (h2 by
+// ALPN, each psock a tls.Conn). parser.HTTP2Server() makes the client
+// preface and then every frame one message; the server keeps each
+// connection's HPACK state by psock and answers every request on its own
+// connection (SendTo). h2load checks every response.
 func TestInteropH2load(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	host, port := serveMux(t, m, parser.HTTP2Server())
-	body := bytes.Repeat([]byte("kcm "), 25)
-	var bad atomic.Int64 // frames the server could not handle
-	// One socket: HTTP/2 frames of a connection must be handled in order.
-	serveSockets(t, m, 1, func(s *kcm.Socket) { h2Serve(s, body, &bad) })
-	const n = 20000
-	out := peers.Run(t, "h2load", "nghttp2-client", "-n", strconv.Itoa(n), "-c", "4", "-m", "8",
-		"http://"+net.JoinHostPort(host, port)+"/f")
-	want := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored, 0 timeout", n, n, n, n)
-	if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", n)) {
-		t.Fatalf("h2load did not get %d good responses:\n%s", n, out)
-	}
-	if bad.Load() != 0 {
-		t.Fatalf("the server could not handle %d frames", bad.Load())
+	for _, tc := range []struct {
+		name, scheme string
+		tls          *tls.Config
+	}{
+		{"h2c", "http", nil},
+		{"tls", "https", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMux(t, kcm.Config{})
+			host, port := serveMuxTLS(t, m, parser.HTTP2Server(), tc.tls)
+			body := bytes.Repeat([]byte("kcm "), 25)
+			var bad atomic.Int64 // frames the server could not handle
+			// One socket: HTTP/2 frames of a connection must be handled in order.
+			serveSockets(t, m, 1, func(s *kcm.Socket) { h2Serve(s, body, &bad) })
+			const n = 20000
+			out := peers.Run(t, "h2load", "nghttp2-client", "-n", strconv.Itoa(n), "-c", "4", "-m", "8",
+				tc.scheme+"://"+net.JoinHostPort(host, port)+"/f")
+			want := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored, 0 timeout", n, n, n, n)
+			if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", n)) {
+				t.Fatalf("h2load did not get %d good responses:\n%s", n, out)
+			}
+			if bad.Load() != 0 {
+				t.Fatalf("the server could not handle %d frames", bad.Load())
+			}
+		})
 	}
 }
 
