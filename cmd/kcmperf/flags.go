@@ -155,6 +155,20 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	case o.peer != "" && o.tls:
 		return nil, errors.New("-tls does not apply to -peer: sockperf speaks plain TCP")
 	}
+	if o.peer != "" {
+		// -peer runs its own fixed comparison on loopback: flags of the
+		// suite would be ignored without a word (-plot writing no file, -H
+		// measuring a local server).
+		var ignored []string
+		fs.Visit(func(f *flag.Flag) {
+			if !peerFlags[f.Name] {
+				ignored = append(ignored, "-"+f.Name)
+			}
+		})
+		if len(ignored) > 0 {
+			return nil, fmt.Errorf("%s does not apply to -peer", strings.Join(ignored, ", "))
+		}
+	}
 	if o.plot != "" {
 		if _, err := plotFormat(o.plot); err != nil {
 			return nil, err
@@ -174,6 +188,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	return o, nil
 }
+
+// peerFlags are the flags that apply to a -peer run.
+var peerFlags = map[string]bool{"peer": true, "peer-time": true, "w": true, "json": true, "cpuprofile": true, "heartbeat": true}
 
 // parseInts parses "1,10,200"; sizes may end in k or K (KiB).
 func parseInts(s string) ([]int, error) {

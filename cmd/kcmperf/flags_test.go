@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,10 +88,26 @@ func TestFlagsErrors(t *testing.T) {
 		{"-plot", "noextension"},
 		{"-peer-time", "0s"},
 		{"-peer", "sockperf", "-tls"},
+		{"-peer", "sockperf", "-plot", "x.png"},
+		{"-peer", "sockperf", "-H", "127.0.0.1:1"},
+		{"-peer", "sockperf", "-t", "rr"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
+	}
+}
+
+// TestFlagsPeer: -peer takes the flags it uses; the suite's flags, which
+// it would ignore (no plot written, no remote server used), are refused.
+func TestFlagsPeer(t *testing.T) {
+	args := []string{"-peer", "sockperf", "-peer-time", "2s", "-w", "10ms", "-json", "-heartbeat=false"}
+	if _, err := parseFlags(args, io.Discard); err != nil {
+		t.Errorf("%v: %v", args, err)
+	}
+	_, err := parseFlags([]string{"-peer", "sockperf", "-plot", "x.svg", "-instances", "3"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-instances, -plot") {
+		t.Errorf("-peer with -plot and -instances: error %v, want both named", err)
 	}
 }
 
