@@ -117,7 +117,7 @@ func runOnce(t *target, wl *workload, warmup, dur time.Duration, progress func(t
 	}
 	defer shutdown()
 
-	if err := waitOrFail(errc, warmup, nil); err != nil {
+	if err := waitOrFail(errc, warmup, nil, t.interrupted); err != nil {
 		return res, err
 	}
 	if _, err := t.ctrl.do("start"); err != nil {
@@ -138,7 +138,7 @@ func runOnce(t *target, wl *workload, warmup, dur time.Duration, progress func(t
 			progress(count(), time.Since(t0))
 		}
 	}
-	err = waitOrFail(errc, dur, tick)
+	err = waitOrFail(errc, dur, tick, t.interrupted)
 	res.Elapsed = time.Since(t0)
 	phase.Store(phaseStop)
 	res.ClientCPU = cpuTime() - c0
@@ -173,9 +173,12 @@ func runOnce(t *target, wl *workload, warmup, dur time.Duration, progress func(t
 	return res, nil
 }
 
+// errInterrupted ends a run that SIGINT or SIGTERM interrupted.
+var errInterrupted = errors.New("interrupted")
+
 // waitOrFail waits for d, calling tick every 250 ms, and returns early with
-// the first worker error.
-func waitOrFail(errc <-chan error, d time.Duration, tick func()) error {
+// the first worker error, or errInterrupted once interrupted is closed.
+func waitOrFail(errc <-chan error, d time.Duration, tick func(), interrupted <-chan struct{}) error {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	ticker := time.NewTicker(250 * time.Millisecond)
@@ -184,6 +187,8 @@ func waitOrFail(errc <-chan error, d time.Duration, tick func()) error {
 		select {
 		case err := <-errc:
 			return fmt.Errorf("worker failed: %w", err)
+		case <-interrupted:
+			return errInterrupted
 		case <-timer.C:
 			return nil
 		case <-ticker.C:

@@ -19,6 +19,9 @@ type target struct {
 	addr string
 	ctrl *controlClient
 	tls  bool // data connections use TLS: the configuration being run says so
+	// interrupted, when closed, ends the run being measured with
+	// errInterrupted (nil: never).
+	interrupted <-chan struct{}
 }
 
 func dialTarget(addr string) (*target, error) {

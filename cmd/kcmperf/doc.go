@@ -49,6 +49,10 @@
 // FILE.svg draws tps and CPU per transaction against instances (against
 // message size for stream rows); the file is created before measuring.
 //
+// Ctrl-C (SIGINT) or SIGTERM ends a run the way an error does: the child
+// server is stopped and waited for, a -plot file is removed, and the exit
+// status is 130; a second Ctrl-C kills at once.
+//
 // Wire format of rr and stream: each message is a 4-byte big-endian payload
 // length followed by the payload. Every data connection starts with a fixed
 // 12-byte hello (see proto.go) that tells the server what to do with it; one

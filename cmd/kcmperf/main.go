@@ -64,14 +64,20 @@ func serverMain(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, listeningPrefix+s.Addr())
 
 	done := make(chan struct{})
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
 	if *stdinExit {
 		go func() {
 			io.Copy(io.Discard, os.Stdin)
 			close(done)
 		}()
+		// A child: Ctrl-C on a terminal reaches it with its parent, which
+		// ends the run in progress and then closes this stdin. Dying first
+		// would fail that run with a lost connection instead.
+		signal.Ignore(os.Interrupt)
+		sigs = sigs[1:]
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, sigs...)
 	defer signal.Stop(sig)
 	select {
 	case <-done:
@@ -92,9 +98,38 @@ func clientMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := runClient(o, args, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "kcmperf:", err)
+		if errors.Is(err, errInterrupted) {
+			return 130 // as a shell reports a command that SIGINT ended
+		}
 		return 1
 	}
 	return 0
+}
+
+// notifyInterrupt returns a channel closed when SIGINT or SIGTERM arrives,
+// and a function that stops listening. The run being measured then ends
+// as on an error: the child server is stopped and waited for, and the plot
+// file removed. A second signal acts as it would without this.
+func notifyInterrupt() (interrupted <-chan struct{}, stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	ch := make(chan struct{})
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-sig:
+			signal.Stop(sig)
+			close(ch)
+		case <-done:
+		}
+	}()
+	return ch, func() {
+		signal.Stop(sig)
+		close(done)
+		<-exited
+	}
 }
 
 func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) {
@@ -111,6 +146,10 @@ func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) 
 	if o.peer == "sockperf" {
 		return runSockperf(o, stdout, stderr)
 	}
+	// Installed before the plot file is created, so that an interrupt
+	// never finds it to leave behind empty.
+	interrupted, stopNotify := notifyInterrupt()
+	defer stopNotify()
 	var plotFile *os.File
 	if o.plot != "" {
 		// Fail before measuring, not half a minute later.
@@ -155,6 +194,7 @@ func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) 
 		return err
 	}
 	defer t.Close()
+	t.interrupted = interrupted
 	rep.Heartbeat, rep.ServerHeartbeat = o.heartbeat, t.ctrl.heartbeat
 	if o.heartbeat != t.ctrl.heartbeat {
 		fmt.Fprintf(stderr, "kcmperf: warning: heartbeat is %t here but %t on the server; the ratios mix two runtime modes (see -heartbeat)\n", o.heartbeat, t.ctrl.heartbeat)

@@ -16,11 +16,15 @@ import (
 )
 
 // TestMain turns the test binary into a kcmperf server when a test starts it
-// as the child (startChild re-executes os.Executable()), and checks that no
-// goroutine outlives the tests otherwise.
+// as the child (startChild re-executes os.Executable()), into a client when
+// a test starts it with clientEnv set, and checks that no goroutine
+// outlives the tests otherwise.
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" && len(os.Args) > 1 && os.Args[1] == "server" {
 		os.Exit(serverMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if os.Getenv(clientEnv) == "1" {
+		os.Exit(clientMain(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
 }
