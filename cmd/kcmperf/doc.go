@@ -46,8 +46,9 @@
 // configuration the raw and kcm sides (median tps, CPU seconds per million
 // transactions on each end, allocations per transaction, latency
 // percentiles), the per-pair ratios and their medians. -plot FILE.png or
-// FILE.svg draws tps and CPU per transaction against instances (against
-// message size for stream rows); the file is created before measuring.
+// FILE.svg draws tps and CPU per transaction against instances (stream
+// rows: against message size, unless -instances sweeps); the file is
+// created before measuring.
 //
 // Ctrl-C (SIGINT) or SIGTERM ends a run the way an error does: the child
 // server is stopped and waited for, a -plot file is removed, and the exit

@@ -47,9 +47,10 @@ func plotFormat(path string) (string, error) {
 // drawPlot draws, for raw TCP and kcm, transactions/s and CPU per
 // transaction (client+server) side by side, in format (".png" or ".svg").
 // It plots the rr rows against instances (the sweep of -t rr -instances
-// 1,10,50,200), or, without rr rows, the first test's rows: stream rows
-// against message size, others against instances. A side that did not
-// run (-only) is left out.
+// 1,10,50,200), or, without rr rows, the first test's rows (see plotRows):
+// stream rows against message size, or against instances when they sweep
+// it, others against instances. A side that did not run (-only) is left
+// out.
 func drawPlot(w io.Writer, format string, rows []Row) error {
 	pts := plotRows(rows)
 	if len(pts) == 0 {
@@ -58,7 +59,11 @@ func drawPlot(w io.Writer, format string, rows []Row) error {
 	test := pts[0].Test
 	xLabel, xOf := "instances", func(r Row) int { return r.Instances }
 	if test == "stream" {
-		xLabel, xOf = "message payload (bytes)", func(r Row) int { return r.ReqSize }
+		if pts[0].Instances == pts[len(pts)-1].Instances {
+			xLabel, xOf = "message payload (bytes)", func(r Row) int { return r.ReqSize }
+		} else {
+			test = fmt.Sprintf("stream %dB", pts[0].ReqSize)
+		}
 	}
 
 	tps := plot.New()
@@ -146,7 +151,9 @@ func addSeries(p *plot.Plot, raw, kcm plotter.XYs) error {
 	return plotutil.AddLinePoints(p, args...)
 }
 
-// plotRows picks the rows to plot, ordered by instances.
+// plotRows picks the rows to plot, ordered by instances, then size: those
+// of rr, or else of the first test. Stream rows that sweep both instances
+// and sizes keep the first size only, so that each side is one line.
 func plotRows(rows []Row) []Row {
 	if len(rows) == 0 {
 		return nil
@@ -160,6 +167,10 @@ func plotRows(rows []Row) []Row {
 		if r.Test == test {
 			out = append(out, r)
 		}
+	}
+	if test == "stream" && slices.ContainsFunc(out, func(r Row) bool { return r.Instances != out[0].Instances }) {
+		size := out[0].ReqSize
+		out = slices.DeleteFunc(out, func(r Row) bool { return r.ReqSize != size })
 	}
 	slices.SortStableFunc(out, func(a, b Row) int {
 		if a.Instances != b.Instances {

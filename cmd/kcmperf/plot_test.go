@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"image/png"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,7 @@ func sweepRows() []Row {
 			KCM:    Side{TPS: float64(900 * n), ClientCPUPerM: 6, ServerCPUPerM: 5},
 		})
 	}
-	return append(rows, Row{config: config{Test: "stream", Instances: 1}, Raw: Side{TPS: 1}, KCM: Side{TPS: 1}})
+	return append(rows, Row{config: config{Test: "stream", Instances: 1}, Raw: Side{TPS: 1, ClientCPUPerM: 1}, KCM: Side{TPS: 1, ClientCPUPerM: 1}})
 }
 
 func TestPlotPNG(t *testing.T) {
@@ -66,5 +67,27 @@ func TestPlotRowsOrder(t *testing.T) {
 	rows := plotRows(sweepRows())
 	if len(rows) != 3 || rows[0].Instances != 1 || rows[2].Instances != 200 {
 		t.Errorf("plot rows %v", rows)
+	}
+}
+
+// TestPlotRowsStream: stream rows are one line per side, against size at
+// one instance count, against instances (at the first size) when
+// -instances sweeps; before, a sweep of both zigzagged between sizes.
+func TestPlotRowsStream(t *testing.T) {
+	var rows []Row
+	for _, n := range []int{1, 4} {
+		for _, sz := range []int{64, 4096} {
+			rows = append(rows, Row{config: config{Test: "stream", Instances: n, ReqSize: sz, RespSize: sz},
+				Raw: Side{TPS: 1, ClientCPUPerM: 1}, KCM: Side{TPS: 1, ClientCPUPerM: 1}})
+		}
+	}
+	if got := plotRows(rows); len(got) != 2 || got[0].Instances != 1 || got[1].Instances != 4 || got[0].ReqSize != 64 || got[1].ReqSize != 64 {
+		t.Errorf("instances and sizes swept: plot rows %v, want x1 and x4 at 64B", got)
+	}
+	if got := plotRows(rows[:2]); len(got) != 2 || got[0].ReqSize != 64 || got[1].ReqSize != 4096 {
+		t.Errorf("sizes swept: plot rows %v, want 64B and 4096B", got)
+	}
+	if err := drawPlot(io.Discard, ".svg", rows); err != nil {
+		t.Error(err)
 	}
 }
