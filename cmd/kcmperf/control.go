@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -93,8 +94,8 @@ func dialControlTimeout(addr string, timeout time.Duration) (*controlClient, err
 		c.Close()
 		return nil, err
 	}
-	line, err := cc.br.ReadString('\n')
-	if err != nil {
+	line, err := readGreeting(cc.br)
+	if err != nil && !errors.Is(err, errNotGreeting) {
 		c.Close()
 		return nil, fmt.Errorf("%s is not answering as a kcmperf server: %w", addr, err)
 	}
@@ -105,6 +106,36 @@ func dialControlTimeout(addr string, timeout time.Duration) (*controlClient, err
 	}
 	cc.heartbeat = hb
 	return cc, nil
+}
+
+// errNotGreeting: what the peer sent cannot start a greeting.
+var errNotGreeting = errors.New("not a greeting")
+
+// readGreeting reads the greeting line, and stops with errNotGreeting as
+// soon as what arrived cannot start "kcmperf-control/": a peer that
+// speaks another protocol (an echo server sends the hello back) is told
+// apart at once, not at the control timeout.
+func readGreeting(br *bufio.Reader) (string, error) {
+	name := controlVersion[:strings.LastIndexByte(controlVersion, '/')+1]
+	var b []byte
+	for {
+		c, err := br.ReadByte()
+		if err != nil {
+			return string(b), err
+		}
+		b = append(b, c)
+		if c == '\n' {
+			return string(b), nil
+		}
+		if len(b) <= len(name) && name[len(b)-1] != c {
+			// Show what else has arrived, up to a line's end.
+			rest, _ := br.Peek(min(br.Buffered(), 64))
+			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+				rest = rest[:i]
+			}
+			return string(b) + string(rest), errNotGreeting
+		}
+	}
 }
 
 // greeting is the server's first line on a control connection.

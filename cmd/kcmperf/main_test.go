@@ -231,6 +231,36 @@ func TestControlRefusesStrangers(t *testing.T) {
 	}
 }
 
+// TestControlRefusesEcho: a peer that answers at once with something that
+// cannot be a greeting (an echo server sends the hello back) is refused
+// with what it said, without waiting for the control timeout.
+func TestControlRefusesEcho(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer func() { <-done }()
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	cc, err := dialControlTimeout(ln.Addr().String(), time.Minute)
+	if err == nil {
+		cc.Close()
+		t.Fatal("an echo server accepted as a kcmperf server")
+	}
+	if !strings.Contains(err.Error(), "it said") || !strings.Contains(err.Error(), helloMagic) {
+		t.Errorf("error %q does not show what the peer said", err)
+	}
+}
+
 // TestControlTimesOut: a server that stops answering mid-run (here: a
 // control peer that greets and then goes silent) makes the command fail
 // after the control timeout.
