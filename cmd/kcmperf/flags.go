@@ -154,6 +154,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unknown peer %q (want sockperf)", o.peer)
 	case o.peer != "" && o.tls:
 		return nil, errors.New("-tls does not apply to -peer: sockperf speaks plain TCP")
+	case o.host != "" && o.srvprofile != "":
+		return nil, errors.New("-server-cpuprofile profiles the child server; with -H, run \"kcmperf server -cpuprofile FILE\" there")
 	}
 	if o.peer != "" {
 		// -peer runs its own fixed comparison on loopback: flags of the

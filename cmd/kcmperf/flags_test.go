@@ -91,6 +91,7 @@ func TestFlagsErrors(t *testing.T) {
 		{"-peer", "sockperf", "-plot", "x.png"},
 		{"-peer", "sockperf", "-H", "127.0.0.1:1"},
 		{"-peer", "sockperf", "-t", "rr"},
+		{"-H", "127.0.0.1:1", "-server-cpuprofile", "srv.prof"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
