@@ -30,6 +30,9 @@
 //	            goroutines over M raw connections with a reader each that
 //	            routes replies by id.
 //
+// Without -t the default suite runs rr at 1 and 200 instances and stream
+// at 64 and 4096 bytes; -instances and -m replace those.
+//
 // A server for remote runs is started with "kcmperf server -listen :PORT" and
 // named on the client with -H host:port. Both keep the 1 ms runtime
 // heartbeat by default (-heartbeat; see docs/PERFORMANCE.md); the server

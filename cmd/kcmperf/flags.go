@@ -75,7 +75,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	tests := fs.String("t", "", "tests to run, comma-separated: rr, stream, shared (default: the standard suite)")
 	rr := fs.String("r", "1,1", "rr request,response payload sizes in bytes (netperf -r)")
 	sizes := fs.String("m", "64,4096", "stream message payload sizes in bytes, comma-separated")
-	inst := fs.String("instances", "", "instances, comma-separated for a sweep (rr default 1; shared default 200 sockets)")
+	inst := fs.String("instances", "", "instances, comma-separated for a sweep (rr default 1; shared default 200 sockets; without -t, the rr rows: default 1,200)")
 	fs.IntVar(&o.psocks, "psocks", 4, "shared: psocks (TCP connections) of the one mux")
 	fs.DurationVar(&o.duration, "l", 300*time.Millisecond, "measured duration of each run")
 	fs.DurationVar(&o.warmup, "w", 100*time.Millisecond, "warm-up before each measured run")
@@ -224,13 +224,20 @@ func (o *options) configs() []config {
 // suiteConfigs is configs without the settings common to every row.
 func (o *options) suiteConfigs() []config {
 	if len(o.tests) == 0 {
-		// The README's main job: the RFC's two rr figures and two stream sizes.
-		return []config{
-			{Test: "rr", Instances: 1, ReqSize: o.req, RespSize: o.resp},
-			{Test: "rr", Instances: 200, ReqSize: o.req, RespSize: o.resp},
-			{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64, Batch: o.batch, Sender: o.sender},
-			{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096, Batch: o.batch, Sender: o.sender},
+		// The README's main job: the RFC's two rr figures and two stream
+		// sizes. -instances and -m, when given, replace them.
+		inst := o.instances
+		if inst == nil {
+			inst = []int{1, 200}
 		}
+		var cs []config
+		for _, n := range inst {
+			cs = append(cs, config{Test: "rr", Instances: n, ReqSize: o.req, RespSize: o.resp})
+		}
+		for _, sz := range o.sizes {
+			cs = append(cs, config{Test: "stream", Instances: 1, ReqSize: sz, RespSize: sz, Batch: o.batch, Sender: o.sender})
+		}
+		return cs
 	}
 	var cs []config
 	for _, t := range o.tests {

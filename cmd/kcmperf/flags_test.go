@@ -30,6 +30,23 @@ func TestFlagsDefaultSuite(t *testing.T) {
 	}
 }
 
+// TestFlagsDefaultSuiteSweep: without -t, -instances and -m set the default
+// suite's rr and stream rows instead of being ignored.
+func TestFlagsDefaultSuiteSweep(t *testing.T) {
+	o, err := parseFlags([]string{"-instances", "1,10,50", "-m", "256"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range o.configs() {
+		got = append(got, c.String())
+	}
+	want := []string{"rr x1 1/1B", "rr x10 1/1B", "rr x50 1/1B", "stream x1 256B"}
+	if !slices.Equal(got, want) {
+		t.Errorf("default suite with -instances and -m: %q, want %q", got, want)
+	}
+}
+
 func TestFlagsSweep(t *testing.T) {
 	o, err := parseFlags([]string{"-t", "rr,shared", "-instances", "1,10,50,200", "-r", "64,1k", "-psocks", "8", "-H", "h:1"}, io.Discard)
 	if err != nil {
