@@ -1,6 +1,7 @@
 package kcm_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -245,4 +246,47 @@ func ExampleNewConnSet() {
 	n, _ := s.Recv(buf)
 	fmt.Printf("%s\n", buf[1:n])
 	// Output: hello
+}
+
+// Unattach hands a connection back exactly where the mux stopped: here a
+// protocol of framed messages switches, after a "raw" message, to a plain
+// byte stream, which the application reads from the returned connection,
+// beginning with the bytes the mux had already read.
+func ExamplePsock_Unattach() {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		c, _ := ln.Accept()
+		defer c.Close()
+		// Two framed messages, then the stream is raw text.
+		c.Write([]byte("\x05hello\x03raw" + "and now plain bytes\n"))
+		io.Copy(io.Discard, c) // until the client closes
+	}()
+
+	m := kcm.NewMux(kcm.Config{})
+	defer m.Close()
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	p, _ := m.Attach(c, kcm.ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 1 {
+			return 0, nil
+		}
+		return 1 + int(b[0]), nil // a 1-byte length, then the payload
+	}))
+	s := m.NewSocket(kcm.Datagram)
+	buf := make([]byte, 64)
+	for {
+		n, _ := s.Recv(buf)
+		fmt.Printf("message %q\n", buf[1:n])
+		if string(buf[1:n]) == "raw" {
+			break
+		}
+	}
+	raw, _ := p.Unattach() // its reads begin with what the mux had read
+	defer raw.Close()
+	line, _ := bufio.NewReader(raw).ReadString('\n')
+	fmt.Printf("stream %q\n", line)
+	// Output:
+	// message "hello"
+	// message "raw"
+	// stream "and now plain bytes\n"
 }
