@@ -1,6 +1,7 @@
 package kcm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -114,9 +115,10 @@ func (m *Mux) Attach(c net.Conn, p Parser) (*Psock, error) {
 // bytes are parsed into messages with p, and messages sent on the mux's
 // sockets may be written to it. Bytes already buffered on c are parsed
 // right away. The application must not use c directly until Unattach
-// returns it. A nil or closed connection fails with ErrBadConn, one that
-// is already attached to a mux with ErrAlreadyAttached, and any on a
-// closed mux with ErrClosed.
+// returns it. A tls.Conn may be attached before its handshake: the psock
+// makes it before its first read. A nil or closed connection fails with
+// ErrBadConn, one that is already attached to a mux with
+// ErrAlreadyAttached, and any on a closed mux with ErrClosed.
 func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error) {
 	if nilConn(c) {
 		return nil, fmt.Errorf("kcm: attach: nil connection: %w", ErrBadConn)
@@ -190,6 +192,10 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	ps.wto, ps.tx.timed = m.cfg.WriteTimeout, m.cfg.WriteTimeout > 0
 	ps.raw = rawConnOf(c)
 	ps.readFn = ps.rawRead
+	if h, ok := c.(handshaker); ok && !h.ConnectionState().HandshakeComplete {
+		ps.hs = h
+		ps.hsCtx, ps.hsCancel = context.WithCancel(context.Background())
+	}
 	return ps
 }
 

@@ -1,6 +1,8 @@
 package kcm
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -128,6 +130,22 @@ type Psock struct {
 	mux   *Mux
 	grace *time.Timer
 	stats psockCounters
+
+	// The handshake the background reader makes before the first read,
+	// while it is pending (see handshaker); mux.mu.
+	hs       handshaker
+	hsCtx    context.Context
+	hsCancel context.CancelFunc
+}
+
+// handshaker is a connection that begins with a handshake which a read
+// deadline must not cut: a tls.Conn fails its handshake for good when a
+// read times out during it. The mux's interrupts are read deadlines, so
+// the first reader of such a psock makes the handshake alone
+// (Mux.handshake), and interrupts meanwhile only ask it to let go after.
+type handshaker interface {
+	HandshakeContext(ctx context.Context) error
+	ConnectionState() tls.ConnectionState
 }
 
 // Index returns the psock's index in its mux: the lowest free one when it
@@ -183,7 +201,10 @@ func (p *Psock) Conn() net.Conn { return p.conn }
 // byte on the stream, so any interrupted write counts as cut. Unattach of
 // a psock that already left fails with ErrNotAttached, a second concurrent
 // Unattach with ErrUnattachInProgress, and one that the mux's Close
-// overtakes with ErrClosed (the connection is then closed).
+// overtakes with ErrClosed (the connection is then closed). A TLS
+// connection attached before its handshake, unattached before the
+// handshake completed, has it cancelled, which closes the connection:
+// Unattach returns it with an error wrapping net.ErrClosed.
 func (p *Psock) Unattach() (net.Conn, error) {
 	m := p.mux
 	m.mu.Lock()
@@ -199,6 +220,12 @@ func (p *Psock) Unattach() (net.Conn, error) {
 	m.rxActive--
 	m.publishTxLocked()
 	rxDone := m.stopReadLocked(p)
+	hsCut := p.hs != nil
+	if hsCut {
+		// Its handshake is cancelled, which closes the connection: an
+		// Unattach cannot wait for a peer that may never finish it.
+		p.hsCancel()
+	}
 	m.mu.Unlock()
 	if rxDone != nil {
 		<-rxDone
@@ -225,7 +252,10 @@ func (p *Psock) Unattach() (net.Conn, error) {
 	if len(rest) > 0 {
 		c = &prefixConn{Conn: p.conn, rest: rest}
 	}
-	if cut {
+	switch {
+	case hsCut:
+		return c, fmt.Errorf("kcm: unattach psock %d: its handshake was cancelled: %w", p.index, net.ErrClosed)
+	case cut:
 		return c, fmt.Errorf("kcm: unattach psock %d: %w", p.index, ErrMidMessage)
 	}
 	return c, nil
@@ -262,7 +292,9 @@ func (m *Mux) interruptLocked(p *Psock) {
 		return
 	}
 	p.intr.Store(true)
-	p.conn.SetReadDeadline(aLongTimeAgo)
+	if p.hs == nil { // a handshake is let finish: see handshaker
+		p.conn.SetReadDeadline(aLongTimeAgo)
+	}
 }
 
 // failLocked makes p leave the mux because of err, closing its connection.

@@ -398,9 +398,7 @@ func (m *Mux) recvFast(s *Socket, dst []byte, lent *Message) (n int, ok bool) {
 			if err == nil {
 				continue
 			}
-			if err = p.plainReadErr(err); err == nil {
-				continue
-			}
+			err = p.plainReadErr(err)
 		}
 		m.endLead(p, err)
 		return 0, false
@@ -648,8 +646,34 @@ func (m *Mux) pollLocked(s *Socket) bool {
 // background is the goroutine that reads p when no receiver does.
 func (m *Mux) background(p *Psock) {
 	defer m.wg.Done()
+	if p.hs != nil && !m.handshake(p) {
+		return
+	}
 	m.readAndDeliver(p, false)
 	m.mu.Unlock()
+}
+
+// handshake makes p's handshake, for its first background reader, before
+// any read (see handshaker). Interrupts meanwhile set no deadline: the
+// reader lets go once the handshake is done; an Unattach cancels it. It
+// reports whether the reader goes on reading; when not, it let go of p
+// (or p failed).
+func (m *Mux) handshake(p *Psock) bool {
+	err := p.hs.HandshakeContext(p.hsCtx) // set before the reader started
+	m.mu.Lock()
+	p.hsCancel()
+	p.hs, p.hsCtx, p.hsCancel = nil, nil, nil
+	switch {
+	case err != nil:
+		m.readFailedLocked(p, fmt.Errorf("handshake: %w", err))
+	case p.intr.Load():
+		m.readFailedLocked(p, errInterrupted)
+	default:
+		m.mu.Unlock()
+		return true
+	}
+	m.mu.Unlock()
+	return false
 }
 
 // readAndDeliver reads p and delivers each message it brings, for its
@@ -820,19 +844,21 @@ func (p *Psock) waitRead(sdl time.Time, keep bool) error {
 	if !sdl.IsZero() && !now.Before(sdl) {
 		return errInterrupted // the receiver's deadline: it reports the timeout
 	}
+	if !p.rdlSet {
+		return err // not the mux's deadline: see plainReadErr
+	}
 	return nil
 }
 
 // plainReadErr sorts out the error of a plain read (no deadline of its
-// own): nil to read again, errInterrupted, or the error.
+// own): errInterrupted, or the error. A timeout without an interrupt is
+// the connection's own, which may repeat on every read (a tls.Conn whose
+// handshake timed out): reading again would spin, so the psock fails.
 func (p *Psock) plainReadErr(err error) error {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
-	}
-	if p.intr.Load() {
+	if errors.Is(err, os.ErrDeadlineExceeded) && p.intr.Load() {
 		return errInterrupted
 	}
-	return nil
+	return err
 }
 
 // plainRead reports whether the next read needs none of the deadline,

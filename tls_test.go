@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"math/big"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -87,4 +89,105 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// tlsPairNoHandshake returns a server-side tls.Conn whose handshake has
+// not begun, and its client, which begins it on its first use.
+func tlsPairNoHandshake(t *testing.T) (srv, cli *tls.Conn) {
+	t.Helper()
+	c, peer := tcpPair(t)
+	srv = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	cli = tls.Client(peer, &tls.Config{InsecureSkipVerify: true})
+	return srv, cli
+}
+
+// A TLS psock attached before its handshake makes the handshake when first
+// read, and the mux's interrupts meanwhile (here: another psock's attach,
+// a socket's deadline, a non-blocking receive) do not cut it: a tls.Conn
+// whose handshake read times out fails that handshake for good, and its
+// reader spun on the timeout at full speed until then, never to deliver
+// a message (nor to let Mux.Close return).
+func TestTLSHandshakeSurvivesInterrupts(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	srv, cli := tlsPairNoHandshake(t)
+	p, err := m.Attach(srv, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attachPeer(t, m) // interrupts the first psock's reader
+	s.SetReadDeadline(time.Now().Add(time.Hour))
+	if _, _, err := s.RecvMsg(make([]byte, 10), kcm.DontWait); !errors.Is(err, kcm.ErrWouldBlock) {
+		t.Fatalf("RecvMsg(DontWait) = %v, want ErrWouldBlock", err)
+	}
+	// The client handshakes only now, and sends.
+	if _, err := cli.Write(msgOf(1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if id := checkMsg(t, recvWithin(t, s, 5*time.Second)); id != 1 {
+		t.Fatalf("got message %d, want 1", id)
+	}
+	if err := s.Send(msgOf(2, 100)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+		t.Fatalf("TLS psock left: %v", p.Err())
+	default:
+	}
+}
+
+// Unattach of a TLS psock whose handshake the peer never completes returns
+// at once: the handshake is cancelled, which closes the connection, and
+// Unattach says so.
+func TestTLSUnattachDuringHandshake(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	srv, _ := tlsPairNoHandshake(t) // the client stays silent
+	p, err := m.Attach(srv, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c net.Conn
+	err = cfDo(t, 5*time.Second, "Unattach during the handshake", func() (err error) {
+		c, err = p.Unattach()
+		return err
+	})
+	if !errors.Is(err, net.ErrClosed) || c == nil {
+		t.Fatalf("Unattach: %v (connection returned: %t); want the connection and an error wrapping net.ErrClosed", err, c != nil)
+	}
+	if err := waitDone(t, p); err != nil {
+		t.Fatalf("Err after Unattach = %v, want nil", err)
+	}
+}
+
+// stickyTimeoutConn reports a timeout on every read, as a tls.Conn does
+// once a read timed out during its handshake, though no deadline is set.
+type stickyTimeoutConn struct{ net.Conn }
+
+func (stickyTimeoutConn) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
+
+// A connection that reports timeouts the mux did not set fails its psock,
+// for its receivers and its background reader alike: reading again would
+// spin at full speed, holding up Mux.Close.
+func TestReadTimeoutNotOursFailsPsock(t *testing.T) {
+	for _, lead := range []bool{false, true} {
+		t.Run(map[bool]string{false: "background", true: "receiver"}[lead], func(t *testing.T) {
+			m := kcm.NewMux(kcm.Config{})
+			s := m.NewSocket(kcm.Datagram)
+			c, _ := tcpPair(t)
+			p, err := m.Attach(stickyTimeoutConn{c}, lenPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lead {
+				go s.Recv(make([]byte, 10))
+			}
+			if err := waitDone(t, p); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Err = %v, want the connection's timeout", err)
+			}
+			if err := cfDo(t, 5*time.Second, "Mux.Close", m.Close); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
