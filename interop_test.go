@@ -3,7 +3,9 @@ package kcm_test
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -130,7 +132,9 @@ func TestInteropMemcached(t *testing.T) {
 // A real nghttpd, over cleartext HTTP/2: the connection preface is written
 // before the attach (connection management stays with the application, as
 // the kernel's KCM design says), then every HTTP/2 frame is one message,
-// parsed by parser.HTTP2(), and the served file arrives intact.
+// parsed by parser.HTTP2(), and the served file arrives intact. Over TLS
+// (h2 by ALPN), the tls.Conn is attached before its handshake, which the
+// psock makes, and the preface goes out as a message of its own.
 func TestInteropNghttpd(t *testing.T) {
 	docroot := t.TempDir()
 	body := make([]byte, 40000)
@@ -140,21 +144,53 @@ func TestInteropNghttpd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(docroot, "f.txt"), body, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := peers.Nghttpd(t, docroot)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The preface is not a frame: write it, and our SETTINGS, before attaching.
-	if _, err := c.Write(append([]byte(http2.ClientPreface), h2frame(http2.FrameSettings, 0, 0, nil)...)); err != nil {
-		t.Fatal(err)
-	}
-	m := newMux(t, kcm.Config{})
-	if _, err := m.Attach(c, parser.HTTP2()); err != nil {
-		t.Fatal(err)
-	}
-	s := m.NewSocket(kcm.Datagram)
+	t.Run("h2c", func(t *testing.T) {
+		addr := peers.Nghttpd(t, docroot)
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The preface is not a frame: write it, and our SETTINGS, before attaching.
+		if _, err := c.Write(append([]byte(http2.ClientPreface), h2frame(http2.FrameSettings, 0, 0, nil)...)); err != nil {
+			t.Fatal(err)
+		}
+		m := newMux(t, kcm.Config{})
+		if _, err := m.Attach(c, parser.HTTP2()); err != nil {
+			t.Fatal(err)
+		}
+		h2Get(t, m.NewSocket(kcm.Datagram), addr, body)
+	})
+	t.Run("tls", func(t *testing.T) {
+		key, cert := writeKeyPair(t, selfSigned(t))
+		addr := peers.NghttpdTLS(t, docroot, key, cert)
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		m := newMux(t, kcm.Config{})
+		if _, err := m.Attach(c, parser.HTTP2()); err != nil {
+			t.Fatal(err)
+		}
+		s := m.NewSocket(kcm.Datagram)
+		if err := s.Send([]byte(http2.ClientPreface)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(h2frame(http2.FrameSettings, 0, 0, nil)); err != nil {
+			t.Fatal(err)
+		}
+		h2Get(t, s, addr, body)
+		if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+			t.Fatalf("ALPN negotiated %q, want h2", p)
+		}
+	})
+}
 
+// h2Get requests /f.txt on stream 1 through s, after the connection
+// preface, answers the server's SETTINGS, and checks that the response is
+// 200 with body.
+func h2Get(t *testing.T, s *kcm.Socket, addr string, body []byte) {
+	t.Helper()
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/f.txt"}, {":authority", addr}} {
@@ -195,6 +231,25 @@ func TestInteropNghttpd(t *testing.T) {
 	if status != "200" || !bytes.Equal(got, body) {
 		t.Fatalf("status %q, %d bytes, want 200 and the file", status, len(got))
 	}
+}
+
+// writeKeyPair writes cert's private key and certificate as PEM files, for
+// a peer that reads them, and returns their paths.
+func writeKeyPair(t *testing.T, cert tls.Certificate) (keyFile, certFile string) {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile, certFile = filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile, certFile
 }
 
 // h2frame encodes one HTTP/2 frame.

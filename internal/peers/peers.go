@@ -98,6 +98,15 @@ func Nghttpd(t testing.TB, docroot string) string {
 	})
 }
 
+// NghttpdTLS starts a real nghttpd serving docroot over HTTP/2 on TLS (h2
+// by ALPN), with the PEM key and certificate files given, and returns its
+// address.
+func NghttpdTLS(t testing.TB, docroot, keyFile, certFile string) string {
+	return Start(t, "nghttpd", "nghttp2-server", func(port int) []string {
+		return []string{"-a", "127.0.0.1", "-d", docroot, strconv.Itoa(port), keyFile, certFile}
+	})
+}
+
 // Run runs the client bin (from Debian package pkg) with args to its end,
 // within a minute, and returns what it printed on stdout and stderr. A
 // client that fails or times out fails the test with its output.
