@@ -13,7 +13,15 @@ func (p *Psock) fill(keep bool) error {
 	if p.pending {
 		err := p.pendingErr
 		p.pending, p.pendingErr = false, nil
-		return err
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		// A timeout that came with bytes (as io.Reader allows) belongs to
+		// the deadline of that read, an interrupt perhaps, long cleared:
+		// read again, under the deadline waitRead set for this one, which
+		// reports it if it still applies. Returned as it is, a reader
+		// finding no interrupt and no deadline of the mux's would fail the
+		// psock (see plainReadErr).
 	}
 	if p.raw != nil && (!keep || p.noWait) {
 		// Waiting without a buffer, or not waiting at all, needs the raw
