@@ -136,6 +136,7 @@ type Psock struct {
 	hs       handshaker
 	hsCtx    context.Context
 	hsCancel context.CancelFunc
+	hsFailed bool // the handshake failed, or was cancelled; mux.mu
 }
 
 // handshaker is a connection that begins with a handshake which a read
@@ -237,6 +238,9 @@ func (p *Psock) Unattach() (net.Conn, error) {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("kcm: unattach psock %d: %w", p.index, ErrClosed)
 	}
+	// The handshake may have been made before the cancel, which then
+	// closed nothing: the connection is returned as it is.
+	hsCut = hsCut && p.hsFailed
 	rest := p.sp.takeRest()
 	m.removeLocked(p)
 	m.stats.psockUnattach.Add(1)

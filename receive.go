@@ -663,6 +663,7 @@ func (m *Mux) handshake(p *Psock) bool {
 	m.mu.Lock()
 	p.hsCancel()
 	p.hs, p.hsCtx, p.hsCancel = nil, nil, nil
+	p.hsFailed = err != nil
 	switch {
 	case err != nil:
 		m.readFailedLocked(p, fmt.Errorf("handshake: %w", err))
