@@ -201,8 +201,7 @@ func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 //go:noinline
 func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 	s.txmu.Lock()
-	defer s.txmu.Unlock()
-	defer s.noteHeld()
+	defer s.releaseHeld()
 	// A call refused at once changes nothing held, as a net.Conn Write
 	// past its deadline writes nothing: what was built or held still goes
 	// out whole with the call that ends it.
@@ -268,6 +267,17 @@ func (s *Socket) endHeld(msgs [][]byte) error {
 		}
 	}
 	return err
+}
+
+// releaseHeld ends a call that holds s.txmu: it records whether s holds
+// messages and lets go; on a socket closed meanwhile, whose Close found
+// s.txmu taken, it frees them (see dropHeld).
+func (s *Socket) releaseHeld() {
+	s.noteHeld()
+	s.txmu.Unlock()
+	if s.closed() {
+		s.dropHeld()
+	}
 }
 
 // noteHeld records whether s holds messages, for SendMsg's fast check;
@@ -343,8 +353,7 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 // first, as the messages of sendmmsg end an open message and a batch.
 func (s *Socket) sendHeldBatch(msgs [][]byte) error {
 	s.txmu.Lock()
-	defer s.txmu.Unlock()
-	defer s.noteHeld()
+	defer s.releaseHeld()
 	return s.endHeld(msgs)
 }
 
@@ -669,8 +678,7 @@ func (s *Socket) Close() error {
 
 // dropHeld frees what SendMsg holds, a message open with More and a
 // batch: a closed socket never sends them. A sender that holds s.txmu
-// meanwhile (it waits for room, or a psock) drops them when its call
-// fails, as it does on a closed socket.
+// meanwhile frees them when it lets go (releaseHeld).
 func (s *Socket) dropHeld() {
 	if s.txmu.TryLock() {
 		s.open, s.batch = nil, nil
