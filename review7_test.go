@@ -65,12 +65,21 @@ type r7piece struct {
 // reach each reader in stream order, and the socket's counters account
 // for every message and byte.
 func r7stress(t *testing.T, cfg kcm.Config, psocks, readers, perPeer int) {
+	r7stressOver(t, cfg, psocks, readers, perPeer, func(m *kcm.Mux) net.Conn {
+		_, peer := attachPeer(t, m)
+		return peer
+	}, false)
+}
+
+// r7stressOver is r7stress over the psocks attach makes (it returns the
+// peer's end); with kick, a goroutine keeps changing the socket's read
+// deadline meanwhile, which interrupts whoever reads a psock for it.
+func r7stressOver(t *testing.T, cfg kcm.Config, psocks, readers, perPeer int, attach func(*kcm.Mux) net.Conn, kick bool) {
 	m := newMux(t, cfg)
 	s := m.NewSocket(kcm.SeqPacket)
 	var peers []net.Conn
 	for range psocks {
-		_, peer := attachPeer(t, m)
-		peers = append(peers, peer)
+		peers = append(peers, attach(m))
 	}
 	sizes := map[uint32]int{}
 	total, totalMsgs := 0, 0
@@ -190,10 +199,26 @@ func r7stress(t *testing.T, cfg kcm.Config, psocks, readers, perPeer int) {
 			}
 		}(i, peer)
 	}
+	kicked := make(chan struct{})
+	stopKick := make(chan struct{})
+	go func() {
+		defer close(kicked)
+		for kick {
+			select {
+			case <-stopKick:
+				return
+			default:
+			}
+			s.SetReadDeadline(time.Now().Add(time.Hour)) // interrupts the reader
+			time.Sleep(100 * time.Microsecond)           // pacing, not synchronisation
+		}
+	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for got.Load() < int64(total) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	close(stopKick)
+	<-kicked
 	time.Sleep(20 * time.Millisecond) // anything extra would show now
 	pw.Wait()
 	st := s.Stats()
@@ -264,6 +289,23 @@ func TestStressConcurrentPiecesOnePsock(t *testing.T) {
 
 func TestStressConcurrentPiecesThreePsocks(t *testing.T) {
 	r7stress(t, kcm.Config{}, 3, 4, 200)
+}
+
+// The same over TLS psocks attached before their handshakes, with the
+// readers interrupted all along, inside TLS records: a tls.Conn's read
+// that a deadline cuts resumes where it stopped.
+func TestStressConcurrentPiecesTLS(t *testing.T) {
+	for _, psocks := range []int{1, 3} {
+		t.Run(fmt.Sprint(psocks), func(t *testing.T) {
+			r7stressOver(t, kcm.Config{}, psocks, 4, 200, func(m *kcm.Mux) net.Conn {
+				srv, cli := tlsPairNoHandshake(t)
+				if _, err := m.Attach(srv, lenPrefix); err != nil {
+					t.Fatal(err)
+				}
+				return cli
+			}, true)
+		})
+	}
 }
 
 func TestStressConcurrentPiecesAffinity(t *testing.T) {
