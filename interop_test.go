@@ -326,10 +326,14 @@ func serveSockets(t *testing.T, m *kcm.Mux, n int, serve func(s *kcm.Socket)) {
 // worker sockets, each reply sent on the connection its request came from
 // (SendTo), as a sockperf server answers. sockperf checks every reply's
 // sequence number.
+//
+// In throughput mode sockperf sends as fast as the server takes them, and
+// every message it counts as sent is parsed by the server exactly once.
 func TestInteropSockperfClient(t *testing.T) {
 	m := newMux(t, kcm.Config{})
 	host, port := serveMux(t, m, parser.Sockperf())
-	serveSockets(t, m, 4, sockperfEcho)
+	var got atomic.Int64 // messages other than warm-up ones
+	serveSockets(t, m, 4, func(s *kcm.Socket) { sockperfEcho(s, &got) })
 	observed := regexp.MustCompile(`Total (\d+) observations`)
 	for _, size := range []string{"14", "1400"} {
 		out := peers.Run(t, "sockperf", "sockperf", "ping-pong", "--tcp", "-i", host, "-p", port, "-t", "1", "-m", size)
@@ -340,13 +344,25 @@ func TestInteropSockperfClient(t *testing.T) {
 			t.Fatalf("sockperf -m %s observed no round trip:\n%s", size, out)
 		}
 	}
+
+	got.Store(0)
+	out := peers.Run(t, "sockperf", "sockperf", "throughput", "--tcp", "-i", host, "-p", port, "-t", "1", "-m", "100")
+	sent := regexp.MustCompile(`Total of (\d+) messages sent`).FindStringSubmatch(out)
+	if sent == nil {
+		t.Fatalf("sockperf throughput printed no count:\n%s", out)
+	}
+	n, _ := strconv.ParseInt(sent[1], 10, 64)
+	waitProc(t, m, func(string) bool { return got.Load() >= n }) // the server drains what is in flight
+	if got.Load() != n || n == 0 {
+		t.Fatalf("the server parsed %d messages, sockperf sent %d", got.Load(), n)
+	}
 }
 
 // sockperfEcho answers each sockperf message of a client that asks for a
 // reply (flags: client, pong request) with its bytes, the client flag
-// cleared; warm-up messages get none.
-func sockperfEcho(s *kcm.Socket) {
-	const client, pong = 1, 2
+// cleared, and counts in got those that are not warm-up messages.
+func sockperfEcho(s *kcm.Socket, got *atomic.Int64) {
+	const client, pong, warmup = 1, 2, 4
 	var reply []byte
 	for {
 		msg, err := s.RecvMessage()
@@ -354,7 +370,11 @@ func sockperfEcho(s *kcm.Socket) {
 			return
 		}
 		b := msg.Bytes()
-		if f := binary.BigEndian.Uint16(b[8:]); f&(client|pong) == client|pong {
+		f := binary.BigEndian.Uint16(b[8:])
+		if f&warmup == 0 {
+			got.Add(1)
+		}
+		if f&(client|pong) == client|pong {
 			reply = append(reply[:0], b...)
 			binary.BigEndian.PutUint16(reply[8:], f&^client)
 			s.SendTo(reply, msg.Psock()) // fails only when the client left
