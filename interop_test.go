@@ -129,6 +129,77 @@ func TestInteropMemcached(t *testing.T) {
 	}
 }
 
+// A real memcached, pipelined with quiet operations, whose replies are not
+// one per request: SETQ answers nothing on success and GETKQ nothing on a
+// miss, and a NOOP's reply marks the end of what came before it. Whole
+// pipelines go out as one batch (SendBatch); the replies come back as
+// exactly the hits, in order, then the NOOP.
+func TestInteropMemcachedQuietPipeline(t *testing.T) {
+	const (
+		opSetQ  = 0x11
+		opGetKQ = 0x0d
+		opNoop  = 0x0a
+		keys    = 100
+	)
+	addr := peers.Memcached(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMux(t, kcm.Config{})
+	if _, err := m.Attach(c, parser.Memcached()); err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSocket(kcm.Datagram)
+	key := func(i int) []byte { return fmt.Appendf(nil, "quiet-%d", i) }
+	value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 1+i*7) }
+	// untilNoop returns the replies received before the NOOP's.
+	untilNoop := func() [][]byte {
+		var got [][]byte
+		for {
+			r := recvWithin(t, s, 10*time.Second)
+			if r[0] != 0x81 {
+				t.Fatalf("reply magic %#x", r[0])
+			}
+			if r[1] == opNoop {
+				return got
+			}
+			got = append(got, r)
+		}
+	}
+
+	var sets [][]byte
+	for i := range keys {
+		sets = append(sets, peers.MemcachedRequest(opSetQ, uint32(i), key(i), make([]byte, 8), value(i)))
+	}
+	if err := s.SendBatch(append(sets, peers.MemcachedRequest(opNoop, 0, nil, nil, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if got := untilNoop(); len(got) != 0 {
+		t.Fatalf("%d replies to quiet sets that succeed, want none (status %#x)", len(got), got[0][6:8])
+	}
+
+	var gets [][]byte
+	for i := range keys + keys/2 { // keys from keys on were never set: misses
+		gets = append(gets, peers.MemcachedRequest(opGetKQ, uint32(i), key(i), nil, nil))
+	}
+	if err := s.SendBatch(append(gets, peers.MemcachedRequest(opNoop, 0, nil, nil, nil))); err != nil {
+		t.Fatal(err)
+	}
+	got := untilNoop()
+	if len(got) != keys {
+		t.Fatalf("%d replies, want one per hit, %d", len(got), keys)
+	}
+	for i, r := range got { // the hits, in order
+		extras, klen := int(r[4]), int(binary.BigEndian.Uint16(r[2:]))
+		body := r[24:]
+		if binary.BigEndian.Uint32(r[12:]) != uint32(i) || string(body[extras:extras+klen]) != string(key(i)) ||
+			!bytes.Equal(body[extras+klen:], value(i)) {
+			t.Fatalf("reply %d is not the hit on %q", i, key(i))
+		}
+	}
+}
+
 // A real nghttpd, over cleartext HTTP/2: the connection preface is written
 // before the attach (connection management stays with the application, as
 // the kernel's KCM design says), then every HTTP/2 frame is one message,
