@@ -2,6 +2,7 @@ package kcm_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -197,6 +198,84 @@ func TestInteropMemcachedQuietPipeline(t *testing.T) {
 			!bytes.Equal(body[extras+klen:], value(i)) {
 			t.Fatalf("reply %d is not the hit on %q", i, key(i))
 		}
+	}
+}
+
+// A real memcached that goes away and comes back, behind a ConnSet of
+// three connections: its psocks fail with the server, the set dials until
+// it is back, and a request sent while no connection was attached waits in
+// the mux and is answered once the set has reconnected.
+func TestInteropMemcachedRestartBehindConnSet(t *testing.T) {
+	const (
+		opSet  = 0x01
+		opGetK = 0x0c
+	)
+	addr, restart := peers.MemcachedRestartable(t)
+	m := newMux(t, kcm.Config{})
+	var d net.Dialer
+	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{
+		Size:       3,
+		Dial:       func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) },
+		Parser:     parser.Memcached(),
+		MinBackoff: 5 * time.Millisecond,
+		MaxBackoff: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	attached := func(n int) func(string) bool {
+		return func(string) bool {
+			k := 0
+			for _, p := range cs.Psocks() {
+				if p != nil {
+					k++
+				}
+			}
+			return k == n
+		}
+	}
+	s := m.NewSocket(kcm.Datagram)
+	reply := func(opaque uint32) []byte {
+		t.Helper()
+		r := recvWithin(t, s, 10*time.Second)
+		if r[0] != 0x81 || binary.BigEndian.Uint32(r[12:]) != opaque || binary.BigEndian.Uint16(r[6:]) != 0 {
+			t.Fatalf("reply % x, want a success for opaque %d", r[:24], opaque)
+		}
+		return r
+	}
+	set := func(opaque uint32, key, value string) []byte {
+		return peers.MemcachedRequest(opSet, opaque, []byte(key), make([]byte, 8), []byte(value))
+	}
+	get := func(opaque uint32, key, want string) {
+		t.Helper()
+		if err := s.Send(peers.MemcachedRequest(opGetK, opaque, []byte(key), nil, nil)); err != nil {
+			t.Fatal(err)
+		}
+		r := reply(opaque)
+		extras, klen := int(r[4]), int(binary.BigEndian.Uint16(r[2:]))
+		if v := string(r[24+extras+klen:]); v != want {
+			t.Fatalf("get %q = %q, want %q", key, v, want)
+		}
+	}
+
+	waitProc(t, m, attached(3))
+	if err := s.Send(set(1, "k", "before")); err != nil {
+		t.Fatal(err)
+	}
+	reply(1)
+	get(2, "k", "before")
+	restart(func() {
+		waitProc(t, m, attached(0))                           // every psock failed with the server
+		if err := s.Send(set(3, "k", "during")); err != nil { // held by the mux
+			t.Fatal(err)
+		}
+	})
+	reply(3) // sent once the set reconnected
+	get(4, "k", "during")
+	waitProc(t, m, attached(3))
+	if st := m.Stats(); st.PsockAttach < 6 {
+		t.Fatalf("PsockAttach = %d, want 3 and 3 more after the restart", st.PsockAttach)
 	}
 }
 

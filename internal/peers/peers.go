@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -21,6 +22,15 @@ import (
 // and returns the address. The process is killed by its pid when the test
 // ends.
 func Start(t testing.TB, bin, pkg string, args func(port int) []string) string {
+	addr, _ := StartRestartable(t, bin, pkg, args)
+	return addr
+}
+
+// StartRestartable is Start, and also returns restart, which kills the
+// process, calls whileDown (if not nil), and starts it again on the same
+// address, returning once it accepts connections: a peer that goes away
+// and comes back.
+func StartRestartable(t testing.TB, bin, pkg string, args func(port int) []string) (addr string, restart func(whileDown func())) {
 	t.Helper()
 	path, err := exec.LookPath(bin)
 	if err != nil {
@@ -32,7 +42,24 @@ func Start(t testing.TB, bin, pkg string, args func(port int) []string) string {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.Command(path, args(port)...)
+	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	stop := launch(t, path, args(port), addr)
+	return addr, func(whileDown func()) {
+		t.Helper()
+		stop()
+		if whileDown != nil {
+			whileDown()
+		}
+		stop = launch(t, path, args(port), addr)
+	}
+}
+
+// launch starts path with args and waits until it accepts connections on
+// addr. The returned stop kills it by its pid and waits for it; the end of
+// the test stops it too.
+func launch(t testing.TB, path string, args []string, addr string) (stop func()) {
+	t.Helper()
+	cmd := exec.Command(path, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -40,25 +67,28 @@ func Start(t testing.TB, bin, pkg string, args func(port int) []string) string {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			<-exited
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return addr
+			return stop
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("%s exited: %v: %s", bin, err, stderr.String())
+			t.Fatalf("%s exited: %v: %s", path, err, stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not accept connections on %s: %v", bin, addr, err)
+			t.Fatalf("%s did not accept connections on %s: %v", path, addr, err)
 		}
 		// Poll again after a short pause (not synchronisation: the only
 		// signal a server gives that it is listening is accepting).
@@ -68,7 +98,14 @@ func Start(t testing.TB, bin, pkg string, args func(port int) []string) string {
 
 // Memcached starts a real memcached and returns its address.
 func Memcached(t testing.TB) string {
-	return Start(t, "memcached", "memcached", func(port int) []string {
+	addr, _ := MemcachedRestartable(t)
+	return addr
+}
+
+// MemcachedRestartable starts a real memcached and returns its address
+// and a function that restarts it there, empty (see StartRestartable).
+func MemcachedRestartable(t testing.TB) (addr string, restart func(whileDown func())) {
+	return StartRestartable(t, "memcached", "memcached", func(port int) []string {
 		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "2"}
 		if os.Geteuid() == 0 {
 			args = append(args, "-u", "nobody")
