@@ -22,6 +22,7 @@ import (
 // and returns the address. The process is killed by its pid when the test
 // ends.
 func Start(t testing.TB, bin, pkg string, args func(port int) []string) string {
+	t.Helper()
 	addr, _ := StartRestartable(t, bin, pkg, args)
 	return addr
 }
@@ -98,6 +99,7 @@ func launch(t testing.TB, path string, args []string, addr string) (stop func())
 
 // Memcached starts a real memcached and returns its address.
 func Memcached(t testing.TB) string {
+	t.Helper()
 	addr, _ := MemcachedRestartable(t)
 	return addr
 }
@@ -105,6 +107,7 @@ func Memcached(t testing.TB) string {
 // MemcachedRestartable starts a real memcached and returns its address
 // and a function that restarts it there, empty (see StartRestartable).
 func MemcachedRestartable(t testing.TB) (addr string, restart func(whileDown func())) {
+	t.Helper()
 	return StartRestartable(t, "memcached", "memcached", func(port int) []string {
 		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "2"}
 		if os.Geteuid() == 0 {
@@ -130,6 +133,7 @@ func MemcachedRequest(op byte, opaque uint32, key, extras, value []byte) []byte 
 // Nghttpd starts a real nghttpd serving docroot over cleartext HTTP/2 (h2c,
 // prior knowledge) and returns its address.
 func Nghttpd(t testing.TB, docroot string) string {
+	t.Helper()
 	return Start(t, "nghttpd", "nghttp2-server", func(port int) []string {
 		return []string{"--no-tls", "-a", "127.0.0.1", "-d", docroot, strconv.Itoa(port)}
 	})
@@ -139,6 +143,7 @@ func Nghttpd(t testing.TB, docroot string) string {
 // by ALPN), with the PEM key and certificate files given, and returns its
 // address.
 func NghttpdTLS(t testing.TB, docroot, keyFile, certFile string) string {
+	t.Helper()
 	return Start(t, "nghttpd", "nghttp2-server", func(port int) []string {
 		return []string{"-a", "127.0.0.1", "-d", docroot, strconv.Itoa(port), keyFile, certFile}
 	})
