@@ -6,6 +6,7 @@ package testconn
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -19,7 +20,14 @@ func Pair(t testing.TB, network string) (dialed, accepted net.Conn) {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
-		addr = filepath.Join(t.TempDir(), "s")
+		// Not t.TempDir: its path holds the test's name, and a socket's
+		// path must fit in 104 bytes on some systems.
+		dir, err := os.MkdirTemp("", "kcm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		addr = filepath.Join(dir, "s")
 	}
 	ln, err := net.Listen(network, addr)
 	if err != nil {
