@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"strconv"
 
 	"github.com/gokcm/kcm"
 	"github.com/gokcm/kcm/internal/ebpfvm"
@@ -137,8 +139,21 @@ func kernelRejects(raw xbpf.RawInstruction, rest int) error {
 
 type classicParser struct{ vm *xbpf.VM }
 
-func (p classicParser) Parse(b []byte) (int, error) {
-	n, err := p.vm.Run(b)
+func (p classicParser) Parse(b []byte) (n int, err error) {
+	if strconv.IntSize == 32 {
+		// x/net/bpf reads a load offset of 2^31 or more as a negative
+		// int there, and indexes the packet with it. The kernel reads
+		// such an offset as out of range: the program returns 0.
+		defer func() {
+			if r := recover(); r != nil {
+				if _, ok := r.(runtime.Error); !ok {
+					panic(r)
+				}
+				n, err = 0, nil
+			}
+		}()
+	}
+	n, err = p.vm.Run(b)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrProgram, err)
 	}
