@@ -23,7 +23,7 @@ var lenPrefix = kcm.ParserFunc(func(b []byte) (int, error) {
 	if len(b) < 4 {
 		return 0, nil
 	}
-	return 4 + int(binary.BigEndian.Uint32(b)), nil
+	return testconn.FrameLen(b), nil
 })
 
 func frame(payload []byte) []byte {

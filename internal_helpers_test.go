@@ -1,7 +1,6 @@
 package kcm
 
 import (
-	"encoding/binary"
 	"net"
 	"testing"
 
@@ -21,7 +20,7 @@ func attachedPsock(t *testing.T, cfg Config) (m *Mux, p *Psock, peer net.Conn) {
 		if len(b) < 4 {
 			return 0, nil
 		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
+		return testconn.FrameLen(b), nil
 	}))
 	if err != nil {
 		t.Fatal(err)

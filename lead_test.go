@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gokcm/kcm/internal/testconn"
 )
 
 // TestLeadYieldsToKeptRest: a leader that finds, once it has read its
@@ -345,7 +347,7 @@ func framedLen(b []byte) (int, error) {
 	if len(b) < 4 {
 		return 0, nil
 	}
-	return 4 + int(binary.BigEndian.Uint32(b)), nil
+	return testconn.FrameLen(b), nil
 }
 
 // heldLead is a mux of one psock, p, whose parser stops once, on the first

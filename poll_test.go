@@ -54,7 +54,7 @@ func TestDontWaitPollsPsockAfterOneThatLeft(t *testing.T) {
 		if len(b) < 4 {
 			return 0, nil
 		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
+		return testconn.FrameLen(b), nil
 	})
 	peer1, c1 := testconn.Pair(t, "unix")
 	peer2, c2 := testconn.Pair(t, "unix")
@@ -106,7 +106,7 @@ func testDontWaitAfterReaderLetGo(t *testing.T, closing bool) {
 		if bytes.Contains(b[4:], []byte("held")) {
 			holdOnce.Do(func() { close(held); <-hold })
 		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
+		return testconn.FrameLen(b), nil
 	})
 	m := NewMux(Config{Affinity: func(msg []byte, _ *Psock) int { return int(msg[4]) }})
 	t.Cleanup(func() { m.Close() })
@@ -193,7 +193,7 @@ func TestDontWaitPollIsBounded(t *testing.T) {
 				runtime.Gosched()
 			}
 		}
-		return 4 + int(binary.BigEndian.Uint32(b)), nil
+		return testconn.FrameLen(b), nil
 	})
 	m = NewMux(Config{RecvBuffer: recvBuffer})
 	t.Cleanup(func() { m.Close() })

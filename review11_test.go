@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 	"weak"
+
+	"github.com/gokcm/kcm/internal/testconn"
 )
 
 // Review of the joined writes on connections without a writev
@@ -82,7 +84,7 @@ var r11Parser = ParserFunc(func(b []byte) (int, error) {
 	if len(b) < 4 {
 		return 0, nil
 	}
-	return 4 + int(binary.BigEndian.Uint32(b)), nil
+	return testconn.FrameLen(b), nil
 })
 
 // r11Msg is a framed message of size bytes in all: length, id, then a

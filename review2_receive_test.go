@@ -208,7 +208,7 @@ func TestReview2BadLengthsAbortOnlyTheirPsock(t *testing.T) {
 		want    error
 		counter func(kcm.PsockStats) uint64
 	}{
-		{"huge", func(b []byte) (int, error) { return 1 << 62, nil }, []byte("x"), kcm.ErrMessageTooBig,
+		{"huge", func(b []byte) (int, error) { return int(^uint(0) >> 2), nil }, []byte("x"), kcm.ErrMessageTooBig,
 			func(s kcm.PsockStats) uint64 { return s.MsgTooBig }},
 		{"maxint", func(b []byte) (int, error) { return int(^uint(0) >> 1), nil }, []byte("x"), kcm.ErrMessageTooBig,
 			func(s kcm.PsockStats) uint64 { return s.MsgTooBig }},

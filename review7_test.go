@@ -87,7 +87,7 @@ func r7stressOver(t *testing.T, cfg kcm.Config, psocks, readers, perPeer int, at
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for p := range psocks {
 		for i := range perPeer {
-			id := uint32(1<<31 | p<<24 | i)
+			id := uint32(1)<<31 | uint32(p)<<24 | uint32(i)
 			var size int
 			switch rng.Intn(4) {
 			case 0:
@@ -416,7 +416,7 @@ func r7multi(t *testing.T, affinity bool, psocks, seqSocks, dgSocks, readersPer,
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for p := range psocks {
 		for i := range perPeer {
-			id := uint32(1<<31 | p<<24 | i)
+			id := uint32(1)<<31 | uint32(p)<<24 | uint32(i)
 			size := 16 + 8*rng.Intn([]int{4, 64, 1024, 8 << 10}[rng.Intn(4)])
 			sizes[id] = size
 			total += size

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/gokcm/kcm/internal/testconn"
 )
 
 // r9Parser is a 4-byte big-endian length prefix that records the length of
@@ -24,7 +26,7 @@ func (r *r9Parser) Parse(b []byte) (int, error) {
 	if len(b) < 4 {
 		return 0, nil
 	}
-	return 4 + int(binary.BigEndian.Uint32(b)), nil
+	return testconn.FrameLen(b), nil
 }
 
 func (r *r9Parser) take() []int {
@@ -158,7 +160,7 @@ func TestReadSizeIsSpace(t *testing.T) {
 			if len(b) < 4 {
 				return 0, nil
 			}
-			return 4 + int(binary.BigEndian.Uint32(b)), nil
+			return testconn.FrameLen(b), nil
 		}),
 		max: 1 << 20, pool: newBufPool(), stats: &stats, colour: 3 * 64,
 	}

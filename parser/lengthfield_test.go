@@ -1,6 +1,7 @@
 package parser_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"testing"
@@ -49,7 +50,7 @@ func TestLengthField(t *testing.T) {
 		{"max exceeded", parser.LengthField{Size: 2, MaxLength: 12}, []byte{0, 11}, 0, kcm.ErrMessageTooBig},
 		{"huge be64", parser.LengthField{Size: 8}, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 0, kcm.ErrMessageTooBig},
 		{"huge be64 negative adjust", parser.LengthField{Size: 8, Adjust: -100}, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 0, kcm.ErrMessageTooBig},
-		{"max int", parser.LengthField{Size: 8, IncludesHeader: true}, []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, math.MaxInt, nil},
+		{"max int", parser.LengthField{Size: 8, IncludesHeader: true}, binary.BigEndian.AppendUint64(nil, math.MaxInt), math.MaxInt, nil},
 		{"max int + 1", parser.LengthField{Size: 8}, []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf8}, 0, kcm.ErrMessageTooBig},
 		{"negative total", parser.LengthField{Size: 1, Adjust: -10}, []byte{2}, 0, kcm.ErrBadLength},
 		{"varint 1", parser.LengthField{Size: parser.Varint}, []byte{5}, 6, nil},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 
 	"github.com/gokcm/kcm"
 	"github.com/gokcm/kcm/parser"
@@ -86,7 +87,7 @@ func Protocols() []Protocol {
 		},
 		{
 			Name: "thrift", Native: parser.Thrift(), EBPF: "thrift", Need: 4, MaxPayload: math.MaxInt32,
-			Field: parser.LengthField{Size: 4, MaxLength: math.MaxInt32 + 4}, HasField: true,
+			Field: parser.LengthField{Size: 4, MaxLength: atMost(math.MaxInt32 + 4)}, HasField: true,
 			Classic: []xbpf.Instruction{ld(0, 4), jge(neg, 2), add(4), retA, ret(ebadmsg)},
 			Gen:     be32At(0, 4, 0),
 		},
@@ -108,13 +109,13 @@ func Protocols() []Protocol {
 		},
 		{
 			Name: "kafka", Native: parser.Kafka(), EBPF: "kafka", Need: 4, MaxPayload: math.MaxInt32,
-			Field: parser.LengthField{Size: 4, MaxLength: math.MaxInt32 + 4}, HasField: true,
+			Field: parser.LengthField{Size: 4, MaxLength: atMost(math.MaxInt32 + 4)}, HasField: true,
 			Classic: []xbpf.Instruction{ld(0, 4), jge(neg, 2), add(4), retA, ret(ebadmsg)},
 			Gen:     be32At(0, 4, 0),
 		},
 		{
 			Name: "postgres", Native: parser.Postgres(), EBPF: "postgres", Need: 5, MaxPayload: math.MaxInt32 - 4,
-			Field:    parser.LengthField{Offset: 1, Size: 4, IncludesHeader: true, Adjust: 1, MaxLength: math.MaxInt32 + 1},
+			Field:    parser.LengthField{Offset: 1, Size: 4, IncludesHeader: true, Adjust: 1, MaxLength: atMost(math.MaxInt32 + 1)},
 			HasField: true,
 			Classic:  []xbpf.Instruction{ld(1, 4), jge(neg, 3), jlt(4, 2), add(1), retA, ret(ebadmsg)},
 			Gen:      be32At(1, 5, 4),
@@ -264,7 +265,10 @@ func Agree(native, other Result, n, need int, kernelInt bool) bool {
 		if n < need && (native == Result{} || other == Result{}) {
 			return true
 		}
-		return kernelInt && native.Err == nil && native.N >= 1<<31
+		if kernelInt && strconv.IntSize == 32 && other.Err == nil && errors.Is(native.Err, kcm.ErrMessageTooBig) {
+			return true // a native length of 2^31 or more, which no int holds here
+		}
+		return kernelInt && native.Err == nil && int64(native.N) >= 1<<31
 	}
 	if native.N == other.N {
 		return true
@@ -272,7 +276,7 @@ func Agree(native, other Result, n, need int, kernelInt bool) bool {
 	if n < need && (native.N == 0 || other.N == 0) {
 		return true
 	}
-	if kernelInt && native.N >= 1<<31 {
+	if kernelInt && int64(native.N) >= 1<<31 {
 		return uint32(native.N) == uint32(other.N)
 	}
 	return false
@@ -326,3 +330,7 @@ func Split(p kcm.Parser, stream []byte, chunks []int) (lens []int, rest int, err
 	}
 	return lens, end - start, nil
 }
+
+// atMost returns v, or the largest int where int is narrower (32-bit
+// platforms), so that the tables build everywhere.
+func atMost(v int64) int { return int(min(v, math.MaxInt)) }

@@ -5,6 +5,8 @@
 package testconn
 
 import (
+	"encoding/binary"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -54,4 +56,12 @@ func Pair(t testing.TB, network string) (dialed, accepted net.Conn) {
 	}
 	t.Cleanup(func() { dialed.Close(); r.c.Close() })
 	return dialed, r.c
+}
+
+// FrameLen is the length of the tests' framed message that b, 4 bytes or
+// more, begins: a 4-byte big-endian payload length, plus those 4 bytes. A
+// length that does not fit in an int (32-bit platforms) is the largest
+// int, too big for any mux, as it would be on a 64-bit platform.
+func FrameLen(b []byte) int {
+	return int(min(4+uint64(binary.BigEndian.Uint32(b)), math.MaxInt))
 }
