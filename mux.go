@@ -116,9 +116,12 @@ func (m *Mux) Attach(c net.Conn, p Parser) (*Psock, error) {
 // sockets may be written to it. Bytes already buffered on c are parsed
 // right away. The application must not use c directly until Unattach
 // returns it. A tls.Conn may be attached before its handshake: the psock
-// makes it before its first read. A nil or closed connection fails with
-// ErrBadConn, one that is already attached to a mux with
-// ErrAlreadyAttached, and any on a closed mux with ErrClosed.
+// makes it before its first read, and takes messages to send once it is
+// done (until then they go to other psocks, or wait as with no psock
+// attached; those sent to it with SendTo wait in its queue). A nil or
+// closed connection fails with ErrBadConn, one that is already attached
+// to a mux with ErrAlreadyAttached, and any on a closed mux with
+// ErrClosed.
 func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error) {
 	if nilConn(c) {
 		return nil, fmt.Errorf("kcm: attach: nil connection: %w", ErrBadConn)
@@ -159,8 +162,11 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 	m.startReaderLocked(ps)
 	// The backlog goes first in the new psock's queue, before senders can
 	// find the psock: a socket's new message must not overtake its older,
-	// held ones.
-	m.backlog.flushLocked(ps)
+	// held ones. A psock whose handshake is pending takes messages once it
+	// is done (see handshakeDoneTxLocked).
+	if ps.hs == nil {
+		m.backlog.flushLocked(ps)
+	}
 	m.publishTxLocked()
 	m.noteTxIdle(nil) // senders waiting on busy psocks may move to it
 	return ps, nil
@@ -195,6 +201,7 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	if h, ok := c.(handshaker); ok && !h.ConnectionState().HandshakeComplete {
 		ps.hs = h
 		ps.hsCtx, ps.hsCancel = context.WithCancel(context.Background())
+		ps.tx.writing = true // the handshake holds the transmit side: see handshaker
 	}
 	return ps
 }

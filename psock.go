@@ -144,6 +144,11 @@ type Psock struct {
 // read times out during it. The mux's interrupts are read deadlines, so
 // the first reader of such a psock makes the handshake alone
 // (Mux.handshake), and interrupts meanwhile only ask it to let go after.
+// A write deadline cuts it too, and a tls.Conn's Write waits for the
+// handshake where no deadline (nor a closing socket) can stop it, so
+// meanwhile nobody writes: the handshake holds the transmit side
+// (tx.writing), the psock takes no new messages (publishTxLocked), and
+// only messages sent to it with SendTo wait in its queue.
 type handshaker interface {
 	HandshakeContext(ctx context.Context) error
 	ConnectionState() tls.ConnectionState

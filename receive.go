@@ -664,17 +664,21 @@ func (m *Mux) handshake(p *Psock) bool {
 	p.hsCancel()
 	p.hs, p.hsCtx, p.hsCancel = nil, nil, nil
 	p.hsFailed = err != nil
+	var rerr error
 	switch {
 	case err != nil:
-		m.readFailedLocked(p, fmt.Errorf("handshake: %w", err))
+		rerr = fmt.Errorf("handshake: %w", err)
 	case p.intr.Load():
-		m.readFailedLocked(p, errInterrupted)
-	default:
-		m.mu.Unlock()
-		return true
+		rerr = errInterrupted
 	}
+	if rerr != nil {
+		m.readFailedLocked(p, rerr)
+	}
+	// After a failure, which stopped the transmit side: no sender may
+	// claim it in between.
+	m.handshakeDoneTxLocked(p, err == nil)
 	m.mu.Unlock()
-	return false
+	return rerr == nil
 }
 
 // readAndDeliver reads p and delivers each message it brings, for its

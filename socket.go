@@ -174,7 +174,9 @@ func (s *Socket) countLocked(ms []Message, mode rxMode) {
 // for a busy psock is copied only up to 64 KiB, and only while
 // Config.SendBuffer has room; otherwise Send waits, uncopied, until it is
 // written or the write deadline passes. With no psock attached, messages
-// wait in the mux and go out, in order, on the first psock attached. A
+// wait in the mux and go out, in order, on the first psock attached (a TLS
+// connection attached before its handshake takes messages once its
+// handshake is done). A
 // zero-length msg sends nothing; it ends a batch opened with the Batch
 // flag.
 func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
@@ -313,12 +315,13 @@ func (s *Socket) sendOne(msg []byte) error {
 // honours the write deadline and a closing socket alike. It fails with an
 // error wrapping ErrNotAttached when p is not attached to the socket's mux
 // or leaves it (fails or is unattached) before msg is written, and with
-// ErrClosed when the mux closes first. A message p had queued when SendTo
-// returned nil is lost when p leaves, since no other connection leads to
-// p's peer, and counted in p's TxAborts; the mux's closing drops it
-// uncounted, as every queued message. SendTo sends msg alone: messages
-// held with More or Batch stay held. A zero-length msg sends nothing, and
-// p is not looked at.
+// ErrClosed when the mux closes first. Sent to a TLS psock attached
+// before its handshake, msg waits in p's queue for the handshake. A
+// message p had queued when SendTo returned nil is lost when p leaves,
+// since no other connection leads to p's peer, and counted in p's
+// TxAborts; the mux's closing drops it uncounted, as every queued
+// message. SendTo sends msg alone: messages held with More or Batch stay
+// held. A zero-length msg sends nothing, and p is not looked at.
 func (s *Socket) SendTo(msg []byte, p *Psock) error {
 	if err := s.sendCheck(); err != nil {
 		return err

@@ -1097,11 +1097,36 @@ func (m *Mux) stopTx(p *Psock, interrupt bool) bool {
 	return t.cut
 }
 
+// handshakeDoneTxLocked lets go of p's transmit side, which its handshake
+// held (see handshaker), once the handshake ended (ok: it succeeded). The
+// messages sent to p meanwhile go out, then the backlog, and p takes new
+// messages. After a failed handshake p fails; cancelled by Unattach, it
+// is leaving: either moves its queue elsewhere.
+func (m *Mux) handshakeDoneTxLocked(p *Psock, ok bool) {
+	t := &p.tx
+	t.mu.Lock()
+	t.writing = false
+	if t.waitIdle {
+		close(t.idle)
+		t.idle, t.waitIdle = nil, false
+	}
+	ok = ok && !t.stopped.Load() && !p.gone && !p.unattaching
+	if ok {
+		m.kickLocked(p)
+	}
+	t.mu.Unlock()
+	if ok {
+		m.backlog.flushLocked(p)
+		m.publishTxLocked()
+		m.noteTxIdle(nil) // senders waiting on busy psocks may move to it
+	}
+}
+
 // publishTxLocked updates the list of psocks that take new messages.
 func (m *Mux) publishTxLocked() {
 	ps := make([]*Psock, 0, len(m.psocks))
 	for _, p := range m.psocks {
-		if !p.unattaching && !p.gone {
+		if !p.unattaching && !p.gone && p.hs == nil { // see handshaker
 			ps = append(ps, p)
 		}
 	}
