@@ -13,6 +13,31 @@ import (
 	"github.com/gokcm/kcm"
 )
 
+// sendBeforeHandshake attaches the server end of a TLS connection to m
+// before its handshake, has other fill m's 1 KiB send buffer (sendFiller),
+// and starts a 100 KiB message from s, sent to the new psock with SendTo
+// when pinned, which must wait (it is in s's Send-Q when this returns).
+// It returns the psock, the client end, and where the send's error goes.
+func sendBeforeHandshake(t *testing.T, m *kcm.Mux, s, other *kcm.Socket, pinned bool) (*kcm.Psock, *tls.Conn, <-chan error) {
+	t.Helper()
+	srv, cli := tlsPairNoHandshake(t)
+	p, err := m.Attach(srv, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendFiller(t, other, 2) // it goes out after the handshake
+	sent := make(chan error, 1)
+	go func() {
+		if pinned {
+			sent <- s.SendTo(msgOf(1, 100<<10), p)
+		} else {
+			sent <- s.Send(msgOf(1, 100<<10))
+		}
+	}()
+	waitSendQ(t, m, s, 1)
+	return p, cli, sent
+}
+
 // tlsSlowClient makes the client's handshake after delay (a client slow to
 // handshake, not one that stopped reading), then reads one framed message
 // from it; the message, or the error, goes to the channel returned.
@@ -108,21 +133,7 @@ func TestTLSSendWaitingForHandshakeGivesUp(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				m := newMux(t, kcm.Config{SendBuffer: 1 << 10})
 				s, other := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-				srv, cli := tlsPairNoHandshake(t)
-				p, err := m.Attach(srv, lenPrefix)
-				if err != nil {
-					t.Fatal(err)
-				}
-				sendFiller(t, other, 2) // it goes out after the handshake
-				sent := make(chan error, 1)
-				go func() {
-					if pinned {
-						sent <- s.SendTo(msgOf(1, 100<<10), p)
-					} else {
-						sent <- s.Send(msgOf(1, 100<<10))
-					}
-				}()
-				waitSendQ(t, m, s, 1)
+				p, cli, sent := sendBeforeHandshake(t, m, s, other, pinned)
 				want := kcm.ErrClosed
 				if how == "Close" {
 					s.Close()
@@ -161,22 +172,8 @@ func TestTLSUnattachWhileSendWaitsForHandshake(t *testing.T) {
 		t.Run(map[bool]string{false: "Send", true: "SendTo"}[pinned], func(t *testing.T) {
 			m := newMux(t, kcm.Config{SendBuffer: 1 << 10, WriteTimeout: time.Minute})
 			s, other := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-			srv, _ := tlsPairNoHandshake(t) // the client stays silent
-			p, err := m.Attach(srv, lenPrefix)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sendFiller(t, other, 2)
-			sent := make(chan error, 1)
-			go func() {
-				if pinned {
-					sent <- s.SendTo(msgOf(1, 100<<10), p)
-				} else {
-					sent <- s.Send(msgOf(1, 100<<10))
-				}
-			}()
-			waitSendQ(t, m, s, 1)
-			err = cfDo(t, 5*time.Second, "Unattach", func() error {
+			p, _, sent := sendBeforeHandshake(t, m, s, other, pinned) // the client stays silent
+			err := cfDo(t, 5*time.Second, "Unattach", func() error {
 				_, err := p.Unattach()
 				return err
 			})
