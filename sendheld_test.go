@@ -3,6 +3,7 @@ package kcm_test
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -88,24 +89,34 @@ func TestExpiredDeadlineKeepsBatch(t *testing.T) {
 	}
 }
 
+// writeHeld returns a mux whose psock p (its peer's end: peer) holds the
+// write of message a, which a socket sends (its error goes to errA), until
+// sc.release is closed: the senders that come next queue behind it.
+func writeHeld(t *testing.T) (m *kcm.Mux, p *kcm.Psock, peer net.Conn, sc *stepConn, a []byte, errA chan error) {
+	t.Helper()
+	m = newMux(t, kcm.Config{})
+	c, peer := tcpPair(t)
+	sc = newStepConn(c, 1)
+	p, err := m.Attach(sc, lenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sA := m.NewSocket(kcm.Datagram)
+	a, errA = msgOf(1, 100), make(chan error, 1)
+	go func() { errA <- sA.Send(a) }()
+	<-sc.entered // sA writes its own message, held
+	return m, p, peer, sc, a, errA
+}
+
 // A batch that fails part way (here: its last message waits uncopied behind
 // another socket's write and the deadline passes) has sent the messages
 // before the failing one: they reach the peer and count in the socket's
 // TxMsgs and TxBytes, as the psock counts them. Before, the socket counted
 // none of them.
 func TestPartlyFailedBatchCountsWhatWentOut(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	c, peer := tcpPair(t)
-	sc := newStepConn(c, 1)
-	p, err := m.Attach(sc, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	a := msgOf(1, 100)
-	errA, errB := make(chan error, 1), make(chan error, 1)
-	go func() { errA <- sA.Send(a) }()
-	<-sc.entered // sA writes its own message, held
+	m, p, peer, sc, a, errA := writeHeld(t)
+	sB := m.NewSocket(kcm.Datagram)
+	errB := make(chan error, 1)
 	batch := [][]byte{msgOf(2, 100), msgOf(3, 200), msgOf(4, 200<<10)}
 	go func() { errB <- sB.SendBatch(batch) }()
 	waitSmem(t, m, p.Index(), int64(len(a)+len(batch[0])+len(batch[1])+len(batch[2])))
@@ -128,18 +139,9 @@ func TestPartlyFailedBatchCountsWhatWentOut(t *testing.T) {
 // the message stays open without that call's bytes, so repeating the call
 // sends the message whole.
 func TestDeadlineWhileEndingKeepsOpenMessage(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	c, peer := tcpPair(t)
-	sc := newStepConn(c, 1)
-	p, err := m.Attach(sc, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.SeqPacket)
-	a := msgOf(1, 100)
-	errA, errB := make(chan error, 1), make(chan error, 1)
-	go func() { errA <- sA.Send(a) }()
-	<-sc.entered // sA writes its own message, held
+	m, p, peer, sc, a, errA := writeHeld(t)
+	sB := m.NewSocket(kcm.SeqPacket)
+	errB := make(chan error, 1)
 	// msg is too large to copy: its sender waits in the queue.
 	held, msg := msgOf(2, 50), msgOf(3, 200<<10)
 	if err := sB.SendMsg(held, kcm.Batch); err != nil {
