@@ -2,6 +2,7 @@ package kcm_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -249,26 +250,31 @@ func TestConnSetBacksOffQuickLosses(t *testing.T) {
 }
 
 // A Dial that returns neither a connection nor an error is a failed dial,
-// reported and retried, not a panic.
+// reported and retried, not a panic: an untyped nil, and a nil of a
+// concrete type (a nil *tls.Conn, whose Close would dereference it).
 func TestConnSetNilConnection(t *testing.T) {
-	m := newMux(t, kcm.Config{})
-	reported := make(chan error, 1)
-	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{
-		Dial:       func(context.Context) (net.Conn, error) { return nil, nil },
-		Parser:     lenPrefix,
-		MinBackoff: time.Millisecond,
-		OnDialError: func(err error) {
-			select {
-			case reported <- err:
-			default:
+	for name, c := range map[string]net.Conn{"nil": nil, "typed nil": (*tls.Conn)(nil)} {
+		t.Run(name, func(t *testing.T) {
+			m := newMux(t, kcm.Config{})
+			reported := make(chan error, 1)
+			cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{
+				Dial:       func(context.Context) (net.Conn, error) { return c, nil },
+				Parser:     lenPrefix,
+				MinBackoff: time.Millisecond,
+				OnDialError: func(err error) {
+					select {
+					case reported <- err:
+					default:
+					}
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	if err := waitErr(t, reported, "the dial error"); !errors.Is(err, kcm.ErrBadConn) {
-		t.Fatalf("reported %v, want ErrBadConn", err)
+			defer cs.Close()
+			if err := waitErr(t, reported, "the dial error"); !errors.Is(err, kcm.ErrBadConn) {
+				t.Fatalf("reported %v, want ErrBadConn", err)
+			}
+		})
 	}
 }

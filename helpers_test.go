@@ -198,3 +198,22 @@ func sendConcurrently(t testing.TB, m *kcm.Mux, senders, per int, msgs func(g, i
 	}
 	return &wg
 }
+
+// serveSockets runs serve on n new sockets of m, each in a goroutine of
+// its own, until m closes; the end of the test closes m and waits for
+// them.
+func serveSockets(t *testing.T, m *kcm.Mux, n int, serve func(s *kcm.Socket)) {
+	var wg sync.WaitGroup
+	for range n {
+		s := m.NewSocket(kcm.Datagram)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serve(s)
+		}()
+	}
+	t.Cleanup(func() {
+		m.Close()
+		wg.Wait()
+	})
+}

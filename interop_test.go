@@ -451,25 +451,6 @@ func serveMuxTLS(t *testing.T, m *kcm.Mux, p kcm.Parser, cfg *tls.Config) (host,
 	return host, port
 }
 
-// serveSockets runs serve on n new sockets of m, each in a goroutine of
-// its own, until m closes; the end of the test closes m and waits for
-// them.
-func serveSockets(t *testing.T, m *kcm.Mux, n int, serve func(s *kcm.Socket)) {
-	var wg sync.WaitGroup
-	for range n {
-		s := m.NewSocket(kcm.Datagram)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			serve(s)
-		}()
-	}
-	t.Cleanup(func() {
-		m.Close()
-		wg.Wait()
-	})
-}
-
 // A real client drives a kcm server: an unmodified sockperf ping-pong
 // client (C) against an echo server whose connections are the psocks of
 // one unconnected mux, parsed by parser.Sockperf(), answered by four

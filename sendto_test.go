@@ -35,28 +35,20 @@ func TestSendToRepliesOnTheRequestsConnection(t *testing.T) {
 	for i := range peers {
 		_, peers[i] = attachPeer(t, m)
 	}
-	var served sync.WaitGroup
-	defer served.Wait()
-	defer m.Close()
-	for range workers {
-		s := m.NewSocket(kcm.Datagram)
-		served.Add(1)
-		go func() {
-			defer served.Done()
-			for {
-				msg, err := s.RecvMessage()
-				if err != nil {
-					return // the mux closed
-				}
-				err = s.SendTo(msg.Bytes(), msg.Psock()) // echo to its sender
-				msg.Release()
-				if err != nil {
-					t.Errorf("send to: %v", err)
-					return
-				}
+	serveSockets(t, m, workers, func(s *kcm.Socket) {
+		for {
+			msg, err := s.RecvMessage()
+			if err != nil {
+				return // the mux closed
 			}
-		}()
-	}
+			err = s.SendTo(msg.Bytes(), msg.Psock()) // echo to its sender
+			msg.Release()
+			if err != nil {
+				t.Errorf("send to: %v", err)
+				return
+			}
+		}
+	})
 	var wg sync.WaitGroup
 	for c, peer := range peers {
 		wg.Add(2)

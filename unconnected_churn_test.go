@@ -30,30 +30,22 @@ func TestSendToRepliesUnderClientChurn(t *testing.T) {
 		}
 	}
 	var closing atomic.Bool
-	var served sync.WaitGroup
-	defer served.Wait()
-	defer m.Close()
-	for range workers {
-		s := m.NewSocket(kcm.Datagram)
-		served.Add(1)
-		go func() {
-			defer served.Done()
-			for {
-				msg, err := s.RecvMessage()
-				if err != nil {
-					return // the mux closed
-				}
-				err = s.SendTo(msg.Bytes(), msg.Psock())
-				msg.Release()
-				switch {
-				case err == nil, errors.Is(err, kcm.ErrNotAttached):
-				case errors.Is(err, kcm.ErrClosed) && closing.Load(): // the test ends
-				default:
-					t.Errorf("send to: %v", err)
-				}
+	serveSockets(t, m, workers, func(s *kcm.Socket) {
+		for {
+			msg, err := s.RecvMessage()
+			if err != nil {
+				return // the mux closed
 			}
-		}()
-	}
+			err = s.SendTo(msg.Bytes(), msg.Psock())
+			msg.Release()
+			switch {
+			case err == nil, errors.Is(err, kcm.ErrNotAttached):
+			case errors.Is(err, kcm.ErrClosed) && closing.Load(): // the test ends
+			default:
+				t.Errorf("send to: %v", err)
+			}
+		}
+	})
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Add(1)
