@@ -423,31 +423,15 @@ func serveMux(t *testing.T, m *kcm.Mux, p kcm.Parser) (host, port string) {
 // psock is a server-side tls.Conn, whose handshake its first read makes.
 func serveMuxTLS(t *testing.T, m *kcm.Mux, p kcm.Parser, cfg *tls.Config) (host, port string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg != nil {
-		ln = tls.NewListener(ln, cfg)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if _, err := m.Attach(c, p); err != nil {
-				c.Close()
-			}
+	addr := listenFunc(t, func(c net.Conn) {
+		if cfg != nil {
+			c = tls.Server(c, cfg)
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
+		if _, err := m.Attach(c, p); err != nil {
+			c.Close()
+		}
 	})
-	host, port, _ = net.SplitHostPort(ln.Addr().String())
+	host, port, _ = net.SplitHostPort(addr)
 	return host, port
 }
 

@@ -195,29 +195,14 @@ func TestServerQuit(t *testing.T) {
 // it answers something else or nothing at all, ends dialControl with an
 // error in bounded time instead of a hang.
 func TestControlRefusesStrangers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	answers := []string{"HTTP/1.1 400 Bad Request\r\n", ""}
-	done := make(chan struct{})
-	defer func() { <-done }()
-	go func() {
-		defer close(done)
-		for _, answer := range answers {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, answer)
-			io.Copy(io.Discard, c) // until the client gives up
-			c.Close()
-		}
-	}()
+	addr := fakeServer(t, func(i int, c net.Conn) {
+		io.WriteString(c, answers[i%len(answers)])
+		io.Copy(io.Discard, c) // until the client gives up
+	})
 	for _, answer := range answers {
 		start := time.Now()
-		cc, err := dialControlTimeout(ln.Addr().String(), 300*time.Millisecond)
+		cc, err := dialControlTimeout(addr, 300*time.Millisecond)
 		if err == nil {
 			cc.Close()
 			t.Fatalf("answer %q: accepted as a kcmperf server", answer)
@@ -235,23 +220,8 @@ func TestControlRefusesStrangers(t *testing.T) {
 // cannot be a greeting (an echo server sends the hello back) is refused
 // with what it said, without waiting for the control timeout.
 func TestControlRefusesEcho(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	defer func() { <-done }()
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
-	cc, err := dialControlTimeout(ln.Addr().String(), time.Minute)
+	addr := fakeServer(t, func(_ int, c net.Conn) { io.Copy(c, c) })
+	cc, err := dialControlTimeout(addr, time.Minute)
 	if err == nil {
 		cc.Close()
 		t.Fatal("an echo server accepted as a kcmperf server")
@@ -265,26 +235,14 @@ func TestControlRefusesEcho(t *testing.T) {
 // control peer that greets and then goes silent) makes the command fail
 // after the control timeout.
 func TestControlTimesOut(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	addr := fakeServer(t, func(_ int, c net.Conn) {
 		if _, err := readHello(c); err != nil {
 			return
 		}
 		io.WriteString(c, greeting(true)+"\n")
 		io.Copy(io.Discard, c)
-	}()
-	cc, err := dialControlTimeout(ln.Addr().String(), 300*time.Millisecond)
+	})
+	cc, err := dialControlTimeout(addr, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +253,31 @@ func TestControlTimesOut(t *testing.T) {
 		t.Error("stop succeeded against a silent server")
 	}
 	cc.Close()
-	<-done
+}
+
+// fakeServer accepts loopback connections one at a time and runs handle on
+// each (i counts them from 0), closing it after; a control peer that is not
+// a kcmperf server. The listener closes, and the loop ends, with the test.
+func fakeServer(t *testing.T, handle func(i int, c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			handle(i, c)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
 }
 
 // TestServerFlags: "kcmperf server" rejects stray arguments, -h is not an
