@@ -589,3 +589,48 @@ func h2Serve(s *kcm.Socket, body []byte, bad *atomic.Int64) {
 		msg.Release()
 	}
 }
+
+// A real TLS 1.3 stack (openssl s_server) asks for a key update after the
+// write deadline of kcm's last timed write has passed. The connection's
+// reader answers the key update with a write of its own, which must not
+// find that old deadline: tls.Conn keeps a failed write's error for good,
+// and the psock would fail on its next message.
+func TestInteropOpenSSLKeyUpdateAfterTimedWrite(t *testing.T) {
+	keyFile, certFile := writeKeyPair(t, selfSigned(t))
+	srv := peers.OpenSSLServer(t, keyFile, certFile)
+	const wto = 20 * time.Millisecond
+	m := kcm.NewMux(kcm.Config{WriteTimeout: wto})
+	defer m.Close()
+	conn, err := tls.Dial("tcp", srv.Addr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.Attach(conn, lenPrefix)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	s := m.NewSocket(kcm.SeqPacket)
+	if err := s.Send(frame([]byte("first-message"))); err != nil {
+		t.Fatal(err)
+	}
+	srv.WaitOutput(t, "first-message")
+	// The state under test is a deadline in the past: let it pass.
+	time.Sleep(3 * wto)
+	srv.Input(t, "K\n")
+	srv.WaitOutput(t, "SSL_do_handshake -> 1")
+	// A message from the server after its key update; kcm's tls.Conn reads
+	// the update on the way and answers it.
+	srv.Input(t, "\x00\x00\x00\x05reply")
+	if got := recvWithin(t, s, 10*time.Second); string(got) != "\x00\x00\x00\x05reply" {
+		t.Fatalf("received %q", got)
+	}
+	srv.WaitOutput(t, "<<< TLS 1.3, Handshake [length 0005], KeyUpdate")
+	if err := s.Send(frame([]byte("second-message"))); err != nil {
+		t.Fatal(err)
+	}
+	srv.WaitOutput(t, "second-message")
+	if err := p.Err(); err != nil {
+		t.Fatalf("psock failed: %v", err)
+	}
+}

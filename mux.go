@@ -198,7 +198,9 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	ps.wto, ps.tx.timed = m.cfg.WriteTimeout, m.cfg.WriteTimeout > 0
 	ps.raw = rawConnOf(c)
 	ps.readFn = ps.rawRead
-	if h, ok := c.(handshaker); ok && !h.ConnectionState().HandshakeComplete {
+	h, isTLS := c.(handshaker)
+	ps.disarm = isTLS && ps.tx.timed
+	if isTLS && !h.ConnectionState().HandshakeComplete {
 		ps.hs = h
 		ps.hsCtx, ps.hsCancel = context.WithCancel(context.Background())
 		ps.tx.writing = true // the handshake holds the transmit side: see handshaker

@@ -137,6 +137,8 @@ type Psock struct {
 	hsCtx    context.Context
 	hsCancel context.CancelFunc
 	hsFailed bool // the handshake failed, or was cancelled; mux.mu
+
+	disarm bool // timed writes take their deadline off after: see disarmWrite
 }
 
 // handshaker is a connection that begins with a handshake which a read

@@ -709,6 +709,9 @@ func (p *Psock) writeTimed(b []byte) (int, error) {
 			err = io.ErrShortWrite // see write
 		}
 		if !p.goOn(armed, n, err) {
+			if armed && p.disarm {
+				p.disarmWrite()
+			}
 			return total, err
 		}
 	}
@@ -803,6 +806,21 @@ func (p *Psock) armWrite() bool {
 	}
 	p.conn.SetWriteDeadline(time.Now().Add(p.wto))
 	return true
+}
+
+// disarmWrite takes the deadline of a timed write off a TLS connection,
+// unless a closing socket or an Unattach set one since (see armWrite). A
+// tls.Conn answers a peer's TLS 1.3 key update from inside Read, under
+// whatever write deadline is on the connection; one long past fails that
+// answer, and then the tls.Conn fails every later write and, not having
+// taken the peer's new keys, every later read.
+func (p *Psock) disarmWrite() {
+	t := &p.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closeKicked && !t.stopped.Load() {
+		p.conn.SetWriteDeadline(time.Time{})
+	}
 }
 
 // completeQueue accounts a queue write of n bytes: written messages are

@@ -8,10 +8,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,36 +35,51 @@ func Start(t testing.TB, bin, pkg string, args func(port int) []string) string {
 // and comes back.
 func StartRestartable(t testing.TB, bin, pkg string, args func(port int) []string) (addr string, restart func(whileDown func())) {
 	t.Helper()
-	path, err := exec.LookPath(bin)
-	if err != nil {
-		t.Skipf("%s not installed (Debian package %s); skipping the real-peer test", bin, pkg)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	stop := launch(t, path, args(port), addr)
+	path := lookPath(t, bin, pkg)
+	addr, port := freeAddr(t)
+	stop := launch(t, exec.Command(path, args(port)...), addr)
 	return addr, func(whileDown func()) {
 		t.Helper()
 		stop()
 		if whileDown != nil {
 			whileDown()
 		}
-		stop = launch(t, path, args(port), addr)
+		stop = launch(t, exec.Command(path, args(port)...), addr)
 	}
 }
 
-// launch starts path with args and waits until it accepts connections on
-// addr. The returned stop kills it by its pid and waits for it; the end of
-// the test stops it too.
-func launch(t testing.TB, path string, args []string, addr string) (stop func()) {
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t testing.TB) (addr string, port int) {
 	t.Helper()
-	cmd := exec.Command(path, args...)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port
+}
+
+// lookPath finds bin, or skips the test naming its Debian package pkg.
+func lookPath(t testing.TB, bin, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		t.Skipf("%s not installed (Debian package %s); skipping the real-peer test", bin, pkg)
+	}
+	return path
+}
+
+// launch starts cmd and waits until it accepts connections on addr. The
+// returned stop kills it by its pid and waits for it; the end of the test
+// stops it too.
+func launch(t testing.TB, cmd *exec.Cmd, addr string) (stop func()) {
+	t.Helper()
+	path := cmd.Path
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	if cmd.Stderr == nil {
+		cmd.Stderr = &stderr
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,10 +171,7 @@ func NghttpdTLS(t testing.TB, docroot, keyFile, certFile string) string {
 // client that fails or times out fails the test with its output.
 func Run(t testing.TB, bin, pkg string, args ...string) string {
 	t.Helper()
-	path, err := exec.LookPath(bin)
-	if err != nil {
-		t.Skipf("%s not installed (Debian package %s); skipping the real-peer test", bin, pkg)
-	}
+	path := lookPath(t, bin, pkg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
@@ -165,4 +179,79 @@ func Run(t testing.TB, bin, pkg string, args ...string) string {
 		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
 	}
 	return string(out)
+}
+
+// Interactive is a peer driven through its standard input, whose output a
+// test waits on: openssl s_server, for one.
+type Interactive struct {
+	Addr  string
+	stdin io.WriteCloser
+
+	mu      sync.Mutex
+	out     []byte
+	changed chan struct{} // closed and replaced on every write to out
+}
+
+// Write collects the peer's output (stdout and stderr).
+func (p *Interactive) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.out = append(p.out, b...)
+	close(p.changed)
+	p.changed = make(chan struct{})
+	return len(b), nil
+}
+
+// Input writes s to the peer's standard input.
+func (p *Interactive) Input(t testing.TB, s string) {
+	t.Helper()
+	if _, err := io.WriteString(p.stdin, s); err != nil {
+		t.Fatalf("peer input: %v", err)
+	}
+}
+
+// WaitOutput waits until the peer has printed want, at most 10 s, and
+// returns the output after its first occurrence; it fails the test if
+// want does not come.
+func (p *Interactive) WaitOutput(t testing.TB, want string) string {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		p.mu.Lock()
+		out, changed := string(p.out), p.changed
+		p.mu.Unlock()
+		if i := strings.Index(out, want); i >= 0 {
+			return out[i+len(want):]
+		}
+		select {
+		case <-changed:
+		case <-timeout.C:
+			t.Fatalf("peer did not print %q; its output:\n%s", want, out)
+		}
+	}
+}
+
+// OpenSSLServer starts a real openssl s_server on TLS 1.3 with the PEM
+// key and certificate files given. It serves one connection at a time,
+// prints what it receives and the handshake messages it sends (">>>") and
+// receives ("<<<"), sends what its Input is given, and takes its commands
+// there ("K\n": a key update that asks the peer for one too).
+func OpenSSLServer(t testing.TB, keyFile, certFile string) *Interactive {
+	t.Helper()
+	path := lookPath(t, "openssl", "openssl")
+	// s_server prints some of its lines with C stdio, which holds them
+	// back when stdout is a pipe.
+	stdbuf := lookPath(t, "stdbuf", "coreutils")
+	addr, port := freeAddr(t)
+	p := &Interactive{Addr: addr, changed: make(chan struct{})}
+	cmd := exec.Command(stdbuf, "-o0", path, "s_server", "-accept", "127.0.0.1:"+strconv.Itoa(port),
+		"-key", keyFile, "-cert", certFile, "-tls1_3", "-msg")
+	cmd.Stdout, cmd.Stderr = p, p
+	var err error
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	launch(t, cmd, addr)
+	return p
 }
