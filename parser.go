@@ -14,7 +14,9 @@ package kcm
 //
 // Parse is called again for the same message only after more bytes arrived.
 // It must not retain b. A Parser may be shared by several psocks and is
-// then called concurrently.
+// then called concurrently. It runs on the receive path, at times with the
+// mux's lock held, so it must not call methods of the mux, its sockets or
+// its psocks (a kernel BPF parser cannot either).
 type Parser interface {
 	Parse(b []byte) (int, error)
 }
