@@ -634,3 +634,112 @@ func TestInteropOpenSSLKeyUpdateAfterTimedWrite(t *testing.T) {
 		t.Fatalf("psock failed: %v", err)
 	}
 }
+
+// The RFC's L7 proxy, between two real peers: h2load's HTTP/2 connections
+// are the psocks of a front mux, each paired with a connection of a back
+// mux to a real nghttpd, and every frame goes across as a message, in
+// order, with SendTo. Cleartext and TLS-terminating fronts; h2load checks
+// every response.
+func TestInteropH2Proxy(t *testing.T) {
+	docroot := t.TempDir()
+	body := bytes.Repeat([]byte("kcm proxy "), 400)
+	if err := os.WriteFile(filepath.Join(docroot, "f"), body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	upstream := peers.Nghttpd(t, docroot)
+	for _, tc := range []struct {
+		name, scheme string
+		tls          *tls.Config
+	}{
+		{"h2c", "http", nil},
+		{"tls", "https", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			front := newH2Proxy(t, upstream)
+			host, port := serveMuxTLS(t, front, parser.HTTP2Server(), tc.tls)
+			const n = 20000
+			out := peers.Run(t, "h2load", "nghttp2-client", "-n", strconv.Itoa(n), "-c", "4", "-m", "8",
+				tc.scheme+"://"+net.JoinHostPort(host, port)+"/f")
+			want := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored, 0 timeout", n, n, n, n)
+			if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", n)) {
+				t.Fatalf("h2load did not get %d good responses through the proxy:\n%s", n, out)
+			}
+			if i := strings.Index(out, "finished in"); i >= 0 {
+				t.Log(strings.SplitN(out[i:], "\n", 2)[0])
+			}
+			if st := front.Stats(); st.PsockAttach < 4 || st.RxMsgs < n || st.TxMsgs < 2*n {
+				t.Fatalf("the front mux did not carry the traffic: %+v", st)
+			}
+		})
+	}
+}
+
+// newH2Proxy returns the front mux of an HTTP/2 proxy to upstream: for each
+// of its psocks it dials upstream on first data and relays frames both ways
+// (the client's preface, a message of parser.HTTP2Server, included); when
+// either connection ends, its pair is closed.
+func newH2Proxy(t *testing.T, upstream string) *kcm.Mux {
+	var mu sync.Mutex
+	pair := map[*kcm.Psock]*kcm.Psock{} // both directions
+	drop := func(p *kcm.Psock, _ error) {
+		mu.Lock()
+		q := pair[p]
+		delete(pair, p)
+		delete(pair, q)
+		mu.Unlock()
+		if q != nil {
+			if c, err := q.Unattach(); err == nil {
+				c.Close()
+			}
+		}
+	}
+	front := newMux(t, kcm.Config{OnPsockError: drop})
+	back := newMux(t, kcm.Config{OnPsockError: drop})
+	fs, bs := front.NewSocket(kcm.Datagram), back.NewSocket(kcm.Datagram)
+	relay := func(from *kcm.Socket, to *kcm.Socket, peerOf func(*kcm.Psock) *kcm.Psock) {
+		for {
+			msg, err := from.RecvMessage()
+			if err != nil {
+				return
+			}
+			if q := peerOf(msg.Psock()); q != nil {
+				to.SendTo(msg.Bytes(), q) // fails only when q left: its pair is going too
+			}
+			msg.Release()
+		}
+	}
+	upstreamOf := func(p *kcm.Psock) *kcm.Psock {
+		mu.Lock()
+		defer mu.Unlock()
+		if q, ok := pair[p]; ok {
+			return q
+		}
+		c, err := net.Dial("tcp", upstream)
+		if err != nil {
+			t.Errorf("proxy: dial upstream: %v", err)
+			return nil
+		}
+		q, err := back.Attach(c, parser.HTTP2())
+		if err != nil {
+			c.Close()
+			return nil
+		}
+		pair[p], pair[q] = q, p
+		return q
+	}
+	clientOf := func(q *kcm.Psock) *kcm.Psock {
+		mu.Lock()
+		defer mu.Unlock()
+		return pair[q]
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); relay(fs, bs, upstreamOf) }()
+	go func() { defer wg.Done(); relay(bs, fs, clientOf) }()
+	t.Cleanup(func() {
+		front.Close()
+		back.Close()
+		wg.Wait()
+	})
+	return front
+}
