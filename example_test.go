@@ -173,6 +173,53 @@ func ExampleSocket_SendTo() {
 	// client 1: re: bob
 }
 
+// A relay passes messages from a client's connection on to an upstream
+// one: what arrived together goes out together, in one write.
+func ExampleSocket_SendBatchTo() {
+	framing := kcm.ParserFunc(func(p []byte) (int, error) {
+		if len(p) < 1 {
+			return 0, nil
+		}
+		return 1 + int(p[0]), nil // a 1-byte length, then the payload
+	})
+	front, back := kcm.NewMux(kcm.Config{}), kcm.NewMux(kcm.Config{})
+	defer front.Close()
+	defer back.Close()
+	client, c := net.Pipe()
+	up, u := net.Pipe()
+	front.Attach(c, framing)
+	upstream, _ := back.Attach(u, framing)
+	go func() {
+		in, out := front.NewSocket(kcm.Datagram), back.NewSocket(kcm.Datagram)
+		ms := make([]kcm.Message, 16)
+		var run [][]byte
+		for {
+			n, err := in.RecvBatch(ms)
+			if err != nil {
+				return // the mux closed
+			}
+			run = run[:0]
+			for _, m := range ms[:n] {
+				run = append(run, m.Bytes())
+			}
+			out.SendBatchTo(run, upstream)
+			kcm.ReleaseBatch(ms[:n])
+		}
+	}()
+	go client.Write([]byte("\x03one\x03two\x05three"))
+	r := bufio.NewReader(up)
+	for range 3 {
+		size, _ := r.ReadByte()
+		payload := make([]byte, size)
+		io.ReadFull(r, payload)
+		fmt.Printf("upstream got %s\n", payload)
+	}
+	// Output:
+	// upstream got one
+	// upstream got two
+	// upstream got three
+}
+
 // Two sockets share one connection to an echo peer; Config.Affinity gives
 // each reply to the socket whose index the message carries, so each
 // receives its own reply whichever receives first.

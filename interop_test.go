@@ -638,7 +638,7 @@ func TestInteropOpenSSLKeyUpdateAfterTimedWrite(t *testing.T) {
 // The RFC's L7 proxy, between two real peers: h2load's HTTP/2 connections
 // are the psocks of a front mux, each paired with a connection of a back
 // mux to a real nghttpd, and every frame goes across as a message, in
-// order, with SendTo. Cleartext and TLS-terminating fronts; h2load checks
+// order, with SendBatchTo. Cleartext and TLS-terminating fronts; h2load checks
 // every response.
 func TestInteropH2Proxy(t *testing.T) {
 	docroot := t.TempDir()
@@ -696,16 +696,27 @@ func newH2Proxy(t *testing.T, upstream string) *kcm.Mux {
 	front := newMux(t, kcm.Config{OnPsockError: drop})
 	back := newMux(t, kcm.Config{OnPsockError: drop})
 	fs, bs := front.NewSocket(kcm.Datagram), back.NewSocket(kcm.Datagram)
+	// What arrived together goes out together: each run of messages from
+	// one connection in one write to its pair.
 	relay := func(from *kcm.Socket, to *kcm.Socket, peerOf func(*kcm.Psock) *kcm.Psock) {
+		ms := make([]kcm.Message, 64)
+		var run [][]byte
 		for {
-			msg, err := from.RecvMessage()
+			n, err := from.RecvBatch(ms)
 			if err != nil {
 				return
 			}
-			if q := peerOf(msg.Psock()); q != nil {
-				to.SendTo(msg.Bytes(), q) // fails only when q left: its pair is going too
+			for i := 0; i < n; {
+				p := ms[i].Psock()
+				run = run[:0]
+				for ; i < n && ms[i].Psock() == p; i++ {
+					run = append(run, ms[i].Bytes())
+				}
+				if q := peerOf(p); q != nil {
+					to.SendBatchTo(run, q) // fails only when q left: its pair is going too
+				}
 			}
-			msg.Release()
+			kcm.ReleaseBatch(ms[:n])
 		}
 	}
 	upstreamOf := func(p *kcm.Psock) *kcm.Psock {

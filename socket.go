@@ -352,6 +352,60 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 	return err
 }
 
+// SendBatchTo sends several messages on psock p and on no other, as
+// SendTo does each: the batched send of an unconnected socket, a proxy
+// relaying what arrived together, for one. On an idle p they go out
+// together, as with SendBatch; on a busy one they wait in its queue, where
+// its writer joins them with what else waits. Each message is atomic on
+// its own and they go out in order. Empty messages are skipped; messages
+// held with More or Batch stay held. When it fails part way (errors as
+// SendTo's), the messages before the one that failed were sent (and count
+// in Stats); the others were not.
+func (s *Socket) SendBatchTo(msgs [][]byte, p *Psock) error {
+	if err := s.sendCheck(); err != nil {
+		return err
+	}
+	msgs, bytes := nonEmpty(msgs)
+	if len(msgs) == 0 {
+		return nil
+	}
+	sent, err := s.mux.transmitBatchTo(s, p, msgs)
+	if err != nil {
+		bytes = 0
+		for _, b := range msgs[:sent] {
+			bytes += len(b)
+		}
+	}
+	s.stats.txMsgs.Add(uint64(sent))
+	s.stats.txBytes.Add(uint64(bytes))
+	if err != nil {
+		return s.opError("send", err)
+	}
+	return nil
+}
+
+// nonEmpty returns msgs without its empty messages (msgs itself when it
+// has none), and their total length.
+func nonEmpty(msgs [][]byte) ([][]byte, int) {
+	n, bytes := 0, 0
+	for _, b := range msgs {
+		if len(b) > 0 {
+			n++
+			bytes += len(b)
+		}
+	}
+	if n == len(msgs) {
+		return msgs, bytes
+	}
+	kept := make([][]byte, 0, n)
+	for _, b := range msgs {
+		if len(b) > 0 {
+			kept = append(kept, b)
+		}
+	}
+	return kept, bytes
+}
+
 // sendHeldBatch is SendBatch on a socket that holds messages: they go
 // first, as the messages of sendmmsg end an open message and a batch.
 func (s *Socket) sendHeldBatch(msgs [][]byte) error {
@@ -366,23 +420,9 @@ func (s *Socket) sendBatch(msgs [][]byte) (int, error) {
 	if err := s.sendCheck(); err != nil {
 		return 0, err
 	}
-	nonEmpty := msgs[:0:0]
-	n, bytes := 0, 0
-	for _, b := range msgs {
-		if len(b) > 0 {
-			n++
-			bytes += len(b)
-		}
-	}
-	if n != len(msgs) {
-		for _, b := range msgs {
-			if len(b) > 0 {
-				nonEmpty = append(nonEmpty, b)
-			}
-		}
-		msgs = nonEmpty
-	}
-	if len(msgs) == 0 {
+	msgs, bytes := nonEmpty(msgs)
+	n := len(msgs)
+	if n == 0 {
 		return 0, nil
 	}
 	sent, err := s.mux.transmitBatch(s, msgs)

@@ -339,6 +339,44 @@ func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
 	return m.queueLocked(p, s, b, true)
 }
 
+// transmitBatchTo is transmitBatch on psock p alone (SendBatchTo): an
+// idle p gets msgs in one write, a busy one each in its queue, where its
+// writer joins them with whatever else waits. It returns how many of msgs,
+// from the first, were written or queued.
+func (m *Mux) transmitBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
+	if p == nil || p.mux != m {
+		return 0, fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
+	}
+	if err := s.givenUp(); err != nil {
+		return 0, err
+	}
+	if !p.tx.claim(s) {
+		for i, b := range msgs {
+			if err := m.transmitTo(s, p, b); err != nil {
+				return i, err
+			}
+		}
+		return len(msgs), nil
+	}
+	done, cut, err := p.writeBatch(msgs)
+	if err == nil {
+		m.flushQueued(p, msgCount{})
+		return done, nil
+	}
+	if s.closed() {
+		m.writeCutByClose(p, cut)
+		m.flushQueued(p, msgCount{})
+		return done, ErrClosed
+	}
+	m.writeFailed(p, err, cut, nil, nil)
+	closedErr := m.countAborts(p, len(msgs)-done) // see writeOwn
+	m.flushQueued(p, msgCount{})
+	if closedErr != nil {
+		return done, closedErr
+	}
+	return done, m.pinnedErr(p)
+}
+
 // queueLocked queues b from s on p, which another goroutine writes, and
 // lets go of p.tx.mu: a small message is copied and queueLocked returns;
 // another one waits until it is written, fails, or must go elsewhere
