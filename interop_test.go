@@ -596,6 +596,23 @@ func h2Serve(s *kcm.Socket, body []byte, bad *atomic.Int64) {
 // find that old deadline: tls.Conn keeps a failed write's error for good,
 // and the psock would fail on its next message.
 func TestInteropOpenSSLKeyUpdateAfterTimedWrite(t *testing.T) {
+	keyUpdateAfterTimedWrite(t, func(c *tls.Conn) net.Conn { return c })
+}
+
+// The same with the tls.Conn behind a wrapper of the application's (one
+// that counts bytes, say), which kcm cannot see through: nor can it see
+// through the connection Unattach hands back with bytes it had read
+// (prefixConn), attached again. Its write deadline must come off as well:
+// every connection kcm does not write itself may be a tls.Conn. (Only a
+// tls.Conn kcm recognised had its deadline taken off.)
+func TestInteropOpenSSLKeyUpdateAfterTimedWriteWrapped(t *testing.T) {
+	keyUpdateAfterTimedWrite(t, func(c *tls.Conn) net.Conn { return struct{ net.Conn }{c} })
+}
+
+// keyUpdateAfterTimedWrite attaches a TLS 1.3 connection to an openssl
+// s_server, wrapped by wrap, to a mux with a WriteTimeout, and has the
+// server ask for a key update long after kcm's last write.
+func keyUpdateAfterTimedWrite(t *testing.T, wrap func(*tls.Conn) net.Conn) {
 	keyFile, certFile := writeKeyPair(t, selfSigned(t))
 	srv := peers.OpenSSLServer(t, keyFile, certFile)
 	const wto = 20 * time.Millisecond
@@ -605,7 +622,7 @@ func TestInteropOpenSSLKeyUpdateAfterTimedWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := m.Attach(conn, lenPrefix)
+	p, err := m.Attach(wrap(conn), lenPrefix)
 	if err != nil {
 		conn.Close()
 		t.Fatal(err)

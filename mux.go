@@ -198,9 +198,10 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	ps.wto, ps.tx.timed = m.cfg.WriteTimeout, m.cfg.WriteTimeout > 0
 	ps.raw = rawConnOf(c)
 	ps.readFn = ps.rawRead
-	h, isTLS := c.(handshaker)
-	ps.disarm = isTLS && ps.tx.timed
-	if isTLS && !h.ConnectionState().HandshakeComplete {
+	// Any connection kcm does not write itself may be a tls.Conn, behind
+	// a wrapper that hides it: see disarmWrite.
+	ps.disarm = ps.raw == nil && ps.tx.timed
+	if h, ok := c.(handshaker); ok && !h.ConnectionState().HandshakeComplete {
 		ps.hs = h
 		ps.hsCtx, ps.hsCancel = context.WithCancel(context.Background())
 		ps.tx.writing = true // the handshake holds the transmit side: see handshaker

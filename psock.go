@@ -138,7 +138,7 @@ type Psock struct {
 	hsCancel context.CancelFunc
 	hsFailed bool // the handshake failed, or was cancelled; mux.mu
 
-	disarm bool // timed writes take their deadline off after: see disarmWrite
+	disarm bool // timed writes take their deadline off after (no raw descriptor): see disarmWrite
 }
 
 // handshaker is a connection that begins with a handshake which a read

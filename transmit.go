@@ -846,8 +846,10 @@ func (p *Psock) armWrite() bool {
 	return true
 }
 
-// disarmWrite takes the deadline of a timed write off a TLS connection,
-// unless a closing socket or an Unattach set one since (see armWrite). A
+// disarmWrite takes the deadline of a timed write off a connection kcm
+// does not write itself (TLS, or a wrapper, which may hide a tls.Conn: an
+// application's, or the prefixConn of an Unattach attached again), unless
+// a closing socket or an Unattach set one since (see armWrite). A
 // tls.Conn answers a peer's TLS 1.3 key update from inside Read, under
 // whatever write deadline is on the connection; one long past fails that
 // answer, and then the tls.Conn fails every later write and, not having
