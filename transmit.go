@@ -341,8 +341,9 @@ func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
 
 // transmitBatchTo is transmitBatch on psock p alone (SendBatchTo): an
 // idle p gets msgs in one write, a busy one each in its queue, where its
-// writer joins them with whatever else waits. It returns how many of msgs,
-// from the first, were written or queued.
+// writer joins them with whatever else waits, until p goes idle and takes
+// the rest in one write. It returns how many of msgs, from the first, were
+// written or queued.
 func (m *Mux) transmitBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 	if p == nil || p.mux != m {
 		return 0, fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
@@ -350,14 +351,21 @@ func (m *Mux) transmitBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 	if err := s.givenUp(); err != nil {
 		return 0, err
 	}
-	if !p.tx.claim(s) {
-		for i, b := range msgs {
-			if err := m.transmitTo(s, p, b); err != nil {
-				return i, err
-			}
+	for i := range msgs {
+		if p.tx.claim(s) {
+			done, err := m.writeBatchTo(s, p, msgs[i:])
+			return i + done, err
 		}
-		return len(msgs), nil
+		if err := m.transmitTo(s, p, msgs[i]); err != nil {
+			return i, err
+		}
 	}
+	return len(msgs), nil
+}
+
+// writeBatchTo writes msgs on p, which s holds for writing, and lets go
+// of it; as writeOwn, pinned: a failure is not restarted elsewhere.
+func (m *Mux) writeBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 	done, cut, err := p.writeBatch(msgs)
 	if err == nil {
 		m.flushQueued(p, msgCount{})
