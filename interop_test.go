@@ -506,13 +506,7 @@ func sockperfEcho(s *kcm.Socket, got *atomic.Int64) {
 // connection's HPACK state by psock and answers every request on its own
 // connection (SendTo). h2load checks every response.
 func TestInteropH2load(t *testing.T) {
-	for _, tc := range []struct {
-		name, scheme string
-		tls          *tls.Config
-	}{
-		{"h2c", "http", nil},
-		{"tls", "https", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}},
-	} {
+	for _, tc := range h2Fronts(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMux(t, kcm.Config{})
 			host, port := serveMuxTLS(t, m, parser.HTTP2Server(), tc.tls)
@@ -520,17 +514,45 @@ func TestInteropH2load(t *testing.T) {
 			var bad atomic.Int64 // frames the server could not handle
 			// One socket: HTTP/2 frames of a connection must be handled in order.
 			serveSockets(t, m, 1, func(s *kcm.Socket) { h2Serve(s, body, &bad) })
-			const n = 20000
-			out := peers.Run(t, "h2load", "nghttp2-client", "-n", strconv.Itoa(n), "-c", "4", "-m", "8",
-				tc.scheme+"://"+net.JoinHostPort(host, port)+"/f")
-			want := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored, 0 timeout", n, n, n, n)
-			if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", n)) {
-				t.Fatalf("h2load did not get %d good responses:\n%s", n, out)
-			}
+			h2load(t, tc.scheme, host, port)
 			if bad.Load() != 0 {
 				t.Fatalf("the server could not handle %d frames", bad.Load())
 			}
 		})
+	}
+}
+
+// h2Front is how an HTTP/2 client reaches a kcm server: h2c, or TLS with
+// ALPN h2.
+type h2Front struct {
+	name, scheme string
+	tls          *tls.Config
+}
+
+func h2Fronts(t *testing.T) []h2Front {
+	return []h2Front{
+		{"h2c", "http", nil},
+		{"tls", "https", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}},
+	}
+}
+
+// h2loadRequests is how many requests h2load makes (4 connections x 8
+// streams) in h2load.
+const h2loadRequests = 20000
+
+// h2load runs a real h2load against host:port and fails the test unless
+// every request got a 2xx response; it logs h2load's rate.
+func h2load(t *testing.T, scheme, host, port string) {
+	t.Helper()
+	const n = h2loadRequests
+	out := peers.Run(t, "h2load", "nghttp2-client", "-n", strconv.Itoa(n), "-c", "4", "-m", "8",
+		scheme+"://"+net.JoinHostPort(host, port)+"/f")
+	want := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored, 0 timeout", n, n, n, n)
+	if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", n)) {
+		t.Fatalf("h2load did not get %d good responses:\n%s", n, out)
+	}
+	if i := strings.Index(out, "finished in"); i >= 0 {
+		t.Log(strings.SplitN(out[i:], "\n", 2)[0])
 	}
 }
 
@@ -664,26 +686,12 @@ func TestInteropH2Proxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	upstream := peers.Nghttpd(t, docroot)
-	for _, tc := range []struct {
-		name, scheme string
-		tls          *tls.Config
-	}{
-		{"h2c", "http", nil},
-		{"tls", "https", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}},
-	} {
+	for _, tc := range h2Fronts(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			front := newH2Proxy(t, upstream)
 			host, port := serveMuxTLS(t, front, parser.HTTP2Server(), tc.tls)
-			const n = 20000
-			out := peers.Run(t, "h2load", "nghttp2-client", "-n", strconv.Itoa(n), "-c", "4", "-m", "8",
-				tc.scheme+"://"+net.JoinHostPort(host, port)+"/f")
-			want := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored, 0 timeout", n, n, n, n)
-			if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", n)) {
-				t.Fatalf("h2load did not get %d good responses through the proxy:\n%s", n, out)
-			}
-			if i := strings.Index(out, "finished in"); i >= 0 {
-				t.Log(strings.SplitN(out[i:], "\n", 2)[0])
-			}
+			const n = h2loadRequests
+			h2load(t, tc.scheme, host, port)
 			if st := front.Stats(); st.PsockAttach < 4 || st.RxMsgs < n || st.TxMsgs < 2*n {
 				t.Fatalf("the front mux did not carry the traffic: %+v", st)
 			}

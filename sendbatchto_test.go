@@ -5,30 +5,18 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gokcm/kcm"
 )
 
-// countingConn counts its Write calls.
-type countingConn struct {
-	net.Conn
-	writes atomic.Int64
-}
-
-func (c *countingConn) Write(b []byte) (int, error) {
-	c.writes.Add(1)
-	return c.Conn.Write(b)
-}
-
 // SendBatchTo puts a batch for an idle psock in one write, on that psock
 // alone, in order; empty messages are skipped.
 func TestSendBatchToOneWriteOnItsPsock(t *testing.T) {
 	m := newMux(t, kcm.Config{})
 	c, peer := tcpPair(t)
-	cc := &countingConn{Conn: c}
+	cc := &writeCounter{Conn: c}
 	p, err := m.Attach(cc, lenPrefix)
 	if err != nil {
 		t.Fatal(err)
