@@ -160,11 +160,7 @@ func queuedBy(q []txEntry, s *Socket) (msgs, bytes int) {
 	for i := range q {
 		if q[i].s == s {
 			msgs++
-			if q[i].ext != nil {
-				bytes += len(q[i].ext)
-			} else {
-				bytes += q[i].n
-			}
+			bytes += q[i].size()
 		}
 	}
 	return msgs, bytes

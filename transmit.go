@@ -57,6 +57,14 @@ func (e *txEntry) bytes(cbuf []byte) []byte {
 	return cbuf[e.off : e.off+e.n]
 }
 
+// size is the message's length.
+func (e *txEntry) size() int {
+	if e.ext != nil {
+		return len(e.ext)
+	}
+	return e.n
+}
+
 // txWaiter is a sender waiting for its uncopied message to be written.
 type txWaiter struct {
 	done chan error
@@ -371,16 +379,8 @@ func (m *Mux) writeBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 		m.flushQueued(p, msgCount{})
 		return done, nil
 	}
-	if s.closed() {
-		m.writeCutByClose(p, cut)
-		m.flushQueued(p, msgCount{})
-		return done, ErrClosed
-	}
-	m.writeFailed(p, err, cut, nil, nil)
-	closedErr := m.countAborts(p, len(msgs)-done) // see writeOwn
-	m.flushQueued(p, msgCount{})
-	if closedErr != nil {
-		return done, closedErr
+	if err := m.ownWriteFailed(p, s, len(msgs)-done, cut, err); err != nil {
+		return done, err
 	}
 	return done, m.pinnedErr(p)
 }
@@ -469,18 +469,28 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 	if err == nil {
 		err = io.ErrShortWrite // see write
 	}
+	err = m.ownWriteFailed(p, s, 1, n > 0, err)
+	return err == nil, err
+}
+
+// ownWriteFailed ends a write of s's own messages on p that failed with
+// err, unwritten of them not written whole (cut: the stream stopped inside
+// one), and lets go of p. It returns ErrClosed when Socket.Close cut the
+// write, the mux's error when it closed, or nil: p failed, and the
+// unwritten messages are to go out on another psock, or, pinned to p
+// (SendTo), nowhere. Pinned messages count in TxAborts as unpinned ones
+// do: the mux's closing drops them uncounted, as requeueLocked does
+// queued ones.
+func (m *Mux) ownWriteFailed(p *Psock, s *Socket, unwritten int, cut bool, err error) error {
 	if s.closed() {
-		// Socket.Close interrupted the write.
-		m.writeCutByClose(p, n > 0)
+		m.writeCutByClose(p, cut)
 		m.flushQueued(p, msgCount{})
-		return false, ErrClosed
+		return ErrClosed
 	}
-	m.writeFailed(p, err, n > 0, nil, nil)
-	// A pinned message counts as an unpinned one: the mux's closing drops
-	// it uncounted, as requeueLocked does queued ones.
-	closedErr := m.countAborts(p, 1)
+	m.writeFailed(p, err, cut, nil, nil)
+	closedErr := m.countAborts(p, unwritten)
 	m.flushQueued(p, msgCount{})
-	return closedErr == nil, closedErr
+	return closedErr
 }
 
 // countAborts counts n of the writer's own messages that failed on p and
@@ -530,16 +540,8 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) (int, error) {
 			m.flushQueued(p, msgCount{})
 			return total, nil
 		}
-		if s.closed() {
-			m.writeCutByClose(p, cut)
-			m.flushQueued(p, msgCount{})
-			return total - len(msgs), ErrClosed
-		}
-		m.writeFailed(p, err, cut, nil, nil)
-		closedErr := m.countAborts(p, len(msgs))
-		m.flushQueued(p, msgCount{})
-		if closedErr != nil {
-			return total - len(msgs), closedErr
+		if err := m.ownWriteFailed(p, s, len(msgs), cut, err); err != nil {
+			return total - len(msgs), err
 		}
 		restart = true
 	}
@@ -957,10 +959,7 @@ func (p *Psock) putBack(m *Mux, rest []txEntry, buf []byte) (ok, keep bool) {
 // finishEntry ends a queued message: its sender is told err, its bytes
 // leave the send buffer.
 func (m *Mux) finishEntry(p *Psock, e *txEntry, err error) {
-	size := e.n
-	if e.ext != nil {
-		size = len(e.ext)
-	}
+	size := e.size()
 	p.tx.load.Add(-int64(size))
 	if e.owned {
 		m.backlog.unreserve(size)
