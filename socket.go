@@ -257,7 +257,7 @@ func (s *Socket) endHeld(msgs [][]byte) error {
 	if len(all) == 0 {
 		return nil
 	}
-	sent, err := s.sendBatch(all)
+	sent, err := s.sendBatch(all, false, nil)
 	if err != nil && !s.closed() {
 		// Likewise after a wait that failed: what was not sent stays held,
 		// the open message without the bytes of the call that ended it.
@@ -348,7 +348,7 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 	if s.state.Load()&sockHeld != 0 {
 		return s.sendHeldBatch(msgs)
 	}
-	_, err := s.sendBatch(msgs)
+	_, err := s.sendBatch(msgs, false, nil)
 	return err
 }
 
@@ -362,26 +362,8 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 // SendTo's), the messages before the one that failed were sent (and count
 // in Stats); the others were not.
 func (s *Socket) SendBatchTo(msgs [][]byte, p *Psock) error {
-	if err := s.sendCheck(); err != nil {
-		return err
-	}
-	msgs, bytes := nonEmpty(msgs)
-	if len(msgs) == 0 {
-		return nil
-	}
-	sent, err := s.mux.transmitBatchTo(s, p, msgs)
-	if err != nil {
-		bytes = 0
-		for _, b := range msgs[:sent] {
-			bytes += len(b)
-		}
-	}
-	s.stats.txMsgs.Add(uint64(sent))
-	s.stats.txBytes.Add(uint64(bytes))
-	if err != nil {
-		return s.opError("send", err)
-	}
-	return nil
+	_, err := s.sendBatch(msgs, true, p)
+	return err
 }
 
 // nonEmpty returns msgs without its empty messages (msgs itself when it
@@ -414,9 +396,10 @@ func (s *Socket) sendHeldBatch(msgs [][]byte) error {
 	return s.endHeld(msgs)
 }
 
-// sendBatch is SendBatch; it also returns how many messages, empty ones
-// skipped, were sent: all of them unless it fails.
-func (s *Socket) sendBatch(msgs [][]byte) (int, error) {
+// sendBatch is SendBatch, or, pinned, SendBatchTo(msgs, to); it also
+// returns how many messages, empty ones skipped, were sent: all of them
+// unless it fails.
+func (s *Socket) sendBatch(msgs [][]byte, pinned bool, to *Psock) (int, error) {
 	if err := s.sendCheck(); err != nil {
 		return 0, err
 	}
@@ -425,7 +408,13 @@ func (s *Socket) sendBatch(msgs [][]byte) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	sent, err := s.mux.transmitBatch(s, msgs)
+	var sent int
+	var err error
+	if pinned {
+		sent, err = s.mux.transmitBatchTo(s, to, msgs)
+	} else {
+		sent, err = s.mux.transmitBatch(s, msgs)
+	}
 	if err != nil {
 		n, bytes = sent, 0
 		for _, b := range msgs[:sent] {
