@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gokcm/kcm"
+	"github.com/gokcm/kcm/internal/testconn"
 )
 
 // listenPeers accepts connections on loopback and hands each accepted one
@@ -27,7 +28,7 @@ func listenPeers(t *testing.T) (addr string, accepted <-chan net.Conn) {
 			}
 		}
 	})
-	return listenFunc(t, func(c net.Conn) { ch <- c }), ch
+	return testconn.Serve(t, func(c net.Conn) { ch <- c }), ch
 }
 
 func accept(t *testing.T, ch <-chan net.Conn) net.Conn {
@@ -204,7 +205,7 @@ func TestConnSetConfigRequired(t *testing.T) {
 // tight loop: connections lost young are replaced after a backoff.
 func TestConnSetBacksOffQuickLosses(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	addr := listenFunc(t, func(c net.Conn) { c.Close() })
+	addr := testconn.Serve(t, func(c net.Conn) { c.Close() })
 	var dials atomic.Int32
 	dial := tcpDial(addr)
 	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{

@@ -217,26 +217,3 @@ func serveSockets(t *testing.T, m *kcm.Mux, n int, serve func(s *kcm.Socket)) {
 		wg.Wait()
 	})
 }
-
-// listenFunc accepts connections on loopback and gives each to handle,
-// until the test ends.
-func listenFunc(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			handle(c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
-}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gokcm/kcm"
 	"github.com/gokcm/kcm/internal/peers"
+	"github.com/gokcm/kcm/internal/testconn"
 	"github.com/gokcm/kcm/parser"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -423,7 +424,7 @@ func serveMux(t *testing.T, m *kcm.Mux, p kcm.Parser) (host, port string) {
 // psock is a server-side tls.Conn, whose handshake its first read makes.
 func serveMuxTLS(t *testing.T, m *kcm.Mux, p kcm.Parser, cfg *tls.Config) (host, port string) {
 	t.Helper()
-	addr := listenFunc(t, func(c net.Conn) {
+	addr := testconn.Serve(t, func(c net.Conn) {
 		if cfg != nil {
 			c = tls.Server(c, cfg)
 		}

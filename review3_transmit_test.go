@@ -63,6 +63,18 @@ func waitSmem(t *testing.T, m *kcm.Mux, idx int, n int64) {
 	waitProc(t, m, func(string) bool { return psockSmem(m, idx) >= n })
 }
 
+// stuckSendTo starts s.SendTo(msg, p) on a psock whose peer does not read
+// (attachStalled), msg too large for the connection's buffers, and returns
+// once the write is under way: a psock busy writing. The SendTo's error
+// comes on the channel returned, which has room for one more.
+func stuckSendTo(t *testing.T, m *kcm.Mux, s *kcm.Socket, p *kcm.Psock, msg []byte) chan error {
+	t.Helper()
+	errs := make(chan error, 2)
+	go func() { errs <- s.SendTo(msg, p) }()
+	waitSmem(t, m, p.Index(), int64(len(msg)))
+	return errs
+}
+
 // TestSendAvoidsStalledPsock: a psock whose peer stopped reading, stuck in
 // a large write, does not take new messages while another psock is idle,
 // even from a socket that had reserved it; and a message already waiting
@@ -324,9 +336,7 @@ func TestQueuedShowsHeldBytes(t *testing.T) {
 	}
 
 	p, _ := attachStalled(t, m)
-	errs := make(chan error, 1)
-	go func() { errs <- s.SendTo(msgOf(1, 4<<20), p) }()
-	waitSmem(t, m, p.Index(), 4<<20) // stuck in its write, uncopied
+	errs := stuckSendTo(t, m, s, p, msgOf(1, 4<<20)) // uncopied
 	if err := s.SendTo(msgOf(2, 96), p); err != nil {
 		t.Fatal(err)
 	}

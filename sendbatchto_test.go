@@ -61,9 +61,7 @@ func TestSendBatchToBusyPsockQueuesInOrder(t *testing.T) {
 	p, peer := attachStalled(t, m)
 	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
 	big := msgOf(100, 4<<20)
-	errs := make(chan error, 1)
-	go func() { errs <- sA.SendTo(big, p) }()
-	waitSmem(t, m, p.Index(), 4<<20) // sA writes, stuck
+	errs := stuckSendTo(t, m, sA, p, big)
 	batch := [][]byte{msgOf(1, 20), msgOf(2, 30), msgOf(3, 40)}
 	if err := sB.SendBatchTo(batch, p); err != nil {
 		t.Fatalf("SendBatchTo on a busy psock: %v", err)

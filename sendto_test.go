@@ -128,16 +128,10 @@ func TestSendToFailedPsockIsNotRetried(t *testing.T) {
 // senders are told.
 func TestSendToQueuedMessagesStayWithTheirPsock(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	c, _ := stalledPair(t) // its peer never reads
-	p, err := m.Attach(c, lenPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := attachStalled(t, m) // its peer never reads
 	other, _ := attachPeer(t, m)
 	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	errs := make(chan error, 2)
-	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
-	waitSmem(t, m, p.Index(), 4<<20) // sA writes, stuck
+	errs := stuckSendTo(t, m, sA, p, msgOf(1, 4<<20))
 	if err := sB.SendTo(msgOf(2, 100), p); err != nil {
 		t.Fatalf("copied send: %v", err)
 	}
@@ -168,9 +162,7 @@ func TestSendToWaitHonoursDeadline(t *testing.T) {
 	m := newMux(t, kcm.Config{})
 	p, _ := attachStalled(t, m)
 	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	errs := make(chan error, 1)
-	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
-	waitSmem(t, m, p.Index(), 4<<20)
+	errs := stuckSendTo(t, m, sA, p, msgOf(1, 4<<20))
 	sB.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	if err := sB.SendTo(msgOf(2, 200<<10), p); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("SendTo past its deadline: %v", err)
@@ -362,9 +354,7 @@ func TestSendToPsockFailureEndsEveryPhase(t *testing.T) {
 func pinEveryPhase(t *testing.T, m *kcm.Mux, p *kcm.Psock) (*kcm.Socket, chan error) {
 	t.Helper()
 	sA, sB, sC := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	errs := make(chan error, 2)
-	go func() { errs <- sA.SendTo(msgOf(1, 4<<20), p) }()
-	waitSmem(t, m, p.Index(), 4<<20)
+	errs := stuckSendTo(t, m, sA, p, msgOf(1, 4<<20))
 	if err := sB.SendTo(msgOf(2, 100), p); err != nil {
 		t.Fatalf("copied send: %v", err)
 	}

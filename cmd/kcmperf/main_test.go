@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gokcm/kcm/internal/testconn"
 	"go.uber.org/goleak"
 )
 
@@ -260,24 +261,12 @@ func TestControlTimesOut(t *testing.T) {
 // a kcmperf server. The listener closes, and the loop ends, with the test.
 func fakeServer(t *testing.T, handle func(i int, c net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; ; i++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			handle(i, c)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	i := 0 // Serve calls one at a time
+	return testconn.Serve(t, func(c net.Conn) {
+		handle(i, c)
+		i++
+		c.Close()
+	})
 }
 
 // TestServerFlags: "kcmperf server" rejects stray arguments, -h is not an

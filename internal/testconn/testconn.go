@@ -1,5 +1,6 @@
 // Package testconn gives kcm's tests real connections to attach: both ends
-// of a loopback TCP or Unix stream connection. It is test support, not part
+// of a loopback TCP or Unix stream connection, or a loopback listener that
+// hands each connection to a function. It is test support, not part
 // of kcm's API, and imports nothing of kcm, so that the root package's own
 // tests can use it.
 package testconn
@@ -56,6 +57,30 @@ func Pair(t testing.TB, network string) (dialed, accepted net.Conn) {
 	}
 	t.Cleanup(func() { dialed.Close(); r.c.Close() })
 	return dialed, r.c
+}
+
+// Serve accepts loopback TCP connections and gives each to handle, one at
+// a time, until the test ends; it returns the listening address. The
+// listener closes, and the accept loop ends, with the test.
+func Serve(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			handle(c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
 }
 
 // FrameLen is the length of the tests' framed message that b, 4 bytes or
