@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,25 +112,12 @@ func clientMain(args []string, stdout, stderr io.Writer) int {
 // as on an error: the child server is stopped and waited for, and the plot
 // file removed. A second signal acts as it would without this.
 func notifyInterrupt() (interrupted <-chan struct{}, stop func()) {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	ch := make(chan struct{})
-	done := make(chan struct{})
-	exited := make(chan struct{})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
-		defer close(exited)
-		select {
-		case <-sig:
-			signal.Stop(sig)
-			close(ch)
-		case <-done:
-		}
+		<-ctx.Done()
+		stop() // the first signal, or the caller's stop: listen no more
 	}()
-	return ch, func() {
-		signal.Stop(sig)
-		close(done)
-		<-exited
-	}
+	return ctx.Done(), stop
 }
 
 func runClient(o *options, args []string, stdout, stderr io.Writer) (err error) {
