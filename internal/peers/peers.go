@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -76,10 +77,10 @@ func lookPath(t testing.TB, bin, pkg string) string {
 func launch(t testing.TB, cmd *exec.Cmd, addr string) (stop func()) {
 	t.Helper()
 	path := cmd.Path
-	var stderr bytes.Buffer
 	if cmd.Stderr == nil {
-		cmd.Stderr = &stderr
+		cmd.Stderr = new(bytes.Buffer)
 	}
+	output, _ := cmd.Stderr.(fmt.Stringer) // what it said, for a failure
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func launch(t testing.TB, cmd *exec.Cmd, addr string) (stop func()) {
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("%s exited: %v: %s", path, err, stderr.String())
+			t.Fatalf("%s exited: %v: %v", path, err, output)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -200,6 +201,13 @@ func (p *Interactive) Write(b []byte) (int, error) {
 	close(p.changed)
 	p.changed = make(chan struct{})
 	return len(b), nil
+}
+
+// String returns what the peer has printed so far.
+func (p *Interactive) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return string(p.out)
 }
 
 // Input writes s to the peer's standard input.
