@@ -356,7 +356,8 @@ func (s *Socket) SendBatch(msgs [][]byte) error {
 // SendTo does each: the batched send of an unconnected socket, a proxy
 // relaying what arrived together, for one. On an idle p they go out
 // together, as with SendBatch; on a busy one they wait in its queue, where
-// its writer joins them with what else waits. Each message is atomic on
+// its writer joins them with what else waits, until p goes idle and takes
+// the rest together. Each message is atomic on
 // its own and they go out in order. Empty messages are skipped; messages
 // held with More or Batch stay held. When it fails part way (errors as
 // SendTo's), the messages before the one that failed were sent (and count
