@@ -80,7 +80,7 @@ func TestFastDirectReadInterrupted(t *testing.T) {
 		m, p, peer1, s := setup(t)
 		got := recv(t, m, p, s)
 		c2, peer2 := loopbackPair(t)
-		q, err := m.Attach(c2, ParserFunc(p.sp.parser))
+		q, err := m.Attach(c2, p.sp.parser)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +117,7 @@ func TestFastDirectReadInterrupted(t *testing.T) {
 		}
 		// The receive waits on in the general path and takes a message of
 		// the connection attached again.
-		p2, err := m.Attach(c, ParserFunc(p.sp.parser))
+		p2, err := m.Attach(c, p.sp.parser)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -181,7 +181,7 @@ func nilConn(c net.Conn) bool {
 func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	ps := &Psock{mux: m, conn: c, done: make(chan struct{})}
 	ps.sp = strparser{
-		parser:  parseFunc(p),
+		parser:  p,
 		max:     m.cfg.MaxMessageSize,
 		timeout: m.cfg.MessageTimeout,
 		pool:    m.pool,

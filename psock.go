@@ -115,9 +115,8 @@ type Psock struct {
 	rxWait   chan struct{} // closed when the reader lets go; mux.mu
 	sp       strparser     // its rarely used fields last
 
-	pendingErr error         // to report at the next read
-	rdl        time.Time     // read deadline last set on conn
-	wto        time.Duration // Config.WriteTimeout; tx.timed says it is set (here: tx starts a line)
+	pendingErr error     // to report at the next read
+	rdl        time.Time // read deadline last set on conn (here: tx starts a line)
 
 	tx txState
 
@@ -138,7 +137,8 @@ type Psock struct {
 	hsCancel context.CancelFunc
 	hsFailed bool // the handshake failed, or was cancelled; mux.mu
 
-	disarm bool // timed writes take their deadline off after (no raw descriptor): see disarmWrite
+	wto    time.Duration // Config.WriteTimeout; tx.timed says it is set
+	disarm bool          // timed writes take their deadline off after (no raw descriptor): see disarmWrite
 }
 
 // handshaker is a connection that begins with a handshake which a read

@@ -719,10 +719,27 @@ func TestRecvMessageAndBatch(t *testing.T) {
 // A parser that panics on bad input stops its psock with a parse error;
 // the process and the other psocks go on.
 func TestPanickingParserStopsOnlyItsPsock(t *testing.T) {
+	forParserForms(t, testPanickingParserStopsOnlyItsPsock)
+}
+
+// forParserForms runs test with a ParserFunc, which the mux calls
+// directly, and with a Parser of another type, called through its method:
+// both must be covered by the mux's recover.
+func forParserForms(t *testing.T, test func(t *testing.T, form func(kcm.ParserFunc) kcm.Parser)) {
+	t.Run("ParserFunc", func(t *testing.T) { test(t, func(f kcm.ParserFunc) kcm.Parser { return f }) })
+	t.Run("method", func(t *testing.T) { test(t, func(f kcm.ParserFunc) kcm.Parser { return methodParser{f} }) })
+}
+
+// methodParser is a Parser that is not a ParserFunc.
+type methodParser struct{ f kcm.ParserFunc }
+
+func (p methodParser) Parse(b []byte) (int, error) { return p.f(b) }
+
+func testPanickingParserStopsOnlyItsPsock(t *testing.T, form func(kcm.ParserFunc) kcm.Parser) {
 	m := newMux(t, kcm.Config{})
 	s := m.NewSocket(kcm.Datagram)
 	c, peer := tcpPair(t)
-	bad, err := m.Attach(c, kcm.ParserFunc(func(b []byte) (int, error) {
+	bad, err := m.Attach(c, form(func(b []byte) (int, error) {
 		var table [4]int
 		return table[int(b[0])], nil // index out of range on bytes >= 4
 	}))
@@ -747,11 +764,15 @@ func TestPanickingParserStopsOnlyItsPsock(t *testing.T) {
 // and in order, the psock leaves with a parse error and counts one
 // interrupted parse.
 func TestPanicInBatchKeepsMessagesBefore(t *testing.T) {
+	forParserForms(t, testPanicInBatchKeepsMessagesBefore)
+}
+
+func testPanicInBatchKeepsMessagesBefore(t *testing.T, form func(kcm.ParserFunc) kcm.Parser) {
 	m := newMux(t, kcm.Config{})
 	s := m.NewSocket(kcm.Datagram)
 	c, peer := net.Pipe() // one Write, one read: the batch sees every message
 	defer peer.Close()
-	p, err := m.Attach(c, kcm.ParserFunc(func(b []byte) (int, error) {
+	p, err := m.Attach(c, form(func(b []byte) (int, error) {
 		if len(b) > 0 && b[0] == 0xEE {
 			panic("bad header")
 		}

@@ -17,7 +17,7 @@ import (
 type strparser struct {
 	// Hot: touched for every message. The buffer's bytes are cached here
 	// so that carving a message does not touch the buffer's header.
-	parser     func([]byte) (int, error) // the Parser's Parse: see parseFunc
+	parser     Parser // see callParser
 	buf        *rbuf
 	data       []byte   // buf.b
 	start, end int      // buffered, unconsumed bytes are data[start:end]
@@ -192,7 +192,7 @@ func (sp *strparser) parse() error {
 	b := sp.data[sp.start:sp.end]
 	if sp.guard != guardOff {
 		sp.guard = guardParsing
-		n, err := sp.parser(b)
+		n, err := parse(sp.parser, b)
 		sp.guard = guardOn
 		return sp.judge(b, n, err)
 	}
@@ -242,23 +242,24 @@ func (sp *strparser) judge(b []byte, n int, err error) error {
 
 // callParser calls p, turning a panic into an error: a parser that chokes
 // on bad input stops its psock, not the process.
-func callParser(p func([]byte) (int, error), b []byte) (n int, err error) {
+func callParser(p Parser, b []byte) (n int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			n, err = 0, parserPanic(r)
 		}
 	}()
-	return p(b)
+	return parse(p, b)
 }
 
-// parseFunc returns p's Parse method as a func. A ParserFunc is itself
-// that func: called directly, it saves the interface method that would
-// call it, an indirect call per message.
-func parseFunc(p Parser) func([]byte) (int, error) {
+// parse calls p's Parse through the interface, whose method table is
+// shared by every psock: a method value would be a closure of its own per
+// psock, one more cold line per message with hundreds of muxes busy. A
+// ParserFunc is called directly, saving the method that would call it.
+func parse(p Parser, b []byte) (int, error) {
 	if f, ok := p.(ParserFunc); ok {
-		return f
+		return f(b)
 	}
-	return p.Parse
+	return p.Parse(b)
 }
 
 var errParserPanic = errors.New("parser panicked")
