@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -336,4 +337,58 @@ func ExamplePsock_Unattach() {
 	// message "hello"
 	// message "raw"
 	// stream "and now plain bytes\n"
+}
+
+// A SeqPacket socket receives a message larger than its buffer in pieces,
+// as SOCK_SEQPACKET does: the rest stays for the next call, and EOR marks
+// the piece that ends the message. (A Datagram socket would cut it and
+// report Trunc.)
+func ExampleSocket_RecvMsg() {
+	c, peer := net.Pipe()
+	defer peer.Close()
+	m := kcm.NewMux(kcm.Config{})
+	defer m.Close()
+	m.Attach(c, kcm.ParserFunc(func(b []byte) (int, error) {
+		if len(b) < 1 {
+			return 0, nil
+		}
+		return 1 + int(b[0]), nil // a 1-byte length, then the payload
+	}))
+	go peer.Write(append([]byte{11}, "hello world"...))
+
+	s := m.NewSocket(kcm.SeqPacket)
+	buf := make([]byte, 5)
+	for {
+		n, flags, err := s.RecvMsg(buf, 0)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Printf("%q end=%v\n", buf[:n], flags&kcm.EOR != 0)
+		if flags&kcm.EOR != 0 {
+			break
+		}
+	}
+	// Output:
+	// "\vhell" end=false
+	// "o wor" end=false
+	// "ld" end=true
+}
+
+// A debug endpoint that shows the mux's state in the layout of the
+// kernel's /proc/net/kcm (a line for the mux, one per socket and one per
+// psock, with counters, queue sizes and status flags such as TxWait or
+// RxBg), then its counters in the layout of /proc/net/kcm_stats: what to
+// look at when messages seem stuck.
+func ExampleMux_WriteProc() {
+	m := kcm.NewMux(kcm.Config{}) // the application's mux
+	defer m.Close()
+	debug := http.NewServeMux()
+	debug.HandleFunc("/debug/kcm", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		m.WriteProc(w)
+		io.WriteString(w, "\n")
+		m.WriteProcStats(w)
+	})
+	http.ListenAndServe("localhost:6060", debug)
 }
