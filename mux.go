@@ -115,8 +115,9 @@ func (m *Mux) Attach(c net.Conn, p Parser) (*Psock, error) {
 // bytes are parsed into messages with p, and messages sent on the mux's
 // sockets may be written to it. Bytes already buffered on c are parsed
 // right away. The application must not use c directly until Unattach
-// returns it. A tls.Conn may be attached before its handshake: the psock
-// makes it before its first read, and takes messages to send once it is
+// returns it. A tls.Conn may be attached before its handshake, bare or
+// behind a wrapper that exposes it with a NetConn method: the psock makes
+// the handshake before its first read, and takes messages to send once it is
 // done (until then they go to other psocks, or wait as with no psock
 // attached; those sent to it with SendTo wait in its queue). A nil or
 // closed connection fails with ErrBadConn, one that is already attached
@@ -201,13 +202,42 @@ func (m *Mux) newPsock(c net.Conn, p Parser, pc PsockConfig) *Psock {
 	// Any connection kcm does not write itself may be a tls.Conn, behind
 	// a wrapper that hides it: see disarmWrite.
 	ps.disarm = ps.raw == nil && ps.tx.timed
-	if h, ok := c.(handshaker); ok && !h.ConnectionState().HandshakeComplete {
+	if h := handshakerOf(c); h != nil {
 		ps.hs = h
 		ps.hsCtx, ps.hsCancel = context.WithCancel(context.Background())
 		ps.tx.writing = true // the handshake holds the transmit side: see handshaker
 	}
 	return ps
 }
+
+// handshakerOf returns the handshaker c is, or the one it is layered on
+// (as a wrapper that exposes what it wraps with a NetConn method, the way
+// tls.Conn does), when that handshake is still to be made; nil otherwise.
+// A wrapper above TLS sees only the data after the handshake, so making
+// the handshake on the TLS connection itself is what reading through the
+// wrapper would have done.
+func handshakerOf(c net.Conn) handshaker {
+	for range maxLayers {
+		if h, ok := c.(handshaker); ok {
+			if h.ConnectionState().HandshakeComplete {
+				return nil
+			}
+			return h
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		if c = u.NetConn(); nilConn(c) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// maxLayers bounds the walk down a connection's layers, in case a NetConn
+// method returns its own connection.
+const maxLayers = 8
 
 // Close closes the mux: every socket, and every attached connection
 // (unattach a psock first to keep its connection). Blocked calls return

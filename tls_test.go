@@ -108,10 +108,27 @@ func tlsPairNoHandshake(t *testing.T) (srv, cli *tls.Conn) {
 // reader spun on the timeout at full speed until then, never to deliver
 // a message (nor to let Mux.Close return).
 func TestTLSHandshakeSurvivesInterrupts(t *testing.T) {
+	t.Run("tls.Conn", func(t *testing.T) {
+		testTLSHandshakeSurvivesInterrupts(t, func(c *tls.Conn) net.Conn { return c })
+	})
+	// A wrapper that exposes the tls.Conn under it with a NetConn method,
+	// as tls.Conn itself does, is seen through.
+	t.Run("layered", func(t *testing.T) {
+		testTLSHandshakeSurvivesInterrupts(t, func(c *tls.Conn) net.Conn { return layeredConn{c} })
+	})
+}
+
+// layeredConn is an application's wrapper around a connection, which it
+// exposes with a NetConn method.
+type layeredConn struct{ net.Conn }
+
+func (c layeredConn) NetConn() net.Conn { return c.Conn }
+
+func testTLSHandshakeSurvivesInterrupts(t *testing.T, wrap func(*tls.Conn) net.Conn) {
 	m := newMux(t, kcm.Config{})
 	s := m.NewSocket(kcm.Datagram)
 	srv, cli := tlsPairNoHandshake(t)
-	p, err := m.Attach(srv, lenPrefix)
+	p, err := m.Attach(wrap(srv), lenPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
