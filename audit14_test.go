@@ -12,12 +12,11 @@ import (
 	"github.com/gokcm/kcm"
 )
 
-// BUG: ConnSet.Psocks (connset.go:92, "Psocks returns the set's
-// connections attached now") keeps returning a psock after it has left the
-// mux (its Done channel closed, Mux.Psocks without it), until the slot's
-// tending goroutine gets round to clearing the slot.
+// ConnSet.Psocks returns the set's connections attached now: a psock that
+// left the mux (its Done channel closed, Mux.Psocks without it) is not
+// listed, also before the slot's tending goroutine has cleared its slot
+// (it used to be, until then).
 func TestAudit14ConnSetPsocksOmitsPsockThatLeft(t *testing.T) {
-	t.Skip("BUG: ConnSet.Psocks returns a psock that already left the mux (slot cleared only when tend runs)")
 	m := newMux(t, kcm.Config{})
 	addr, accepted := listenPeers(t)
 	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{Size: 1, Dial: tcpDial(addr), Parser: lenPrefix,

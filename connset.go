@@ -89,13 +89,15 @@ func NewConnSet(m *Mux, cfg ConnSetConfig) (*ConnSet, error) {
 	return cs, nil
 }
 
-// Psocks returns the set's connections attached now.
+// Psocks returns the set's connections attached now: a psock whose Done
+// channel is closed is not among them, also before the set has noticed
+// and dialled again.
 func (cs *ConnSet) Psocks() []*Psock {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	var ps []*Psock
 	for _, p := range cs.psocks {
-		if p != nil {
+		if p != nil && !p.left() {
 			ps = append(ps, p)
 		}
 	}

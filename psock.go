@@ -163,6 +163,16 @@ func (p *Psock) Index() int { return p.index }
 // Done returns a channel that is closed when the psock has left its mux.
 func (p *Psock) Done() <-chan struct{} { return p.done }
 
+// left reports whether the psock has left its mux (Done is closed).
+func (p *Psock) left() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Err returns why the psock left its mux: nil while attached and after
 // Unattach, ErrClosed after Mux.Close, io.EOF or io.ErrUnexpectedEOF after
 // the peer ended the stream, or the failure that aborted it.
