@@ -65,6 +65,7 @@ func (m *Mux) steerLocked(msg Message) bool {
 	}
 	a.own.push(msg)
 	m.ownBytes += len(msg.b)
+	m.ownMsgs++
 	if len(a.ws) > 0 {
 		a.ws[0].signal() // it finds the message in its own queue
 	}
@@ -101,6 +102,7 @@ func (m *Mux) popOwnLocked(s *Socket, out []Message) int {
 		case m.ownFirstLocked(q):
 			msg := q.pop()
 			m.ownBytes -= len(msg.b)
+			m.ownMsgs--
 			msg.own = true
 			out[n] = msg
 		case m.ready.len() > 0:
@@ -143,6 +145,7 @@ func (m *Mux) pushOwnFrontLocked(s *Socket, msg Message) {
 	msg.own = false
 	s.aff.own.pushFront(msg)
 	m.ownBytes += len(msg.b)
+	m.ownMsgs++
 	m.passWakeLocked(s)
 }
 
@@ -159,6 +162,7 @@ func (m *Mux) releaseOwnLocked(s *Socket) {
 		if m.ownFirstLocked(own) {
 			msg := own.pop()
 			m.ownBytes -= len(msg.b)
+			m.ownMsgs--
 			merged.push(msg)
 		} else {
 			merged.push(m.ready.pop())
@@ -191,6 +195,7 @@ func (m *Mux) dropOwnLocked(s *Socket) {
 	for q.len() > 0 {
 		msg := q.pop()
 		m.ownBytes -= len(msg.b)
+		m.ownMsgs--
 		msg.Release()
 		m.stats.rxReadyDrops.Add(1)
 	}

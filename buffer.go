@@ -3,6 +3,7 @@ package kcm
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Read buffers come from per-mux pools in size classes and are reference
@@ -131,6 +132,13 @@ type msgQueue struct {
 
 func (q *msgQueue) len() int { return q.size }
 
+// msgCost is the bookkeeping of a queued message: its place in a queue.
+const msgCost = int(unsafe.Sizeof(Message{}))
+
+// maxIdleRing is the largest ring an empty queue keeps: a burst of many
+// small messages does not hold its ring after it drained.
+const maxIdleRing = 4096
+
 func (q *msgQueue) push(m Message) {
 	if q.size == len(q.q) {
 		q.grow()
@@ -157,6 +165,9 @@ func (q *msgQueue) pop() Message {
 	q.head = (q.head + 1) % len(q.q)
 	q.size--
 	q.bytes -= len(m.b)
+	if q.size == 0 && len(q.q) > maxIdleRing {
+		q.q, q.head = nil, 0
+	}
 	return m
 }
 

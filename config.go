@@ -34,7 +34,10 @@ type Config struct {
 	// RecvBuffer bounds the bytes of parsed messages waiting in the mux for
 	// a receiver. When it is full, psocks stop reading and TCP flow control
 	// pushes back on the peer. A single message larger than the bound is
-	// still delivered when nothing else is queued.
+	// still delivered when nothing else is queued. Each waiting message
+	// also takes about 48 bytes of bookkeeping, so their number is bounded
+	// too, to RecvBuffer/48 (at least 1024): a flood of tiny messages
+	// holds at most about twice RecvBuffer.
 	// Zero means DefaultRecvBuffer (4 MiB).
 	RecvBuffer int
 

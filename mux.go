@@ -41,9 +41,13 @@ type Mux struct {
 
 	sockets  []*Socket
 	ownBytes int // bytes in the sockets' own queues (affinity)
-	sockIdx  indexSet
-	psockIdx indexSet
-	backlog  backlog // messages sent while no psock was attached
+	ownMsgs  int // messages in them
+	// maxQueued bounds the queued messages' number, as RecvBuffer their
+	// bytes: see fullLocked.
+	maxQueued int
+	sockIdx   indexSet
+	psockIdx  indexSet
+	backlog   backlog // messages sent while no psock was attached
 	// Cold state behind a pointer, to keep the mux in a size class of
 	// whole cache lines (TestHotFieldLayout).
 	cold    *muxCold
@@ -76,6 +80,7 @@ func (m *Mux) Done() <-chan struct{} { return m.cold.done }
 func NewMux(cfg Config) *Mux {
 	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{})}}
 	m.affine = m.cfg.Affinity != nil
+	m.maxQueued = max(m.cfg.RecvBuffer/msgCost, minMaxQueued)
 	m.txps.Store(new([]*Psock))
 	m.backlog.init(m)
 	return m

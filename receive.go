@@ -486,10 +486,25 @@ func (m *Mux) popReadyLocked(out []Message) int {
 	return n
 }
 
+// fullLocked reports whether the queued messages fill the receive buffer:
+// their bytes reach Config.RecvBuffer, or their number maxQueued, which
+// bounds their bookkeeping alike (msgCost each) when they are small.
+func (m *Mux) fullLocked() bool {
+	return m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer || m.queuedMsgsLocked() >= m.maxQueued
+}
+
+// queuedMsgsLocked returns how many messages wait in the shared queue and
+// the sockets' own queues.
+func (m *Mux) queuedMsgsLocked() int { return m.ready.size + m.ownMsgs }
+
+// minMaxQueued is the fewest messages a receive buffer holds, however
+// small: tiny buffers are bounded by their bytes.
+const minMaxQueued = 1024
+
 // resumeIfRoomLocked restarts paused psocks once the queued messages take
 // less than half the receive buffer.
 func (m *Mux) resumeIfRoomLocked() {
-	if m.nPaused > 0 && m.ready.bytes+m.ownBytes < m.cfg.RecvBuffer/2 {
+	if m.nPaused > 0 && m.ready.bytes+m.ownBytes < m.cfg.RecvBuffer/2 && m.queuedMsgsLocked() < m.maxQueued/2 {
 		m.resumeLocked()
 	}
 }
@@ -723,7 +738,7 @@ func (m *Mux) readAndDeliver(p *Psock, poll bool) {
 // reading a fast peer, and a non-blocking call, for as long as the peer
 // sends.
 func (m *Mux) readerDoneLocked(handed, poll bool, polled int) bool {
-	full := m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer
+	full := m.fullLocked()
 	if poll {
 		return full || polled >= m.cfg.RecvBuffer
 	}
@@ -968,7 +983,7 @@ func (m *Mux) releaseReadLocked(p *Psock) {
 		m.startReaderLocked(p)
 		return
 	}
-	if m.ready.size > 0 && m.ready.bytes+m.ownBytes >= m.cfg.RecvBuffer {
+	if m.ready.size > 0 && m.fullLocked() {
 		p.rx = rxPaused
 		m.nPaused++
 		return
