@@ -53,7 +53,7 @@ func TestKCMPathsDoNotAllocate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := newPerfMux()
+		m := newPerfMux(kcm.Config{})
 		defer m.Close()
 		if _, err := m.attach(c, lengthPrefix); err != nil {
 			t.Fatal(err)
@@ -83,7 +83,7 @@ func TestKCMPathsDoNotAllocate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := newPerfMux()
+		m := newPerfMux(kcm.Config{})
 		defer m.Close()
 		if _, err := m.attach(c, lengthPrefix); err != nil {
 			t.Fatal(err)

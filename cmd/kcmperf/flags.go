@@ -82,9 +82,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.reps, "reps", 9, "repetitions of each raw/kcm pair; which side runs first alternates")
 	fs.IntVar(&o.batch, "batch", defaultBatch, "stream: messages per kcm SendBatch and RecvBatch")
 	fs.StringVar(&o.sender, "stream-sender", "kcm", "stream: sender for the kcm receiver, kcm (SendBatch) or raw (the baseline's bufio.Writer)")
-	fs.StringVar(&o.host, "H", "", "host[:port] of a remote 'kcmperf server' (default: start one in a child process)")
+	fs.StringVar(&o.host, "H", "", "host[:port] of a remote 'kcmperf server' (port "+defaultPort+" when left out; default: start a server in a child process)")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON")
-	fs.StringVar(&o.plot, "plot", "", "draw rr tps and CPU per transaction against instances into FILE.png or FILE.svg")
+	fs.StringVar(&o.plot, "plot", "", "draw tps and CPU per transaction against instances into FILE.png or FILE.svg (the rr rows; the stream or shared rows when there are none)")
 	fs.StringVar(&o.peer, "peer", "", "drive a real peer instead of the suite: sockperf")
 	fs.DurationVar(&o.peerTime, "peer-time", 5*time.Second, "duration of each peer measurement")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the client's CPU profile to this file")
@@ -93,7 +93,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.BoolVar(&o.tls, "tls", false, "run every data connection, raw and kcm, over TLS 1.3 (the server makes a self-signed certificate)")
 	fs.BoolVar(&o.heartbeat, "heartbeat", true, "keep a timer pending in client and child server, so raw and kcm runs see the same Go runtime idle behaviour (see docs/PERFORMANCE.md)")
 	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: kcmperf [flags]\n       kcmperf server [-listen addr]\n\n")
+		fmt.Fprintf(out, "usage: kcmperf [flags]\n       kcmperf server [-listen addr] [-heartbeat=false] [-cpuprofile file]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

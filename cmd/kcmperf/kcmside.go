@@ -21,23 +21,20 @@ type perfMux struct {
 	psockErr error // the first psock failure, which closed the mux
 }
 
-func newPerfMux() *perfMux { return newPerfMuxAffinity(nil) }
-
-// newPerfMuxAffinity returns a perfMux whose Config.Affinity is affinity.
-func newPerfMuxAffinity(affinity func([]byte, *kcm.Psock) int) *perfMux {
+// newPerfMux returns a perfMux with cfg, which it completes with kcmperf's
+// maximum message size and the psock error callback.
+func newPerfMux(cfg kcm.Config) *perfMux {
 	pm := &perfMux{}
-	pm.Mux = kcm.NewMux(kcm.Config{
-		Affinity:       affinity,
-		MaxMessageSize: maxMessageSize,
-		OnPsockError: func(_ *kcm.Psock, err error) {
-			pm.mu.Lock()
-			if pm.psockErr == nil {
-				pm.psockErr = err
-			}
-			pm.mu.Unlock()
-			go pm.Close() // the callback may run with mux state held
-		},
-	})
+	cfg.MaxMessageSize = maxMessageSize
+	cfg.OnPsockError = func(_ *kcm.Psock, err error) {
+		pm.mu.Lock()
+		if pm.psockErr == nil {
+			pm.psockErr = err
+		}
+		pm.mu.Unlock()
+		go pm.Close() // the callback may run with mux state held
+	}
+	pm.Mux = kcm.NewMux(cfg)
 	return pm
 }
 

@@ -52,7 +52,7 @@ func rrRaw(t *target, cfg config) (*workload, error) {
 // rrKCM is super_kcmperf: per instance its own mux with one socket and one
 // psock, Send of the request and Recv of the response.
 func rrKCM(t *target, cfg config) (*workload, error) {
-	socks, muxes, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
+	socks, muxes, cleanup, err := kcmInstances(cfg.Instances, kcm.Config{}, func() (net.Conn, error) {
 		return t.dial(kindKCMEcho, cfg.RespSize)
 	})
 	if err != nil {
@@ -71,7 +71,7 @@ func rrKCM(t *target, cfg config) (*workload, error) {
 // kcmInstances makes n muxes of one socket and one psock over connections
 // from dial, and returns their sockets, the muxes in the same order and a
 // function closing them all.
-func kcmInstances(n int, dial func() (net.Conn, error)) ([]*kcm.Socket, []*perfMux, func(), error) {
+func kcmInstances(n int, cfg kcm.Config, dial func() (net.Conn, error)) ([]*kcm.Socket, []*perfMux, func(), error) {
 	muxes := make([]*perfMux, 0, n)
 	socks := make([]*kcm.Socket, 0, n)
 	cleanup := func() {
@@ -85,7 +85,7 @@ func kcmInstances(n int, dial func() (net.Conn, error)) ([]*kcm.Socket, []*perfM
 			cleanup()
 			return nil, nil, nil, err
 		}
-		m := newPerfMux()
+		m := newPerfMux(cfg)
 		muxes = append(muxes, m)
 		if _, err := m.attach(c, lengthPrefix); err != nil {
 			c.Close()

@@ -229,7 +229,7 @@ func serveRawStream(c net.Conn, size int) {
 // serveKCM serves one connection through its own mux with one socket and one
 // psock: the server side of super_kcmperf.
 func (s *server) serveKCM(c net.Conn, h hello) {
-	m := newPerfMux()
+	m := newPerfMux(kcm.Config{})
 	if !s.track(m) {
 		return
 	}

@@ -111,7 +111,7 @@ func sharedRaw(t *target, cfg config) (*workload, error) {
 }
 
 func sharedKCM(t *target, cfg config) (*workload, error) {
-	m := newPerfMuxAffinity(replySocket)
+	m := newPerfMux(kcm.Config{Affinity: replySocket, RecvBuffer: sharedRecvBuffer(cfg)})
 	for range cfg.Psocks {
 		c, err := t.dial(kindKCMEcho, cfg.RespSize)
 		if err != nil {
@@ -137,6 +137,14 @@ func sharedKCM(t *target, cfg config) (*workload, error) {
 			return m.explain(sharedRR(socks[i], cfg, w))
 		},
 	}, nil
+}
+
+// sharedRecvBuffer is the receive buffer of the shared test's mux: room
+// for every socket's reply to wait in its own queue, which Config.Affinity
+// keeps to a quarter of the receive buffer (beyond that it steers replies
+// to any socket, and sharedRR would fail), with room to spare.
+func sharedRecvBuffer(cfg config) int {
+	return max(kcm.DefaultRecvBuffer, 8*cfg.Instances*(hdrLen+cfg.RespSize))
 }
 
 // replySocket is the shared test's Config.Affinity: a reply goes to the

@@ -267,7 +267,7 @@ func dialKCMPing(addr string) (pingPonger, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := newPerfMux()
+	m := newPerfMux(kcm.Config{})
 	if _, err := m.attach(c, sockperfFraming); err != nil {
 		c.Close()
 		m.Close()

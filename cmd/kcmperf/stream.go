@@ -59,6 +59,9 @@ func streamRaw(t *target, cfg config) (*workload, error) {
 	}, nil
 }
 
+// streamRecvBuffer is the receive buffer of a kcm stream receiver's mux.
+const streamRecvBuffer = 256 << 10
+
 // streamKCM receives with RecvBatch, which lends pooled buffers that are
 // released right away: kcm's zero-copy batch path. The server sends with
 // SendBatch, cfg.Batch messages at a time.
@@ -69,7 +72,11 @@ func streamKCM(t *target, cfg config) (*workload, error) {
 	if cfg.Sender == "raw" {
 		kind = kindRawStream
 	}
-	socks, muxes, cleanup, err := kcmInstances(cfg.Instances, func() (net.Conn, error) {
+	// Each mux reads ahead at most streamRecvBuffer of messages, as a
+	// socket's receive buffer would hold, not the default 4 MiB: with
+	// -instances 1000 that would be gigabytes of queued messages where the
+	// raw receivers hold 64 KiB each.
+	socks, muxes, cleanup, err := kcmInstances(cfg.Instances, kcm.Config{RecvBuffer: streamRecvBuffer}, func() (net.Conn, error) {
 		return t.dialHello(hello{kind: kind, size: cfg.ReqSize, batch: cfg.Batch})
 	})
 	if err != nil {
