@@ -486,13 +486,20 @@ func (s *Socket) writeDeadline() time.Time {
 	return time.Time{}
 }
 
-// reserve makes p the socket's transmit psock, counting the change.
+// reserve makes p the socket's transmit psock, counting the change. A
+// sender may get here after its socket closed: Close, which marks the
+// socket closed before it lets go of the reservation, may have let go
+// already, so a closed socket lets go of what it just reserved (unless
+// Close took it meanwhile), or the reservation would stay for good.
 func (s *Socket) reserve(p *Psock) {
 	if old := s.txp.Swap(p); old != p {
 		if old != nil {
 			old.stats.unreserved.Add(1)
 		}
 		p.stats.reserved.Add(1)
+	}
+	if s.closed() && s.txp.CompareAndSwap(p, nil) {
+		p.stats.unreserved.Add(1)
 	}
 }
 
