@@ -224,3 +224,50 @@ func TestZeroLengthSendAfterCloseFails(t *testing.T) {
 		t.Fatalf("SendBatch(nil) on a closed socket: %v", err)
 	}
 }
+
+// The socket's other calls do not wait for a call that ends held messages
+// while it writes (or waits to): here a Batch and a More go through while
+// the ending call waits, and when that call fails at its deadline, what
+// it did not send is held again before what they held, as if they had
+// come after it. The retry sends the batch in order, and the message open
+// with More whole: its first piece, the piece added meanwhile, the last.
+func TestHeldCallsDuringEndingCall(t *testing.T) {
+	m, p, peer, sc, a, errA := writeHeld(t)
+	sB := m.NewSocket(kcm.SeqPacket)
+	held, held2 := msgOf(2, 50), msgOf(4, 60)
+	msg := msgOf(3, 200<<10) // too large to copy: the ending call waits in the queue
+	p1, p2, p3 := msg[:10], msg[10:20], msg[20:]
+	if err := sB.SendMsg(held, kcm.Batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := sB.SendMsg(p1, kcm.More); err != nil {
+		t.Fatal(err)
+	}
+	errB := make(chan error, 1)
+	go func() { errB <- sB.SendMsg(p3, 0) }()
+	waitSmem(t, m, p.Index(), int64(len(a)+len(held)+len(p1)+len(p3)))
+	for _, c := range []struct {
+		b     []byte
+		flags kcm.SendFlags
+	}{{held2, kcm.Batch}, {p2, kcm.More}} {
+		if err := cfDo(t, 2*time.Second, "a held send during the ending call", func() error { return sB.SendMsg(c.b, c.flags) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sB.SetWriteDeadline(time.Now().Add(-time.Second))
+	if err := waitErr(t, errB, "the ending call past its deadline"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ending call: %v", err)
+	}
+	close(sc.release)
+	if err := waitErr(t, errA, "sA's send"); err != nil {
+		t.Fatal(err)
+	}
+	sB.SetWriteDeadline(time.Time{})
+	if err := sB.SendMsg(p3, 0); err != nil {
+		t.Fatal(err)
+	}
+	readIDs(t, peer, 1, 2, 4)
+	if got := readMsg(t, peer); !bytes.Equal(got, msg) {
+		t.Fatalf("peer got %d bytes, want the whole %d-byte message", len(got), len(msg))
+	}
+}

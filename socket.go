@@ -186,7 +186,9 @@ func (s *Socket) Send(msg []byte) error { return s.SendMsg(msg, 0) }
 // Batch writes them all together. A call that fails (its socket open)
 // leaves held what it did not send: the open message, without msg, and
 // the batch's messages that did not go out wait for the next call that
-// ends them.
+// ends them, before what the socket's other calls held meanwhile (a call
+// that ends held messages does not hold up the socket's other calls while
+// it writes).
 func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 	if flags == 0 && s.state.Load()&sockHeld == 0 {
 		if len(msg) == 0 {
@@ -202,14 +204,18 @@ func (s *Socket) SendMsg(msg []byte, flags SendFlags) error {
 //
 //go:noinline
 func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
-	s.txmu.Lock()
-	defer s.releaseHeld()
 	// A call refused at once changes nothing held, as a net.Conn Write
 	// past its deadline writes nothing: what was built or held still goes
-	// out whole with the call that ends it.
+	// out whole with the call that ends it. It is refused before s.txmu,
+	// which another call may hold (briefly: nobody writes under it).
 	if err := s.sendCheck(); err != nil {
 		return err
 	}
+	if flags&(More|Batch) == 0 {
+		return s.endHeld([][]byte{msg})
+	}
+	s.txmu.Lock()
+	defer s.releaseHeld()
 	if flags&More != 0 {
 		s.open = append(s.open, msg...)
 		if s.open == nil {
@@ -217,27 +223,27 @@ func (s *Socket) sendHeld(msg []byte, flags SendFlags) error {
 		}
 		return nil
 	}
-	if flags&Batch != 0 {
-		if s.open != nil {
-			msg = append(s.open, msg...)
-			s.open = nil
-		}
-		if len(msg) > 0 {
-			s.batch = append(s.batch, append([]byte(nil), msg...))
-		}
-		return nil
+	if s.open != nil {
+		msg = append(s.open, msg...)
+		s.open = nil
 	}
-	return s.endHeld([][]byte{msg})
+	if len(msg) > 0 {
+		s.batch = append(s.batch, append([]byte(nil), msg...))
+	}
+	return nil
 }
 
 // endHeld sends the messages s holds, then msgs, the first of which ends
-// the open message; s.txmu is held. Empty messages are skipped.
+// the open message. Empty messages are skipped. It takes them out of s
+// under s.txmu, but sends without it, so that the socket's other calls
+// (a plain send, a send past its deadline, one that holds a message) do
+// not wait for the write; a send that fails gives back what it did not
+// send, before what other calls held meanwhile.
 func (s *Socket) endHeld(msgs [][]byte) error {
-	if err := s.sendCheck(); err != nil {
-		return err
-	}
+	s.txmu.Lock()
 	all, held, open := s.batch, len(s.batch), s.open
 	s.batch, s.open = nil, nil
+	s.releaseHeld()
 	ends := -1 // the index in all of the message that ends open
 	if open != nil {
 		var first []byte
@@ -261,14 +267,33 @@ func (s *Socket) endHeld(msgs [][]byte) error {
 	if err != nil && !s.closed() {
 		// Likewise after a wait that failed: what was not sent stays held,
 		// the open message without the bytes of the call that ended it.
+		var batch [][]byte
 		if sent < held {
-			s.batch = all[sent:held:held]
+			batch = all[sent:held:held]
 		}
-		if open != nil && (ends < 0 || sent <= ends) {
-			s.open = open
+		if open == nil || (ends >= 0 && sent > ends) {
+			open = nil
 		}
+		s.giveBack(batch, open)
 	}
 	return err
+}
+
+// giveBack holds again the messages of a batch and the open message that
+// a call ending them did not send, before those other calls held while it
+// tried: as if they had been held after it failed.
+func (s *Socket) giveBack(batch [][]byte, open []byte) {
+	if batch == nil && open == nil {
+		return
+	}
+	s.txmu.Lock()
+	defer s.releaseHeld()
+	if batch != nil {
+		s.batch = append(batch, s.batch...)
+	}
+	if open != nil {
+		s.open = append(open, s.open...)
+	}
 }
 
 // releaseHeld ends a call that holds s.txmu: it records whether s holds
@@ -392,8 +417,9 @@ func nonEmpty(msgs [][]byte) ([][]byte, int) {
 // sendHeldBatch is SendBatch on a socket that holds messages: they go
 // first, as the messages of sendmmsg end an open message and a batch.
 func (s *Socket) sendHeldBatch(msgs [][]byte) error {
-	s.txmu.Lock()
-	defer s.releaseHeld()
+	if err := s.sendCheck(); err != nil {
+		return err // before s.txmu, as in sendHeld
+	}
 	return s.endHeld(msgs)
 }
 
