@@ -499,6 +499,12 @@ func (s *Socket) kickSenders() {
 	}
 }
 
+// hasWriteDeadline reports whether the socket has a write deadline.
+func (s *Socket) hasWriteDeadline() bool {
+	dl := s.wdl.Load()
+	return dl != nil && !dl.IsZero()
+}
+
 // writeExpired reports whether the socket's write deadline has passed.
 func (s *Socket) writeExpired() bool {
 	dl := s.wdl.Load()
@@ -775,7 +781,10 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline sets the deadline for sends, including those already
 // waiting: for a psock, or uncopied for their turn on a busy psock. A send
 // called after it fails at once. A message whose writing has begun is
-// never cut by it. Zero means none.
+// never cut by it. A send that wrote its message on an idle psock may go
+// on writing what other sends queued there meanwhile (up to 1 MiB, beyond
+// which a goroutine of the mux's takes over); with a deadline set, it
+// leaves that to the mux at once, between two writes. Zero means none.
 func (s *Socket) SetWriteDeadline(t time.Time) error {
 	s.wdl.Store(&t)
 	s.kickSenders()

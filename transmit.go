@@ -200,12 +200,16 @@ type txState struct {
 	count   msgCount  // messages written, guarded by mu
 	q       []txEntry // messages waiting for the writer
 
-	cut      bool          // a write stopped in the middle of a message
-	timed    bool          // writes have a deadline: see armWrite
-	inflight []txEntry     // the queue a writer is writing; guarded by mu
-	sent     msgCount      // written by the current writer from a batch or the queue, not yet in count
-	idle     chan struct{} // closed when the writer stops, for Unattach
-	load     atomic.Int64  // bytes queued or being written, for psock choice
+	cut      bool      // a write stopped in the middle of a message
+	timed    bool      // writes have a deadline: see armWrite
+	inflight []txEntry // the queue a writer is writing; guarded by mu
+	// flusher is the socket whose send, its own message written, goes on
+	// writing what others queued meanwhile (nil for a goroutine of the
+	// mux's); mu. Its Close lets the send go: see dropSocketLocked.
+	flusher *Socket
+	sent    msgCount      // written by the current writer from a batch or the queue, not yet in count
+	idle    chan struct{} // closed when the writer stops, for Unattach
+	load    atomic.Int64  // bytes queued or being written, for psock choice
 
 	cbuf     []byte
 	spareQ   []txEntry
@@ -618,6 +622,9 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 	for {
 		t.count.add(int(done.msgs+t.sent.msgs), int(done.bytes+t.sent.bytes))
 		t.sent, t.hasSent, done = msgCount{}, false, msgCount{}
+		if t.writer != nil {
+			t.flusher = t.writer // its own message is written
+		}
 		t.writer = nil
 		if t.closeKicked {
 			// A socket's close interrupted a write: undo its deadline.
@@ -625,7 +632,7 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 			p.conn.SetWriteDeadline(time.Time{})
 		}
 		if t.stopped.Load() || len(t.q) == 0 {
-			t.writing = false
+			t.writing, t.flusher = false, nil
 			if t.waitIdle {
 				close(t.idle)
 				t.idle, t.waitIdle = nil, false
@@ -634,7 +641,11 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 			m.noteTxIdle(p)
 			return
 		}
-		if t.load.Load() > int64(budget) {
+		if t.load.Load() > int64(budget) || t.flusher != nil && (t.flusher.closed() || t.flusher.hasWriteDeadline()) {
+			// Others' data past the budget, or a caller whose socket
+			// closed, or who set a deadline on its calls: a goroutine of
+			// the mux's goes on.
+			t.flusher = nil
 			t.mu.Unlock()
 			m.wg.Add(1)
 			go m.flushInBackground(p)
@@ -1053,7 +1064,7 @@ func (m *Mux) dropSocketLocked(s *Socket) {
 		t := &p.tx
 		t.mu.Lock()
 		t.q = m.dropEntries(p, t.q, t.cbuf, s)
-		if t.writing && (t.writer == s || holdsSender(t.inflight, s)) {
+		if t.writing && (t.writer == s || t.flusher == s || holdsSender(t.inflight, s)) {
 			t.closeKicked = true
 			p.conn.SetWriteDeadline(aLongTimeAgo)
 		}
