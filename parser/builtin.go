@@ -163,7 +163,10 @@ type postgresStartupParser struct{}
 // of the session (as Postgres). The two are told apart by the first byte:
 // startup packets are shorter than 16 MiB, so their length begins with a
 // zero byte, and no message type is zero. After an SSLRequest the server's
-// 'S' switches the stream to TLS: attach the TLS connection instead.
+// 'S' switches the stream to TLS: attach the TLS connection instead. After
+// a GSSENCRequest answered 'G' the stream is GSSAPI-encrypted packets,
+// whose length does not count itself, which this parser does not read
+// (it would cut each 4 bytes short).
 func PostgresFrontend() kcm.Parser { return postgresFrontendParser{} }
 
 type postgresFrontendParser struct{}
@@ -230,13 +233,13 @@ func (tlsParser) Parse(b []byte) (int, error) {
 	return n + 5, nil
 }
 
-// RDS parses RDS-over-TCP messages the way the kernel KCM example program
-// `return load_word(skb, 16) + 40;` does: the big-endian h_len at offset 16
-// plus 40. It needs 20 bytes and never fails.
+// RDS parses RDS-over-TCP messages the way the KCM BPF program
+// `return load_word(skb, 16) + 40;` does: the big-endian h_len at offset
+// 16 plus 40. It needs 20 bytes and never fails.
 //
 // Note: Linux's struct rds_header is 48 bytes (h_len counts the payload
 // only), so real RDS traffic would need + 48. This parser deliberately
-// matches the documented kernel program so both give the same boundaries;
+// matches that program so both give the same boundaries;
 // use a LengthField{Offset: 16, Size: 4, Adjust: 28} for + 48.
 func RDS() kcm.Parser { return rdsParser{} }
 
@@ -259,7 +262,8 @@ const SockperfHeaderSize = 14
 
 // Sockperf parses sockperf's TCP messages: a 14-byte header whose 4-byte
 // big-endian length at offset 10 is the total message length, header
-// included. A length below the header is kcm.ErrBadLength.
+// included. A length below the header, or of 2 GiB or more (sockperf's
+// own messages are far shorter), is kcm.ErrBadLength.
 func Sockperf() kcm.Parser { return sockperfParser{} }
 
 type sockperfParser struct{}
@@ -277,7 +281,9 @@ func (sockperfParser) Parse(b []byte) (int, error) {
 
 // GRPC parses gRPC length-prefixed messages (the HTTP/2 DATA payload framing
 // of the gRPC protocol): a compressed-flag byte and a 4-byte big-endian
-// length. The total is length + 5; it never fails.
+// length. The total is length + 5; it never fails. It reads the messages
+// inside a stream's DATA frames, once taken out of them; a gRPC connection
+// itself carries HTTP/2 frames: use HTTP2 or HTTP2Server there.
 func GRPC() kcm.Parser { return grpcParser{} }
 
 type grpcParser struct{}
