@@ -16,6 +16,44 @@ import (
 // TCP socket itself). It is the package's only shared state.
 var attachedConns sync.Map
 
+// layersOf returns c and the connections it is layered on, as far as
+// NetConn methods tell (a tls.Conn's, the one Unattach returns): one
+// stream, which must not be attached twice, under any of its layers.
+// Layers of a type that cannot be a map key are left out.
+func layersOf(c net.Conn) []net.Conn {
+	layers := []net.Conn{c}
+	for range maxLayers {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		if c = u.NetConn(); nilConn(c) || !reflect.TypeOf(c).Comparable() {
+			break
+		}
+		layers = append(layers, c)
+	}
+	return layers
+}
+
+// claimConns records layers as attached, or none of them when one already
+// is, which it returns.
+func claimConns(layers []net.Conn) (dup net.Conn) {
+	for i, l := range layers {
+		if _, taken := attachedConns.LoadOrStore(l, struct{}{}); taken {
+			releaseConns(layers[:i])
+			return l
+		}
+	}
+	return nil
+}
+
+// releaseConns forgets layers as attached.
+func releaseConns(layers []net.Conn) {
+	for _, l := range layers {
+		attachedConns.Delete(l)
+	}
+}
+
 // Mux is a connection multiplexor: it joins Sockets, on which the
 // application sends and receives whole messages, with attached stream
 // connections (psocks). A message sent on any socket is written atomically
@@ -69,6 +107,7 @@ type Mux struct {
 type muxCold struct {
 	departed PsockStats    // counters of psocks that left and went quiet
 	done     chan struct{} // closed by Close
+	closed   chan struct{} // closed when Close has waited for the mux's goroutines
 	byIndex  []*Socket     // open sockets by index, with Affinity only; mu
 }
 
@@ -78,7 +117,7 @@ func (m *Mux) Done() <-chan struct{} { return m.cold.done }
 // NewMux returns a mux configured by cfg; zero fields take their
 // documented defaults.
 func NewMux(cfg Config) *Mux {
-	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{})}}
+	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{}), closed: make(chan struct{})}}
 	m.affine = m.cfg.Affinity != nil
 	m.maxQueued = max(m.cfg.RecvBuffer/msgCost, minMaxQueued)
 	m.txps.Store(new([]*Psock))
@@ -126,8 +165,9 @@ func (m *Mux) Attach(c net.Conn, p Parser) (*Psock, error) {
 // done (until then they go to other psocks, or wait as with no psock
 // attached; those sent to it with SendTo wait in its queue). A nil or
 // closed connection fails with ErrBadConn, one that is already attached
-// to a mux with ErrAlreadyAttached, and any on a closed mux with
-// ErrClosed.
+// to a mux with ErrAlreadyAttached (so does one layered on an attached
+// connection, or under one, as NetConn methods tell: the same stream), and
+// any on a closed mux with ErrClosed.
 func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error) {
 	if nilConn(c) {
 		return nil, fmt.Errorf("kcm: attach: nil connection: %w", ErrBadConn)
@@ -138,20 +178,22 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 	if !reflect.TypeOf(c).Comparable() {
 		return nil, fmt.Errorf("kcm: attach: connection type %T is not comparable: %w", c, ErrBadConn)
 	}
-	if _, dup := attachedConns.LoadOrStore(c, struct{}{}); dup {
+	layers := layersOf(c)
+	if dup := claimConns(layers); dup != nil {
 		return nil, fmt.Errorf("kcm: attach %v: %w", c.RemoteAddr(), ErrAlreadyAttached)
 	}
 	// Probe for a closed connection, now that nobody else may touch it.
 	if err := c.SetReadDeadline(time.Time{}); err != nil {
-		attachedConns.Delete(c)
+		releaseConns(layers)
 		return nil, fmt.Errorf("kcm: attach: %w: %w", ErrBadConn, err)
 	}
 	ps := m.newPsock(c, p, pc)
+	ps.layers = layers
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		attachedConns.Delete(c)
+		releaseConns(layers)
 		return nil, fmt.Errorf("kcm: attach: %w", ErrClosed)
 	}
 	ps.index = m.psockIdx.alloc()
@@ -246,7 +288,8 @@ const maxLayers = 8
 
 // Close closes the mux: every socket, and every attached connection
 // (unattach a psock first to keep its connection). Blocked calls return
-// ErrClosed, and Close waits for the mux's own goroutines to end. A
+// ErrClosed, and Close waits for the mux's own goroutines to end (a Close
+// called while another runs returns when that one does). A
 // connection layered on another (one with a NetConn method, as tls.Conn)
 // may say goodbye (close_notify) for up to 250 ms, then the connection
 // under it is closed, so a peer that stopped reading cannot hold Close up;
@@ -256,6 +299,7 @@ func (m *Mux) Close() error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
+		<-m.cold.closed // a Close under way: returns when it does
 		return nil
 	}
 	m.closed = true
@@ -275,6 +319,7 @@ func (m *Mux) Close() error {
 	m.backlog.dropLocked()
 	m.mu.Unlock()
 	m.wg.Wait()
+	close(m.cold.closed)
 	return nil
 }
 

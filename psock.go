@@ -137,6 +137,7 @@ type Psock struct {
 	hsCancel context.CancelFunc
 	hsFailed bool // the handshake failed, or was cancelled; mux.mu
 
+	layers []net.Conn    // conn and those it is layered on, as attached: see layersOf
 	wto    time.Duration // Config.WriteTimeout; tx.timed says it is set
 	disarm bool          // timed writes take their deadline off after (no raw descriptor): see disarmWrite
 }
@@ -403,7 +404,7 @@ func (m *Mux) removeLocked(p *Psock) {
 	// counters into the mux's once they are quiet.
 	m.leaving = append(m.leaving, p)
 	m.foldLeavingLocked()
-	attachedConns.Delete(p.conn)
+	releaseConns(p.layers)
 }
 
 // foldLeavingLocked adds the counters of psocks that left the mux, and
