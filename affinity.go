@@ -53,14 +53,15 @@ func (m *Mux) steerLocked(msg Message) bool {
 		m.handLocked(a.ws[0], msg)
 		return true
 	}
-	if budget := m.cfg.RecvBuffer / 4; m.ownBytes+len(msg.b) > budget ||
-		a.own.len() > 0 && a.own.bytes+len(msg.b) > budget/len(m.sockets) {
+	budget, count := m.cfg.RecvBuffer/4, m.maxQueued/4
+	if m.ownBytes+len(msg.b) > budget || m.ownMsgs+1 > count ||
+		a.own.len() > 0 && (a.own.bytes+len(msg.b) > budget/len(m.sockets) || a.own.len()+1 > count/len(m.sockets)) {
 		// Best effort: the own queues hold at most a quarter of the
-		// receive buffer, so that sockets that do not receive cannot
-		// hold up the others' messages (the psocks pause on the whole),
-		// and each socket's at most its share of that quarter (or one
-		// message), so that one socket that does not receive cannot
-		// switch steering off for the others.
+		// receive buffer, in bytes and in messages, so that sockets that
+		// do not receive cannot hold up the others' messages (the psocks
+		// pause on the whole), and each socket's at most its share of
+		// that quarter (or one message), so that one socket that does not
+		// receive cannot switch steering off for the others.
 		return false
 	}
 	a.own.push(msg)

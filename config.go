@@ -81,8 +81,9 @@ type Config struct {
 	// own. It goes to any socket instead when no open, receiving socket
 	// has that index, when the own queues of all sockets would hold more
 	// than a quarter of RecvBuffer (which bounds them together with the
-	// shared queue), or when the socket's own queue would hold more than
-	// its share of that quarter (the quarter divided by the open sockets;
+	// shared queue), in bytes or in messages (see RecvBuffer), or when the
+	// socket's own queue would hold more than its share of that quarter
+	// (the quarter divided by the open sockets;
 	// an empty own queue takes one message over its share, within the
 	// quarter), so that a socket that does not receive cannot switch
 	// steering off for the others. A socket receives the messages of a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,11 @@ func layersOf(c net.Conn) []net.Conn {
 		if !ok {
 			break
 		}
-		if c = u.NetConn(); nilConn(c) || !reflect.TypeOf(c).Comparable() {
+		// Only pointers below the top: they are always map keys (a
+		// comparable struct may hold an interface whose value is not),
+		// and their equality ends a NetConn that returns its own conn
+		// or a cycle.
+		if c = u.NetConn(); nilConn(c) || reflect.TypeOf(c).Kind() != reflect.Pointer || slices.Contains(layers, c) {
 			break
 		}
 		layers = append(layers, c)
@@ -107,7 +112,6 @@ type Mux struct {
 type muxCold struct {
 	departed PsockStats    // counters of psocks that left and went quiet
 	done     chan struct{} // closed by Close
-	closed   chan struct{} // closed when Close has waited for the mux's goroutines
 	byIndex  []*Socket     // open sockets by index, with Affinity only; mu
 }
 
@@ -117,7 +121,7 @@ func (m *Mux) Done() <-chan struct{} { return m.cold.done }
 // NewMux returns a mux configured by cfg; zero fields take their
 // documented defaults.
 func NewMux(cfg Config) *Mux {
-	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{}), closed: make(chan struct{})}}
+	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{})}}
 	m.affine = m.cfg.Affinity != nil
 	m.maxQueued = max(m.cfg.RecvBuffer/msgCost, minMaxQueued)
 	m.txps.Store(new([]*Psock))
@@ -288,8 +292,9 @@ const maxLayers = 8
 
 // Close closes the mux: every socket, and every attached connection
 // (unattach a psock first to keep its connection). Blocked calls return
-// ErrClosed, and Close waits for the mux's own goroutines to end (a Close
-// called while another runs returns when that one does). A
+// ErrClosed, and Close waits for the mux's own goroutines to end. A Close
+// called while another is under way returns at once: it may be called from
+// one of the goroutines the first waits for (a connection's Close). A
 // connection layered on another (one with a NetConn method, as tls.Conn)
 // may say goodbye (close_notify) for up to 250 ms, then the connection
 // under it is closed, so a peer that stopped reading cannot hold Close up;
@@ -299,7 +304,6 @@ func (m *Mux) Close() error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		<-m.cold.closed // a Close under way: returns when it does
 		return nil
 	}
 	m.closed = true
@@ -319,7 +323,6 @@ func (m *Mux) Close() error {
 	m.backlog.dropLocked()
 	m.mu.Unlock()
 	m.wg.Wait()
-	close(m.cold.closed)
 	return nil
 }
 

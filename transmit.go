@@ -207,9 +207,12 @@ type txState struct {
 	// writing what others queued meanwhile (nil for a goroutine of the
 	// mux's); mu. Its Close lets the send go: see dropSocketLocked.
 	flusher *Socket
-	sent    msgCount      // written by the current writer from a batch or the queue, not yet in count
-	idle    chan struct{} // closed when the writer stops, for Unattach
-	load    atomic.Int64  // bytes queued or being written, for psock choice
+	// flusherKicked: the flusher's socket closed and interrupted its
+	// write, which a goroutine of the mux's finishes (finishKicked); mu.
+	flusherKicked bool
+	sent          msgCount      // written by the current writer from a batch or the queue, not yet in count
+	idle          chan struct{} // closed when the writer stops, for Unattach
+	load          atomic.Int64  // bytes queued or being written, for psock choice
 
 	cbuf     []byte
 	spareQ   []txEntry
@@ -627,8 +630,9 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 		}
 		t.writer = nil
 		if t.closeKicked {
-			// A socket's close interrupted a write: undo its deadline.
-			t.closeKicked = false
+			// A socket's close interrupted a write (or meant to: it may
+			// have ended first): undo its deadline.
+			t.closeKicked, t.flusherKicked = false, false
 			p.conn.SetWriteDeadline(time.Time{})
 		}
 		if t.stopped.Load() || len(t.q) == 0 {
@@ -659,6 +663,9 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 		t.inflight = q
 		t.mu.Unlock()
 		n, err := p.writeQueue(q, buf)
+		if err != nil && m.handKicked(p, q, buf, n) {
+			return
+		}
 		budget -= n
 		keep := m.completeQueue(p, q, buf, n, err)
 		t.mu.Lock()
@@ -693,6 +700,55 @@ func (t *txState) takeQueueLocked(m *Mux, p *Psock) ([]txEntry, []byte) {
 	return kept, buf
 }
 
+// handKicked hands the queue write q (over buf) that the flusher's
+// socket interrupted, n bytes written, to a goroutine of the mux's that
+// finishes it where it stopped: the stream is intact, and the messages
+// are others', whose senders returned or wait for them. It reports
+// whether the write was such.
+func (m *Mux) handKicked(p *Psock, q []txEntry, buf []byte, n int) bool {
+	t := &p.tx
+	t.mu.Lock()
+	kicked := t.flusherKicked
+	if kicked {
+		t.closeKicked, t.flusherKicked, t.flusher = false, false, nil
+		p.conn.SetWriteDeadline(time.Time{})
+	}
+	t.mu.Unlock()
+	if kicked {
+		m.wg.Add(1)
+		go m.finishKicked(p, q, buf, n)
+	}
+	return kicked
+}
+
+// finishKicked writes the rest of the queue write q after its first n
+// bytes, completes it, and goes on with the queue as flushInBackground.
+func (m *Mux) finishKicked(p *Psock, q []txEntry, buf []byte, n int) {
+	defer m.wg.Done()
+	t := &p.tx
+	t.iov = p.queueIOV(q, buf)
+	skip := n
+	for len(t.iov) > 0 && skip >= len(t.iov[0]) {
+		skip -= len(t.iov[0])
+		t.iov = t.iov[1:]
+	}
+	var more int
+	var err error
+	if len(t.iov) > 0 {
+		t.iov[0] = t.iov[0][skip:]
+		more, err = p.writev()
+	}
+	keep := m.completeQueue(p, q, buf, n+more, err)
+	t.mu.Lock()
+	t.inflight = nil
+	clear(q)
+	t.spareQ = q[:0]
+	if !keep {
+		t.spareBuf = buf[:0]
+	}
+	m.flushQueuedLocked(p, msgCount{}, math.MaxInt)
+}
+
 func (m *Mux) flushInBackground(p *Psock) {
 	defer m.wg.Done()
 	p.tx.mu.Lock()
@@ -703,7 +759,17 @@ func (m *Mux) flushInBackground(p *Psock) {
 // copied messages are one contiguous piece of buf.
 func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 	t := &p.tx
-	iov := t.iov[:0]
+	t.iov = p.queueIOV(q, buf)
+	if len(t.iov) == 1 {
+		return p.write(t.iov[0])
+	}
+	return p.writev()
+}
+
+// queueIOV returns the pieces of the queue write q over buf, in the
+// writer's scratch: adjacent copied messages are one contiguous piece.
+func (p *Psock) queueIOV(q []txEntry, buf []byte) net.Buffers {
+	iov := p.tx.iov[:0]
 	start, end := -1, -1
 	for i := range q {
 		e := &q[i]
@@ -727,11 +793,7 @@ func (p *Psock) writeQueue(q []txEntry, buf []byte) (int, error) {
 	if start >= 0 {
 		iov = append(iov, buf[start:end])
 	}
-	t.iov = iov
-	if len(iov) == 1 {
-		return p.write(iov[0])
-	}
-	return p.writev()
+	return iov
 }
 
 // With Config.WriteTimeout, the deadline bounds a write's progress, not
@@ -1064,8 +1126,16 @@ func (m *Mux) dropSocketLocked(s *Socket) {
 		t := &p.tx
 		t.mu.Lock()
 		t.q = m.dropEntries(p, t.q, t.cbuf, s)
-		if t.writing && (t.writer == s || t.flusher == s || holdsSender(t.inflight, s)) {
+		switch {
+		case t.writing && (t.writer == s || holdsSender(t.inflight, s)):
 			t.closeKicked = true
+			p.conn.SetWriteDeadline(aLongTimeAgo)
+		case t.writing && t.flusher == s && p.raw != nil && !t.closeKicked:
+			// Others' messages: the write is interrupted to let the call
+			// go, and finished, where it stopped, by the mux (a TLS
+			// connection is broken by an interrupted write: its flusher
+			// goes on to the end of the write under way).
+			t.closeKicked, t.flusherKicked = true, true
 			p.conn.SetWriteDeadline(aLongTimeAgo)
 		}
 		t.mu.Unlock()
