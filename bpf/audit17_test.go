@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
@@ -53,6 +54,9 @@ func opcodeProbe(op uint16) []xbpf.Instruction {
 // chk_code_allowed allows loads in Classic.
 func TestAudit17ClassicKernelOpcodesAccepted(t *testing.T) {
 	for op := range kernelClassicCodes {
+		if op == 0x81 {
+			continue // BPF_LDX|BPF_LEN: refused, see TestAudit17ClassicLdxLen
+		}
 		if _, err := Classic(opcodeProbe(op)); err != nil {
 			t.Errorf("opcode %#02x (kernel allows it): %v", op, err)
 		}
@@ -71,7 +75,6 @@ func TestAudit17ClassicKernelOpcodesAccepted(t *testing.T) {
 // (0xa0 0xa1 0xa8 0xa9 0xb0) as ldx 4*([k]&0xf). kernelRejects does not
 // look at the opcode table.
 func TestAudit17ClassicRefusesKernelInvalidOpcodes(t *testing.T) {
-	t.Skip("BUG: Classic accepts 13 opcodes the kernel's chk_code_allowed refuses (0x0d 0x21 0x29 0x31 0x41 0x49 0x51 0x8c 0xa0 0xa1 0xa8 0xa9 0xb0), e.g. RawInstruction{Op: 0x21} runs as a load into A")
 	for op := uint16(0); op < 256; op++ {
 		if kernelClassicCodes[op] {
 			continue
@@ -86,12 +89,12 @@ func TestAudit17ClassicRefusesKernelInvalidOpcodes(t *testing.T) {
 // TestAudit17ClassicLdxLen: BPF_LDX|BPF_W|BPF_LEN (0x81, "ldx #len" in
 // bpf_asm) loads the packet length into X: bpf_convert_filter
 // (net/core/filter.c) turns it into BPF_LDX_MEM(BPF_W, BPF_REG_X,
-// BPF_REG_CTX, offsetof(struct sk_buff, len)). Classic accepts it but
-// x/net/bpf's Disassemble decodes every BPF_LEN load as
-// LoadExtension{Num: ExtLen}, which writes A: X stays 0 and A is
-// overwritten.
+// BPF_REG_CTX, offsetof(struct sk_buff, len)). x/net/bpf's Disassemble
+// decodes every BPF_LEN load as LoadExtension{Num: ExtLen}, which writes
+// A, and its VM has no load of the length into X: Classic used to accept
+// it and compute a wrong length (X stayed 0, A was overwritten); it now
+// refuses it, with an error that says how to write the same program.
 func TestAudit17ClassicLdxLen(t *testing.T) {
-	t.Skip("BUG: RawInstruction{Op: BPF_LDX|BPF_W|BPF_LEN} loads the length into A instead of X (x/net/bpf Disassemble), so `ldx #len; ld #7; txa; ret a` returns 0 (need more) where the kernel returns len")
 	in := []byte{0, 0, 0, 4, 1, 2, 3, 4}
 	for _, tt := range []struct {
 		name string
@@ -116,13 +119,9 @@ func TestAudit17ClassicLdxLen(t *testing.T) {
 			xbpf.RetConstant{Val: 0},
 		}, 8},
 	} {
-		p, err := Classic(tt.prog)
-		if err != nil {
-			t.Errorf("%s: Classic: %v", tt.name, err)
-			continue
-		}
-		if n, err := p.Parse(in); n != tt.want || err != nil {
-			t.Errorf("%s: Parse(%x) = %d, %v; want %d (kernel: X = skb->len)", tt.name, in, n, err, tt.want)
+		_ = in
+		if _, err := Classic(tt.prog); !errors.Is(err, ErrInvalidProgram) || !strings.Contains(err.Error(), "BPF_LDX|BPF_LEN") {
+			t.Errorf("%s: Classic: %v; want ErrInvalidProgram naming BPF_LDX|BPF_LEN (the kernel would return %d)", tt.name, err, tt.want)
 		}
 	}
 }
@@ -134,7 +133,6 @@ func TestAudit17ClassicLdxLen(t *testing.T) {
 // kernel's bpf_check_classic refuses are refused too". Classic accepts
 // them and the x/net/bpf VM reads the slot as 0.
 func TestAudit17ClassicUninitScratch(t *testing.T) {
-	t.Skip("BUG: Classic accepts a load of a scratch slot never stored (kernel check_load_and_stores refuses it); it runs with M[k] = 0")
 	for name, prog := range map[string][]xbpf.Instruction{
 		"ld M[3] first": {
 			xbpf.LoadScratch{Dst: xbpf.RegA, N: 3},
@@ -222,7 +220,6 @@ func ebpfProg(t *testing.T, insns asm.Instructions) (*ebpfParser, error) {
 // refused at load for the same reason. The constant-offset cases (LD_ABS,
 // LDX_MSH) are decidable at load and should be refused like it.
 func TestAudit17NegativeOffsetLoads(t *testing.T) {
-	t.Skip("BUG: constant packet loads at SKF_NET_OFF/SKF_LL_OFF (kernel: network/MAC header bytes) are accepted and always return 0 (need more forever) instead of being refused at load like SKF_AD_OFF")
 	for _, k := range []int32{skfNetOff, skfNetOff + 9, skfLLOff, skfLLOff + 12} {
 		for name, prog := range map[string][]xbpf.Instruction{
 			"ldb":  {xbpf.LoadAbsolute{Off: uint32(k), Size: 1}, xbpf.ALUOpConstant{Op: xbpf.ALUOpAdd, Val: 1}, xbpf.RetA{}},
@@ -438,7 +435,6 @@ char _license[] SEC("license") = "GPL";
 // always little-endian, so the object loads and returns 4, a wrong length
 // with no error at load or run time.
 func TestAudit17BigEndianObject(t *testing.T) {
-	t.Skip("BUG: LoadObject accepts a big-endian (clang -target bpfeb) object and runs it with little-endian memory: top_byte on 04 00 00 00 returns 4, the kernel it was built for returns 8 (and a little-endian kernel refuses it)")
 	obj := clangObject(t, "bpfeb", topByteSrc)
 	p, err := LoadObject(obj, "top_byte")
 	if errors.Is(err, ErrInvalidProgram) {

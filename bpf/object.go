@@ -26,7 +26,10 @@ import (
 // fields read as zero, except the direct packet pointers data, data_end and
 // data_meta, which socket filters cannot use: reading them is a run-time
 // error, so the psock fails instead of waiting forever). Maps,
-// bpf-to-bpf calls and other helpers are rejected; errors wrap
+// bpf-to-bpf calls, other helpers, big-endian objects (clang -target
+// bpfeb, which a little-endian kernel refuses too) and constant loads in
+// the network or link-layer header (SKF_NET_OFF, SKF_LL_OFF) are
+// rejected; errors wrap
 // ErrInvalidProgram, ErrNoProgram when no program goes by that name, or
 // the decoder's error for unreadable files.
 //
@@ -39,6 +42,11 @@ func LoadObject(path, program string) (kcm.Parser, error) {
 	ps, err := findProgram(spec, program)
 	if err != nil {
 		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	if ps.ByteOrder != nil && ps.ByteOrder != binary.LittleEndian {
+		// Its memory is big-endian: a little-endian kernel refuses it,
+		// and so does kcm, which runs it with little-endian memory.
+		return nil, fmt.Errorf("%w: %s: program %s is %s (clang -target bpfeb); only little-endian programs run", ErrInvalidProgram, path, ps.Name, ps.ByteOrder)
 	}
 	if ps.Type != ebpf.SocketFilter {
 		return nil, fmt.Errorf("%w: %s: program %s has type %s, want a socket filter (SEC(\"socket\"))", ErrInvalidProgram, path, ps.Name, ps.Type)

@@ -188,6 +188,16 @@ var jmpCode = [16]int8{
 // Load validates raw little-endian eBPF bytecode (8 bytes per instruction
 // slot, 16 for a 64-bit immediate load) and decodes it. The error wraps
 // ErrInvalid and names the offending instruction.
+// HeaderOffset reports whether k, a constant packet load offset, is one
+// at which the kernel reads the packet's network or link-layer header
+// (SKF_NET_OFF or SKF_LL_OFF plus a header's length at most) rather than
+// its data: a program that does parses something a message does not have.
+// Other negative offsets are out of range there (the load fails, as here).
+func HeaderOffset(k int32) bool {
+	const skfNetOff, skfLLOff, maxHeader = -0x100000, -0x200000, 0x10000
+	return k >= skfNetOff && k < skfNetOff+maxHeader || k >= skfLLOff && k < skfLLOff+maxHeader
+}
+
 func Load(raw []byte) (*Program, error) {
 	if len(raw) == 0 || len(raw)%8 != 0 {
 		return nil, fmt.Errorf("%w: bytecode length %d is not a positive multiple of 8", ErrInvalid, len(raw))
@@ -341,6 +351,9 @@ func Load(raw []byte) (*Program, error) {
 					return nil, bad("64-bit packet load")
 				}
 				if mode == modeABS {
+					if HeaderOffset(imm) {
+						return nil, bad("packet load in the network or link-layer header (SKF_NET_OFF, SKF_LL_OFF), which a message does not have")
+					}
 					in.op = opLDABSB + sz
 				} else {
 					in.op = opLDINDB + sz
