@@ -218,30 +218,11 @@ func TestAudit15SenderNotHeldByOthersQueue(t *testing.T) {
 	for _, how := range []string{"Close", "deadline"} {
 		t.Run(how, func(t *testing.T) {
 			m := newMux(t, kcm.Config{})
-			p, peer := attachStalled(t, m)
-			sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-			own := msgOf(1, 1<<20)
+			var deadline func(*kcm.Socket)
 			if how == "deadline" {
-				sA.SetWriteDeadline(time.Now().Add(time.Hour))
+				deadline = func(sA *kcm.Socket) { sA.SetWriteDeadline(time.Now().Add(time.Hour)) }
 			}
-			errA := make(chan error, 1)
-			go func() { errA <- sA.Send(own) }()
-			waitSmem(t, m, p.Index(), int64(len(own))) // sA writes its own message, stuck
-			const n, size = 8, 60 << 10                // copied: under 64 KiB each, 480 KiB in all
-			for i := range n {
-				if err := sB.Send(msgOf(uint32(10+i), size)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// The peer takes sA's message, and nothing more: sA's write
-			// ends, and sA goes on with sB's queue, which stalls.
-			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if id := checkMsg(t, readMsg(t, peer)); id != 1 {
-				t.Fatalf("first message %d, want sA's", id)
-			}
-			waitProc(t, m, func(string) bool {
-				return a15PsockSendQ(m, p.Index()) == 0 && psockSmem(m, p.Index()) > 0
-			})
+			_, peer, sA, errA := flusherStalled(t, m, deadline)
 			if how == "Close" {
 				sA.Close()
 			}
@@ -255,7 +236,7 @@ func TestAudit15SenderNotHeldByOthersQueue(t *testing.T) {
 			if how == "deadline" && returned {
 				// The mux writes sB's messages once the peer reads: all
 				// of them, in order.
-				for i := range n {
+				for i := range flusherMsgs {
 					if id := checkMsg(t, readMsg(t, peer)); id != uint32(10+i) {
 						t.Fatalf("message %d after sA's, want %d", id, 10+i)
 					}
@@ -272,6 +253,42 @@ func TestAudit15SenderNotHeldByOthersQueue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// flusherMsgs are the copied messages (under 64 KiB each, 480 KiB in all)
+// of flusherStalled's sB, with ids 10 and up.
+const flusherMsgs, flusherSize = 8, 60 << 10
+
+// flusherStalled makes sA's Send, its own 1 MiB message written, flush the
+// copied messages sB queued meanwhile to p's peer, which stopped reading
+// after sA's message: the call is stuck writing others' messages. before,
+// if not nil, runs on sA first. The peer's reads have a 5 s deadline.
+func flusherStalled(t *testing.T, m *kcm.Mux, before func(sA *kcm.Socket)) (p *kcm.Psock, peer net.Conn, sA *kcm.Socket, errA chan error) {
+	t.Helper()
+	p, peer = attachStalled(t, m)
+	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+	if before != nil {
+		before(sA)
+	}
+	own := msgOf(1, 1<<20)
+	errA = make(chan error, 1)
+	go func() { errA <- sA.Send(own) }()
+	waitSmem(t, m, p.Index(), int64(len(own))) // sA writes its own message, stuck
+	for i := range flusherMsgs {
+		if err := sB.Send(msgOf(uint32(10+i), flusherSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The peer takes sA's message, and nothing more: sA's write ends, and
+	// sA goes on with sB's queue, which stalls.
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if id := checkMsg(t, readMsg(t, peer)); id != 1 {
+		t.Fatalf("first message %d, want sA's", id)
+	}
+	waitProc(t, m, func(string) bool {
+		return a15PsockSendQ(m, p.Index()) == 0 && psockSmem(m, p.Index()) > 0
+	})
+	return p, peer, sA, errA
 }
 
 // TestAudit15SendBatchEmptyAndHuge: SendBatch skips empty messages and

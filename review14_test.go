@@ -132,35 +132,12 @@ func TestReview14CloseFromConnClose(t *testing.T) {
 // not its business: "copied ones a write already holds ... go out whole".
 func TestReview14FlusherCloseKeepsPsock(t *testing.T) {
 	m := newMux(t, kcm.Config{})
-	p, peer := attachStalled(t, m)
-	sA, sB := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-	own := msgOf(1, 1<<20)
-	errA := make(chan error, 1)
-	go func() { errA <- sA.Send(own) }()
-	waitSmem(t, m, p.Index(), int64(len(own)))
-	const n, size = 8, 60 << 10
-	for i := range n {
-		if err := sB.Send(msgOf(uint32(10+i), size)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if id := checkMsg(t, readMsg(t, peer)); id != 1 {
-		t.Fatalf("first message %d, want sA's", id)
-	}
-	waitProc(t, m, func(string) bool {
-		return a15PsockSendQ(m, p.Index()) == 0 && psockSmem(m, p.Index()) > 0
-	})
+	p, peer, sA, errA := flusherStalled(t, m, nil)
 	sA.Close()
 	waitErr(t, errA, "sA's Send")
-	select {
-	case <-p.Done():
-		t.Fatalf("closing sA, whose send flushed sB's messages, failed the psock: %v", p.Err())
-	case <-time.After(200 * time.Millisecond):
-	}
 	// The peer reads on: every one of sB's messages comes, whole, in order,
 	// on the one psock, which stays.
-	for i := range n {
+	for i := range flusherMsgs {
 		if id := checkMsg(t, readMsg(t, peer)); id != uint32(10+i) {
 			t.Fatalf("message %d after sA's, want %d", id, 10+i)
 		}
