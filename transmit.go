@@ -650,8 +650,8 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 			// closed, or who set a deadline on its calls: a goroutine of
 			// the mux's goes on.
 			t.flusher = nil
+			m.wg.Add(1) // under t.mu, not stopped: before the mux's Close can wait
 			t.mu.Unlock()
-			m.wg.Add(1)
 			go m.flushInBackground(p)
 			return
 		}
@@ -708,17 +708,19 @@ func (t *txState) takeQueueLocked(m *Mux, p *Psock) ([]txEntry, []byte) {
 func (m *Mux) handKicked(p *Psock, q []txEntry, buf []byte, n int) bool {
 	t := &p.tx
 	t.mu.Lock()
-	kicked := t.flusherKicked
-	if kicked {
-		t.closeKicked, t.flusherKicked, t.flusher = false, false, nil
-		p.conn.SetWriteDeadline(time.Time{})
+	defer t.mu.Unlock()
+	// Not when the psock is leaving (an Unattach, a failure, the mux's
+	// Close: their deadline stays, and the write ends as theirs), which
+	// is decided under t.mu: the goroutine is counted before Close can
+	// wait for the mux's goroutines.
+	if !t.flusherKicked || t.stopped.Load() {
+		return false
 	}
-	t.mu.Unlock()
-	if kicked {
-		m.wg.Add(1)
-		go m.finishKicked(p, q, buf, n)
-	}
-	return kicked
+	t.closeKicked, t.flusherKicked, t.flusher = false, false, nil
+	p.conn.SetWriteDeadline(time.Time{})
+	m.wg.Add(1)
+	go m.finishKicked(p, q, buf, n)
+	return true
 }
 
 // finishKicked writes the rest of the queue write q after its first n
@@ -726,7 +728,8 @@ func (m *Mux) handKicked(p *Psock, q []txEntry, buf []byte, n int) bool {
 func (m *Mux) finishKicked(p *Psock, q []txEntry, buf []byte, n int) {
 	defer m.wg.Done()
 	t := &p.tx
-	t.iov = p.queueIOV(q, buf)
+	whole := p.queueIOV(q, buf)
+	t.iov = whole
 	skip := n
 	for len(t.iov) > 0 && skip >= len(t.iov[0]) {
 		skip -= len(t.iov[0])
@@ -738,6 +741,8 @@ func (m *Mux) finishKicked(p *Psock, q []txEntry, buf []byte, n int) {
 		t.iov[0] = t.iov[0][skip:]
 		more, err = p.writev()
 	}
+	clear(whole) // the pieces skipped too: no reference to senders' messages stays
+	t.iov = whole[:0]
 	keep := m.completeQueue(p, q, buf, n+more, err)
 	t.mu.Lock()
 	t.inflight = nil
@@ -1128,9 +1133,11 @@ func (m *Mux) dropSocketLocked(s *Socket) {
 		t.q = m.dropEntries(p, t.q, t.cbuf, s)
 		switch {
 		case t.writing && (t.writer == s || holdsSender(t.inflight, s)):
-			t.closeKicked = true
+			// This socket's own message: the write must stop, also when
+			// a flusher's close asked for it to be finished (handKicked).
+			t.closeKicked, t.flusherKicked = true, false
 			p.conn.SetWriteDeadline(aLongTimeAgo)
-		case t.writing && t.flusher == s && p.raw != nil && !t.closeKicked:
+		case t.writing && t.flusher == s && p.raw != nil && !t.closeKicked && !t.stopped.Load():
 			// Others' messages: the write is interrupted to let the call
 			// go, and finished, where it stopped, by the mux (a TLS
 			// connection is broken by an interrupted write: its flusher
