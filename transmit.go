@@ -958,18 +958,24 @@ func (m *Mux) completeQueue(p *Psock, q []txEntry, buf []byte, n int, err error)
 	sent, msgs, bytes := 0, 0, 0
 	i := 0
 	for ; i < len(q); i++ {
-		e := &q[i]
-		size := len(e.bytes(buf))
+		size := len(q[i].bytes(buf))
 		if sent+size > n {
 			break
 		}
 		sent += size
 		msgs++
 		bytes += size
-		m.finishEntry(p, e, nil)
 	}
-	p.tx.sent.add(msgs, bytes)
-	p.tx.hasSent = true
+	// Counted before their waiting senders learn that they went out: a
+	// sender's next Stats must see its message.
+	if msgs > 0 {
+		p.tx.mu.Lock()
+		p.tx.count.add(msgs, bytes)
+		p.tx.mu.Unlock()
+	}
+	for j := range q[:i] {
+		m.finishEntry(p, &q[j], nil)
+	}
 	if i == len(q) {
 		return false
 	}
