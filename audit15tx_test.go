@@ -35,13 +35,7 @@ func a15HeldWriter(t *testing.T, cfg kcm.Config) (m *kcm.Mux, s *kcm.Socket, rel
 			}
 		}
 	}()
-	sc := newStepConn(c, 1)
-	if _, err := m.Attach(sc, lenPrefix); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	release = func() { once.Do(func() { close(sc.release) }) }
-	t.Cleanup(release)
+	sc, release := a15AttachHeld(t, m, c)
 	s = m.NewSocket(kcm.Datagram)
 	if err := s.SendMsg(msgOf(1, 20), kcm.Batch); err != nil {
 		t.Fatal(err)
@@ -54,6 +48,21 @@ func a15HeldWriter(t *testing.T, cfg kcm.Config) (m *kcm.Mux, s *kcm.Socket, rel
 		t.Fatal("the batch was not written")
 	}
 	return m, s, release, errA
+}
+
+// a15AttachHeld attaches c to m behind a stepConn that holds its first
+// write until release (idempotent, and a cleanup run before the mux's
+// closing) is called.
+func a15AttachHeld(t *testing.T, m *kcm.Mux, c net.Conn) (sc *stepConn, release func()) {
+	t.Helper()
+	sc = newStepConn(c, 1)
+	if _, err := m.Attach(sc, lenPrefix); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(sc.release) }) }
+	t.Cleanup(release)
+	return sc, release
 }
 
 // TestAudit15SendPastDeadlineWhileBatchWrites: SetWriteDeadline promises
@@ -314,13 +323,8 @@ func TestAudit15SendBatchEmptyAndHuge(t *testing.T) {
 			if busy {
 				c, pr := tcpPair(t)
 				peer = pr
-				sc := newStepConn(c, 1)
-				if _, err := m.Attach(sc, lenPrefix); err != nil {
-					t.Fatal(err)
-				}
-				var once sync.Once
-				release = func() { once.Do(func() { close(sc.release) }) }
-				t.Cleanup(release)
+				var sc *stepConn
+				sc, release = a15AttachHeld(t, m, c)
 				go func() { errc <- m.NewSocket(kcm.Datagram).Send(msgOf(0, 50)) }()
 				<-sc.entered // psock 0 is busy writing message 0
 			}

@@ -210,7 +210,7 @@ type txState struct {
 	// flusherKicked: the flusher's socket closed and interrupted its
 	// write, which a goroutine of the mux's finishes (finishKicked); mu.
 	flusherKicked bool
-	sent          msgCount      // written by the current writer from a batch or the queue, not yet in count
+	sent          msgCount      // written by the current writer from its own batch, not yet in count
 	idle          chan struct{} // closed when the writer stops, for Unattach
 	load          atomic.Int64  // bytes queued or being written, for psock choice
 
@@ -669,12 +669,19 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 		budget -= n
 		keep := m.completeQueue(p, q, buf, n, err)
 		t.mu.Lock()
-		t.inflight = nil // before clear: a socket's close reads it
-		clear(q)
-		t.spareQ = q[:0]
-		if !keep {
-			t.spareBuf = buf[:0]
-		}
+		t.queueWritten(q, buf, keep)
+	}
+}
+
+// queueWritten ends the queue write q over buf, completed: both become
+// the writer's spare (buf unless messages put back still use it); t.mu is
+// held.
+func (t *txState) queueWritten(q []txEntry, buf []byte, keep bool) {
+	t.inflight = nil // before clear: a socket's close reads it
+	clear(q)
+	t.spareQ = q[:0]
+	if !keep {
+		t.spareBuf = buf[:0]
 	}
 }
 
@@ -745,12 +752,7 @@ func (m *Mux) finishKicked(p *Psock, q []txEntry, buf []byte, n int) {
 	t.iov = whole[:0]
 	keep := m.completeQueue(p, q, buf, n+more, err)
 	t.mu.Lock()
-	t.inflight = nil
-	clear(q)
-	t.spareQ = q[:0]
-	if !keep {
-		t.spareBuf = buf[:0]
-	}
+	t.queueWritten(q, buf, keep)
 	m.flushQueuedLocked(p, msgCount{}, math.MaxInt)
 }
 
