@@ -193,6 +193,7 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 	}
 	ps := m.newPsock(c, p, pc)
 	ps.layers = layers
+	ps.coupled = readWaitsForWrite(layers)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -284,6 +285,20 @@ func handshakerOf(c net.Conn) handshaker {
 		}
 	}
 	return nil
+}
+
+// readWaitsForWrite reports whether a read of the connection with these
+// layers may wait for a write to end. A TLS connection's Read answers the
+// peer's key update (TLS 1.3) or renegotiation (1.2) itself, under the
+// connection's write lock: a writer stuck on a peer that stopped reading
+// holds that reader up, and no read deadline wakes it.
+func readWaitsForWrite(layers []net.Conn) bool {
+	for _, l := range layers {
+		if _, ok := l.(handshaker); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // maxLayers bounds the walk down a connection's layers, in case a NetConn

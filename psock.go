@@ -137,9 +137,10 @@ type Psock struct {
 	hsCancel context.CancelFunc
 	hsFailed bool // the handshake failed, or was cancelled; mux.mu
 
-	layers []net.Conn    // conn and those it is layered on, as attached: see layersOf
-	wto    time.Duration // Config.WriteTimeout; tx.timed says it is set
-	disarm bool          // timed writes take their deadline off after (no raw descriptor): see disarmWrite
+	layers  []net.Conn    // conn and those it is layered on, as attached: see layersOf
+	coupled bool          // its reads may wait for its writes: see readWaitsForWrite
+	wto     time.Duration // Config.WriteTimeout; tx.timed says it is set
+	disarm  bool          // timed writes take their deadline off after (no raw descriptor): see disarmWrite
 }
 
 // handshaker is a connection that begins with a handshake which a read
@@ -246,10 +247,19 @@ func (p *Psock) Unattach() (net.Conn, error) {
 		p.hsCancel()
 	}
 	m.mu.Unlock()
+	// The kernel stops the read side first; but a reader that may wait
+	// for the writer cannot be waited for while the writer is stuck.
+	var idle chan struct{}
+	if p.coupled {
+		idle = m.stopTx(p)
+	}
 	if rxDone != nil {
 		<-rxDone
 	}
-	cut := m.stopTx(p, true)
+	if !p.coupled {
+		idle = m.stopTx(p)
+	}
+	cut := p.txStopped(idle)
 
 	m.mu.Lock()
 	if p.gone { // the mux closed meanwhile

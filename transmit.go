@@ -1233,14 +1233,13 @@ func (m *Mux) abortTxLocked(p *Psock, head []txEntry, headBuf []byte) {
 }
 
 // stopTx stops p's transmit side for Unattach: queued messages move to
-// other psocks and a write in progress is interrupted. It reports whether
-// a message was cut.
-func (m *Mux) stopTx(p *Psock, interrupt bool) bool {
+// other psocks and a write in progress is interrupted. It returns a
+// channel closed when that write ended, nil for none; see txStopped.
+func (m *Mux) stopTx(p *Psock) (idle chan struct{}) {
 	m.mu.Lock()
 	m.abortTxLocked(p, nil, nil)
 	t := &p.tx
 	t.mu.Lock()
-	var idle chan struct{}
 	if t.writing {
 		t.idle, t.waitIdle = make(chan struct{}), true
 		idle = t.idle
@@ -1248,14 +1247,20 @@ func (m *Mux) stopTx(p *Psock, interrupt bool) bool {
 	t.mu.Unlock()
 	m.mu.Unlock()
 	if idle != nil {
-		if interrupt {
-			p.conn.SetWriteDeadline(aLongTimeAgo)
-		}
+		p.conn.SetWriteDeadline(aLongTimeAgo)
+	}
+	return idle
+}
+
+// txStopped waits for the write stopTx interrupted (idle) to end, and
+// reports whether a message was cut.
+func (p *Psock) txStopped(idle chan struct{}) bool {
+	if idle != nil {
 		<-idle
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.cut
+	p.tx.mu.Lock()
+	defer p.tx.mu.Unlock()
+	return p.tx.cut
 }
 
 // handshakeDoneTxLocked lets go of p's transmit side, which its handshake
