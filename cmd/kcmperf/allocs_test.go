@@ -79,7 +79,7 @@ func TestKCMPathsDoNotAllocate(t *testing.T) {
 	})
 
 	t.Run("stream", func(t *testing.T) {
-		c, err := tg.dialHello(hello{kind: kindKCMStream, size: 64, batch: defaultBatch})
+		c, err := tg.dialHello(hello{kind: kindKCMStream, size: 64, batch: sendBatchFor(64)})
 		if err != nil {
 			t.Fatal(err)
 		}

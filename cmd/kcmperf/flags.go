@@ -29,7 +29,8 @@ type options struct {
 	srvprofile string // server (child) CPU profile
 	heartbeat  bool   // keep a timer pending in both processes
 	peerTime   time.Duration
-	batch      int    // stream: messages per kcm SendBatch / RecvBatch
+	batch      int    // stream: messages per kcm RecvBatch
+	sendBatch  int    // stream: messages per kcm SendBatch; 0: sendBatchFor
 	sender     string // stream: kcm or raw sender for the kcm receiver
 	only       string // run one side only (profiling): raw or kcm
 	tls        bool   // data connections over TLS 1.3
@@ -45,9 +46,10 @@ type config struct {
 	Psocks    int    `json:"psocks,omitempty"`
 	ReqSize   int    `json:"req_size"`
 	RespSize  int    `json:"resp_size"`
-	Batch     int    `json:"batch,omitempty"`  // stream: messages per kcm SendBatch and RecvBatch
-	Sender    string `json:"sender,omitempty"` // stream: what sends to the kcm receiver, kcm or raw
-	TLS       bool   `json:"tls,omitempty"`    // every data connection is TLS 1.3
+	Batch     int    `json:"batch,omitempty"`      // stream: messages per kcm RecvBatch
+	SendBatch int    `json:"send_batch,omitempty"` // stream: messages per SendBatch of the kcm sender
+	Sender    string `json:"sender,omitempty"`     // stream: what sends to the kcm receiver, kcm or raw
+	TLS       bool   `json:"tls,omitempty"`        // every data connection is TLS 1.3
 }
 
 func (c config) String() string {
@@ -80,7 +82,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "l", 300*time.Millisecond, "measured duration of each run")
 	fs.DurationVar(&o.warmup, "w", 100*time.Millisecond, "warm-up before each measured run")
 	fs.IntVar(&o.reps, "reps", 9, "repetitions of each raw/kcm pair; which side runs first alternates")
-	fs.IntVar(&o.batch, "batch", defaultBatch, "stream: messages per kcm SendBatch and RecvBatch")
+	fs.IntVar(&o.batch, "batch", defaultBatch, "stream: messages per kcm RecvBatch")
+	fs.IntVar(&o.sendBatch, "send-batch", 0, "stream: messages per SendBatch of the kcm sender (default: as many as fill the raw sender's 64 KiB writes)")
 	fs.StringVar(&o.sender, "stream-sender", "kcm", "stream: sender for the kcm receiver, kcm (SendBatch) or raw (the baseline's bufio.Writer)")
 	fs.StringVar(&o.host, "H", "", "host[:port] of a remote 'kcmperf server' (port "+defaultPort+" when left out; default: start a server in a child process)")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON")
@@ -144,6 +147,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("-psocks must be at least 1")
 	case o.batch < 1 || o.batch > maxBatch:
 		return nil, fmt.Errorf("-batch must be in 1..%d", maxBatch)
+	case o.sendBatch < 0 || o.sendBatch > maxBatch:
+		return nil, fmt.Errorf("-send-batch must be in 1..%d (0: the default)", maxBatch)
 	case o.sender != "kcm" && o.sender != "raw":
 		return nil, fmt.Errorf("-stream-sender wants kcm or raw, got %q", o.sender)
 	case o.only != "" && o.only != "raw" && o.only != "kcm":
@@ -222,6 +227,19 @@ func (o *options) configs() []config {
 }
 
 // suiteConfigs is configs without the settings common to every row.
+// streamConfig is the stream configuration of n instances of size-byte
+// payloads.
+func (o *options) streamConfig(n, size int) config {
+	c := config{Test: "stream", Instances: n, ReqSize: size, RespSize: size, Batch: o.batch, SendBatch: o.sendBatch, Sender: o.sender}
+	if c.SendBatch == 0 {
+		c.SendBatch = sendBatchFor(size)
+	}
+	if c.Sender == "raw" {
+		c.SendBatch = 0 // the raw sender has none
+	}
+	return c
+}
+
 func (o *options) suiteConfigs() []config {
 	if len(o.tests) == 0 {
 		// The README's main job: the RFC's two rr figures and two stream
@@ -235,7 +253,7 @@ func (o *options) suiteConfigs() []config {
 			cs = append(cs, config{Test: "rr", Instances: n, ReqSize: o.req, RespSize: o.resp})
 		}
 		for _, sz := range o.sizes {
-			cs = append(cs, config{Test: "stream", Instances: 1, ReqSize: sz, RespSize: sz, Batch: o.batch, Sender: o.sender})
+			cs = append(cs, o.streamConfig(1, sz))
 		}
 		return cs
 	}
@@ -256,7 +274,7 @@ func (o *options) suiteConfigs() []config {
 			}
 			for _, n := range inst {
 				for _, sz := range o.sizes {
-					cs = append(cs, config{Test: t, Instances: n, ReqSize: sz, RespSize: sz, Batch: o.batch, Sender: o.sender})
+					cs = append(cs, o.streamConfig(n, sz))
 				}
 			}
 		case "shared":

@@ -19,8 +19,8 @@ func TestFlagsDefaultSuite(t *testing.T) {
 	want := []config{
 		{Test: "rr", Instances: 1, ReqSize: 1, RespSize: 1},
 		{Test: "rr", Instances: 200, ReqSize: 1, RespSize: 1},
-		{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64, Batch: 64, Sender: "kcm"},
-		{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096, Batch: 64, Sender: "kcm"},
+		{Test: "stream", Instances: 1, ReqSize: 64, RespSize: 64, Batch: 64, SendBatch: 963, Sender: "kcm"},
+		{Test: "stream", Instances: 1, ReqSize: 4096, RespSize: 4096, Batch: 64, SendBatch: 15, Sender: "kcm"},
 	}
 	if got := o.configs(); !slices.Equal(got, want) {
 		t.Errorf("default suite %v, want %v", got, want)
@@ -99,6 +99,7 @@ func TestFlagsErrors(t *testing.T) {
 		{"-peer", "netperf"},
 		{"-m", "-1"},
 		{"-batch", "0"},
+		{"-send-batch", "-1"},
 		{"-stream-sender", "udp"},
 		{"extra"},
 		{"-plot", "out.jpg"},

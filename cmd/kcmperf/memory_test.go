@@ -38,7 +38,7 @@ func heapObjectBytes() uint64 {
 // instance meanwhile.
 func streamHeapPerInstance(t *testing.T, tg *target, side string, n int) uint64 {
 	t.Helper()
-	cfg := config{Test: "stream", Instances: n, ReqSize: 64, RespSize: 64, Batch: defaultBatch, Sender: "kcm"}
+	cfg := config{Test: "stream", Instances: n, ReqSize: 64, RespSize: 64, Batch: defaultBatch, SendBatch: sendBatchFor(64), Sender: "kcm"}
 	runtime.GC()
 	before := heapObjectBytes()
 	wl, err := newWorkload(tg, cfg, side)

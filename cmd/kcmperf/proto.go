@@ -24,14 +24,26 @@ const (
 	helloLen       = 12
 	helloMagic     = "kcmp"
 	maxMessageSize = 16 << 20
-	defaultBatch   = 64 // messages per SendBatch / RecvBatch in stream mode
-	maxBatch       = 4096
+	defaultBatch   = 64 // messages per RecvBatch in stream mode
+	maxBatch       = 16384
+	// streamWrite is the raw stream sender's bufio.Writer size, so the size
+	// of its writes; the kcm sender's batches carry as many bytes by default.
+	streamWrite = 64 << 10
 )
+
+// sendBatchFor is the default number of messages per SendBatch of a kcm
+// stream sender of payload size bytes: as many as the raw sender writes at
+// once, so both senders make writes of the same size and the stream rows
+// compare the receivers.
+func sendBatchFor(size int) int {
+	return max(1, min(maxBatch, streamWrite/(hdrLen+size)))
+}
 
 // hello is the first thing written on every connection to the server:
 // magic(4) kind(1) pad(1) batch(2) size(4). size is the response size for
 // echo kinds and the message payload size for stream kinds; batch is the
-// number of messages per SendBatch of a kcm stream sender.
+// number of messages per SendBatch of a kcm stream sender (0:
+// sendBatchFor(size)).
 type hello struct {
 	kind  byte
 	batch int
@@ -56,11 +68,11 @@ func readHello(r io.Reader) (hello, error) {
 		return hello{}, errors.New("kcmperf: bad hello magic")
 	}
 	h := hello{kind: b[4], batch: int(binary.BigEndian.Uint16(b[6:])), size: int(binary.BigEndian.Uint32(b[8:]))}
-	if h.batch < 1 {
-		h.batch = defaultBatch
-	}
 	if h.size > maxMessageSize-hdrLen {
 		return hello{}, fmt.Errorf("kcmperf: size %d too large", h.size)
+	}
+	if h.batch < 1 {
+		h.batch = sendBatchFor(h.size)
 	}
 	return h, nil
 }

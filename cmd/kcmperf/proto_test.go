@@ -11,9 +11,9 @@ func TestHelloRoundTrip(t *testing.T) {
 	if err != nil || got != h {
 		t.Fatalf("round trip: %+v, %v; want %+v", got, err, h)
 	}
-	got, err = readHello(bytes.NewReader(hello{kind: kindRawEcho, size: 1}.marshal()))
-	if err != nil || got.batch != defaultBatch {
-		t.Errorf("zero batch reads as %d, %v; want the default %d", got.batch, err, defaultBatch)
+	got, err = readHello(bytes.NewReader(hello{kind: kindKCMStream, size: 60}.marshal()))
+	if err != nil || got.batch != 1024 {
+		t.Errorf("zero batch reads as %d, %v; want 1024, the messages of 64 bytes in 64 KiB", got.batch, err)
 	}
 	bad := h.marshal()
 	bad[0] = 'x'

@@ -217,7 +217,7 @@ func serveRawEcho(c net.Conn, respSize int) {
 // serveRawStream writes messages of size payload bytes back to back through a
 // bufio.Writer (which writes whenever it is full) until the client leaves.
 func serveRawStream(c net.Conn, size int) {
-	bw := bufio.NewWriterSize(c, 64<<10)
+	bw := bufio.NewWriterSize(c, streamWrite)
 	msg := newMessage(size, 's')
 	for {
 		if _, err := bw.Write(msg); err != nil {

@@ -63,8 +63,8 @@ func streamRaw(t *target, cfg config) (*workload, error) {
 const streamRecvBuffer = 256 << 10
 
 // streamKCM receives with RecvBatch, which lends pooled buffers that are
-// released right away: kcm's zero-copy batch path. The server sends with
-// SendBatch, cfg.Batch messages at a time.
+// released right away (ReleaseBatch): kcm's zero-copy batch path. The
+// server sends with SendBatch, cfg.SendBatch messages at a time.
 func streamKCM(t *target, cfg config) (*workload, error) {
 	// The sender is kcm (SendBatch) unless -stream-sender raw isolates the
 	// receive path against the very sender the baseline gets.
@@ -77,7 +77,7 @@ func streamKCM(t *target, cfg config) (*workload, error) {
 	// -instances 1000 that would be gigabytes of queued messages where the
 	// raw receivers hold 64 KiB each.
 	socks, muxes, cleanup, err := kcmInstances(cfg.Instances, kcm.Config{RecvBuffer: streamRecvBuffer}, func() (net.Conn, error) {
-		return t.dialHello(hello{kind: kind, size: cfg.ReqSize, batch: cfg.Batch})
+		return t.dialHello(hello{kind: kind, size: cfg.ReqSize, batch: cfg.SendBatch})
 	})
 	if err != nil {
 		return nil, err
@@ -100,8 +100,8 @@ func streamKCM(t *target, cfg config) (*workload, error) {
 					if l := len(ms[j].Bytes()); l != want {
 						return fmt.Errorf("message of %d bytes, want %d", l, want)
 					}
-					ms[j].Release()
 				}
+				kcm.ReleaseBatch(ms[:k])
 				if w.measuring() {
 					n += uint64(k)
 					bytes += uint64(k * want)
