@@ -104,6 +104,30 @@ func (sp *strparser) nextBatch(p *Psock, out []Message) int {
 func (sp *strparser) carveGuarded(p *Psock, out []Message) (n, bytes int) {
 	sp.guard = guardOn
 	defer sp.endGuard()
+	if sp.need == 0 && sp.seen == 0 && !sp.failed {
+		// The common case, the messages whose bytes are all buffered, in a
+		// loop of its own: the first message whose length the parser does
+		// not return within the buffered bytes (more is needed, or an
+		// error, which carve then records) ends it. start and the results
+		// stay current for a parser's panic.
+		data, buf := sp.data, sp.buf
+		for n < len(out) && sp.start < sp.end {
+			b := data[sp.start:sp.end]
+			sp.guard = guardParsing
+			l, err := parse(sp.parser, b)
+			sp.guard = guardOn
+			if err != nil || l <= 0 || l > len(b) || l > sp.max {
+				break
+			}
+			out[n].lend(b[:l:l], buf, p)
+			sp.start += l
+			bytes += l
+			n++
+		}
+		if n > 0 && sp.timed {
+			sp.since = sp.lastRead // leftover bytes, if any, came with the last read
+		}
+	}
 	for n < len(out) {
 		b, ok, _ := sp.carve()
 		if !ok {
