@@ -113,6 +113,10 @@ type muxCold struct {
 	departed PsockStats    // counters of psocks that left and went quiet
 	done     chan struct{} // closed by Close
 	byIndex  []*Socket     // open sockets by index, with Affinity only; mu
+	// Reservations are counted in the totals as they happen, not folded
+	// from a departing psock: a sender may reserve a psock, or release it,
+	// after the psock left and its counters were folded.
+	reserved, unreserved atomic.Uint64
 }
 
 // Done returns a channel that is closed when the mux is closed.
@@ -385,6 +389,9 @@ func (m *Mux) Stats() MuxStats {
 		agg.add(p.statsLocked())
 	}
 	m.mu.Unlock()
+	// Released ones first: a reservation is counted before its release.
+	agg.Unreserved = m.cold.unreserved.Load()
+	agg.Reserved = m.cold.reserved.Load()
 	return MuxStats{
 		RxMsgs:            agg.RxMsgs,
 		RxBytes:           agg.RxBytes,

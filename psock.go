@@ -138,6 +138,7 @@ type Psock struct {
 	hsFailed bool // the handshake failed, or was cancelled; mux.mu
 
 	layers  []net.Conn    // conn and those it is layered on, as attached: see layersOf
+	removed atomic.Bool   // it left the mux's tables (gone, but read without mux.mu): see Socket.reserve
 	coupled bool          // its reads may wait for its writes: see readWaitsForWrite
 	wto     time.Duration // Config.WriteTimeout; tx.timed says it is set
 	disarm  bool          // timed writes take their deadline off after (no raw descriptor): see disarmWrite
@@ -398,12 +399,12 @@ func (m *Mux) removeLocked(p *Psock) {
 		}
 	}
 	m.psockIdx.free(p.index)
+	p.removed.Store(true) // before the scan: see Socket.reserve
 	m.publishTxLocked()
-	// Sockets give up their reservation of p now, counted on p before its
-	// counters are folded into the mux's (later counts would be lost).
+	// Sockets give up their reservation of p now.
 	for _, s := range m.sockets {
 		if s.txp.CompareAndSwap(p, nil) {
-			p.stats.unreserved.Add(1)
+			m.countUnreserved(p)
 		}
 	}
 	if p.grace != nil {

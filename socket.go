@@ -519,19 +519,21 @@ func (s *Socket) writeDeadline() time.Time {
 }
 
 // reserve makes p the socket's transmit psock, counting the change. A
-// sender may get here after its socket closed: Close, which marks the
-// socket closed before it lets go of the reservation, may have let go
-// already, so a closed socket lets go of what it just reserved (unless
-// Close took it meanwhile), or the reservation would stay for good.
+// sender may get here after its socket closed, or after p left the mux
+// (pickTx loaded the psocks before): Close and the psock's removal mark
+// what they do before they let go of reservations, and may have let go
+// already, so a reservation of a left psock or by a closed socket is let
+// go here (unless they took it meanwhile), or it would stay for good.
 func (s *Socket) reserve(p *Psock) {
+	m := s.mux
 	if old := s.txp.Swap(p); old != p {
 		if old != nil {
-			old.stats.unreserved.Add(1)
+			m.countUnreserved(old)
 		}
-		p.stats.reserved.Add(1)
+		m.countReserved(p)
 	}
-	if s.closed() && s.txp.CompareAndSwap(p, nil) {
-		p.stats.unreserved.Add(1)
+	if (s.closed() || p.removed.Load()) && s.txp.CompareAndSwap(p, nil) {
+		m.countUnreserved(p)
 	}
 }
 
@@ -743,7 +745,7 @@ func (s *Socket) Close() error {
 		m.dropReadyLocked()
 	}
 	if p := s.txp.Swap(nil); p != nil {
-		p.stats.unreserved.Add(1)
+		m.countUnreserved(p)
 	}
 	return nil
 }

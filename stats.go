@@ -102,3 +102,16 @@ type socketCounters struct {
 type muxCounters struct {
 	txRetries, psockAttach, psockUnattach, psockUnattachRsvd, rxReadyDrops atomic.Uint64
 }
+
+// countReserved counts a socket's reservation of p, on p and in the
+// mux's totals.
+func (m *Mux) countReserved(p *Psock) {
+	p.stats.reserved.Add(1)
+	m.cold.reserved.Add(1)
+}
+
+// countUnreserved counts the release of a socket's reservation of p.
+func (m *Mux) countUnreserved(p *Psock) {
+	p.stats.unreserved.Add(1)
+	m.cold.unreserved.Add(1)
+}
