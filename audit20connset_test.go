@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -366,5 +367,51 @@ func TestAudit20ConnSetChurnStatsAddUp(t *testing.T) {
 	}
 	if st.Psocks.RxMsgs != sum.RxMsgs || st.Psocks.RxBytes != sum.RxBytes || sum.RxMsgs != st.RxMsgs {
 		t.Fatalf("psock totals %d msgs %d bytes; sum of each psock's %d, %d", st.Psocks.RxMsgs, st.Psocks.RxBytes, sum.RxMsgs, sum.RxBytes)
+	}
+}
+
+// ConnSet.Close doc: it "unattaches its connections and closes them
+// (messages queued on them go out on the mux's other psocks, as on any
+// Unattach), and returns when its goroutines have ended". With a writer
+// stuck mid-message on a peer that stopped reading, Close still returns,
+// the peer's connection is closed, and the cut message goes out whole,
+// from its first byte, on a psock attached afterwards.
+func TestAudit20ConnSetCloseWithWriterStuckMidMessage(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	addr, accepted := listenPeers(t)
+	cs, err := kcm.NewConnSet(m, kcm.ConnSetConfig{Dial: tcpDial(addr), Parser: lenPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	stuck := accept(t, accepted)
+	waitFor(t, "the psock", func() bool { return len(cs.Psocks()) == 1 })
+	s := m.NewSocket(kcm.Datagram)
+	big := msgOf(7, 16<<20) // far more than the loopback buffers hold
+	sent := make(chan error, 1)
+	go func() { sent <- s.Send(big) }()
+	stuck.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(stuck, make([]byte, 4)); err != nil {
+		t.Fatalf("the message's first bytes: %v", err)
+	}
+	// The peer reads no more: the writer is stuck inside the message.
+	if err := cfDo(t, 5*time.Second, "ConnSet.Close with a stuck writer", cs.Close); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Stats(); st.PsockUnattach != 1 || st.PsockUnattachRsvd != 1 {
+		t.Fatalf("unattach %d, mid-message %d; want 1, 1", st.PsockUnattach, st.PsockUnattachRsvd)
+	}
+	_, peer := attachPeer(t, m)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if id := checkMsg(t, readMsg(t, peer)); id != 7 {
+		t.Fatalf("message %d on the new psock, want 7", id)
+	}
+	if err := a20wait(t, sent, 5*time.Second, "the send"); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	// The stuck peer's connection was closed: after the bytes in flight, EOF.
+	stuck.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, stuck); err != nil {
+		t.Fatalf("the stuck peer's connection after Close: %v, want EOF", err)
 	}
 }
