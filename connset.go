@@ -118,7 +118,7 @@ func (cs *ConnSet) Close() error {
 func (cs *ConnSet) tend(ctx context.Context, slot int) {
 	defer cs.wg.Done()
 	backoff := cs.cfg.MinBackoff
-	for {
+	for !cs.stopped(ctx) {
 		p, err := cs.attach(ctx)
 		if cs.stopped(ctx) {
 			if p != nil {
@@ -126,14 +126,13 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 			}
 			return
 		}
-		if errors.Is(err, ErrClosed) {
-			return // the mux closed
-		}
+		// An error wrapping ErrClosed here is a connection's or a dialer's
+		// own (a socket of another mux, say): the set's mux is open.
 		if err != nil {
 			if cs.cfg.OnDialError != nil {
 				cs.cfg.OnDialError(err)
 			}
-			if !cs.sleep(ctx, jitter(backoff)) {
+			if !cs.sleep(ctx, cs.wait(backoff)) {
 				return
 			}
 			backoff = min(2*backoff, cs.cfg.MaxBackoff)
@@ -144,8 +143,8 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 		select {
 		case <-p.Done():
 			cs.setSlot(slot, nil)
-			if errors.Is(p.Err(), ErrClosed) {
-				return // the mux closed
+			if cs.stopped(ctx) {
+				return // the mux closed: Done is closed before its psocks leave
 			}
 			if time.Since(attached) >= cs.cfg.MaxBackoff {
 				backoff = cs.cfg.MinBackoff // it was healthy: dial again at once
@@ -154,7 +153,7 @@ func (cs *ConnSet) tend(ctx context.Context, slot int) {
 			// Lost soon after it was attached (a peer that accepts and
 			// closes, or fails every stream): back off as after a failed
 			// dial, so the set does not dial in a tight loop.
-			if !cs.sleep(ctx, jitter(backoff)) {
+			if !cs.sleep(ctx, cs.wait(backoff)) {
 				return
 			}
 			backoff = min(2*backoff, cs.cfg.MaxBackoff)
@@ -187,6 +186,10 @@ func (cs *ConnSet) attach(ctx context.Context) (*Psock, error) {
 	if nilConn(c) { // not to be closed either
 		return nil, fmt.Errorf("kcm: connection set: dial returned no connection: %w", ErrBadConn)
 	}
+	if cs.stopped(ctx) { // a Dial that did not heed ctx
+		c.Close()
+		return nil, nil
+	}
 	p, err := cs.m.AttachConfig(c, cs.cfg.Parser, cs.cfg.PsockConfig)
 	if err != nil {
 		c.Close()
@@ -201,10 +204,11 @@ func (cs *ConnSet) setSlot(slot int, p *Psock) {
 	cs.mu.Unlock()
 }
 
-// jitter returns a random duration between d/2 and d, so that the slots
-// of many clients do not dial in step.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
+// wait returns how long to wait before dialling again at backoff d: a
+// random duration between d/2 and d, so that the slots of many clients do
+// not dial in step, and never below MinBackoff.
+func (cs *ConnSet) wait(d time.Duration) time.Duration {
+	return max(d/2+rand.N(d/2+1), cs.cfg.MinBackoff)
 }
 
 // stopped reports whether the set must end: Close was called or the mux
