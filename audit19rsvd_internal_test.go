@@ -15,9 +15,9 @@ import (
 //     s.txp (nil) != p; it is preempted before s.reserve(p);
 //  2. p's peer closes: the reader gets EOF and fails p. removeLocked
 //     publishes txOne = nil, scans the sockets (s.txp is nil: nothing to
-//     release) and, its reader still running, leaves p in m.leaving;
+//     release) and, its reader still running, leaves p in m.cold.leaving;
 //  3. the sender goes on: s.reserve(p) swaps s.txp to the gone p and counts
-//     p.Reserved (p is still in m.leaving, so Stats counts it);
+//     p.Reserved (p is still in m.cold.leaving, so Stats counts it);
 //  4. the reader has let go: the next Stats (any monitoring) folds p's
 //     counters into the mux's departed aggregate, Reserved included;
 //  5. s closes: Close swaps s.txp (p) to nil and counts p.Unreserved on p,
@@ -52,20 +52,20 @@ func TestAudit19StaleReservationLostFromTotals(t *testing.T) {
 		t.Fatal("the psock did not fail on EOF")
 	}
 	m.mu.Lock()
-	inLeaving := slices.Contains(m.leaving, p)
+	inLeaving := slices.Contains(m.cold.leaving, p)
 	m.mu.Unlock()
 	if !inLeaving {
-		t.Fatal("precondition: the failed psock is not waiting in m.leaving (it was folded at once)")
+		t.Fatal("precondition: the failed psock is not waiting in m.cold.leaving (it was folded at once)")
 	}
 	// 3. The preempted sender reserves the psock it loaded, while p still
-	// waits in m.leaving (nothing called Stats since it failed).
+	// waits in m.cold.leaving (nothing called Stats since it failed).
 	s.reserve(p)
 	if got := s.txp.Load(); got != nil {
 		t.Errorf("the socket keeps its reservation of psock %d, which left", got.index)
 	}
 	mid := m.Stats().Psocks // 4. any Stats folds p, its reader gone
 	m.mu.Lock()
-	stillLeaving := slices.Contains(m.leaving, p)
+	stillLeaving := slices.Contains(m.cold.leaving, p)
 	m.mu.Unlock()
 	if stillLeaving {
 		t.Fatal("precondition: the gone psock was not folded by Stats")

@@ -23,7 +23,7 @@ import (
 // monitor polls Mux.Stats. A sender that loaded the list before
 // removeLocked published it without p, and reserved p after removeLocked
 // released the sockets' reservations of p, holds a reservation of a gone
-// psock, counted in Reserved while p waits in m.leaving; if a Stats folds
+// psock, counted in Reserved while p waits in m.cold.leaving; if a Stats folds
 // p's counters before that reservation is released (pickTx's retry moves
 // it to a busy psock, or Close lets go of it), the release is lost:
 // Reserved stays above Unreserved. TestAudit19StaleReservationLostFromTotals

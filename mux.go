@@ -1,6 +1,7 @@
 package kcm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -88,13 +89,10 @@ type Mux struct {
 	// maxQueued bounds the queued messages' number, as RecvBuffer their
 	// bytes: see fullLocked.
 	maxQueued int
-	sockIdx   indexSet
-	psockIdx  indexSet
 	backlog   backlog // messages sent while no psock was attached
 	// Cold state behind a pointer, to keep the mux in a size class of
 	// whole cache lines (TestHotFieldLayout).
-	cold    *muxCold
-	leaving []*Psock // psocks that left while a reader or writer still ran
+	cold *muxCold
 
 	// Senders waiting, uncopied, in a psock's queue look again when a
 	// psock goes idle: see noteTxIdle.
@@ -113,6 +111,9 @@ type muxCold struct {
 	departed PsockStats    // counters of psocks that left and went quiet
 	done     chan struct{} // closed by Close
 	byIndex  []*Socket     // open sockets by index, with Affinity only; mu
+	sockIdx  indexSet      // mu
+	leaving  []*Psock      // psocks that left while a reader or writer still ran; mu
+	psockIdx indexSet      // mu
 	// Reservations are counted in the totals as they happen, not folded
 	// from a departing psock: a sender may reserve a psock, or release it,
 	// after the psock left and its counters were folded.
@@ -140,10 +141,10 @@ func (m *Mux) NewSocket(t SocketType) *Socket {
 	s := &Socket{mux: m, typ: t}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s.index = m.sockIdx.alloc()
+	s.index = m.cold.sockIdx.alloc()
 	if m.closed {
 		s.shutLocked()
-		m.sockIdx.free(s.index)
+		m.cold.sockIdx.free(s.index)
 		return s
 	}
 	if m.affine {
@@ -205,7 +206,7 @@ func (m *Mux) AttachConfig(c net.Conn, p Parser, pc PsockConfig) (*Psock, error)
 		releaseConns(layers)
 		return nil, fmt.Errorf("kcm: attach: %w", ErrClosed)
 	}
-	ps.index = m.psockIdx.alloc()
+	ps.index = m.cold.psockIdx.alloc()
 	m.psocks = append(m.psocks, ps)
 	m.rxActive++
 	m.stats.psockAttach.Add(1)
@@ -385,7 +386,7 @@ func (m *Mux) Stats() MuxStats {
 	for _, p := range m.psocks {
 		agg.add(p.statsLocked())
 	}
-	for _, p := range m.leaving {
+	for _, p := range m.cold.leaving {
 		agg.add(p.statsLocked())
 	}
 	m.mu.Unlock()
@@ -409,8 +410,8 @@ func (m *Mux) Stats() MuxStats {
 // Psocks returns the psocks attached to the mux, in index order.
 func (m *Mux) Psocks() []*Psock {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	ps := append([]*Psock(nil), m.psocks...)
+	m.mu.Unlock()
 	sortByIndex(ps, func(p *Psock) int { return p.index })
 	return ps
 }
@@ -418,37 +419,41 @@ func (m *Mux) Psocks() []*Psock {
 // Sockets returns the mux's open sockets, in index order.
 func (m *Mux) Sockets() []*Socket {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	ss := append([]*Socket(nil), m.sockets...)
+	m.mu.Unlock()
 	sortByIndex(ss, func(s *Socket) int { return s.index })
 	return ss
 }
 
 // indexSet hands out the lowest free small integer, like the kernel's
 // socket and psock indexes.
-type indexSet struct{ used []bool }
+type indexSet struct {
+	used []bool
+	low  int // no index below is free: a server's tens of thousands of attaches stay linear
+}
 
 func (x *indexSet) alloc() int {
-	for i, u := range x.used {
-		if !u {
+	for i := x.low; i < len(x.used); i++ {
+		if !x.used[i] {
 			x.used[i] = true
+			x.low = i + 1
 			return i
 		}
 	}
 	x.used = append(x.used, true)
+	x.low = len(x.used)
 	return len(x.used) - 1
 }
 
 func (x *indexSet) free(i int) {
 	if i >= 0 && i < len(x.used) {
 		x.used[i] = false
+		x.low = min(x.low, i)
 	}
 }
 
+// sortByIndex sorts xs by the index idx returns; after churn the mux's
+// lists are far from index order.
 func sortByIndex[T any](xs []T, idx func(T) int) {
-	for i := 1; i < len(xs); i++ {
-		for j := i; j > 0 && idx(xs[j]) < idx(xs[j-1]); j-- {
-			xs[j], xs[j-1] = xs[j-1], xs[j]
-		}
-	}
+	slices.SortFunc(xs, func(a, b T) int { return cmp.Compare(idx(a), idx(b)) })
 }

@@ -398,7 +398,7 @@ func (m *Mux) removeLocked(p *Psock) {
 			break
 		}
 	}
-	m.psockIdx.free(p.index)
+	m.cold.psockIdx.free(p.index)
 	p.removed.Store(true) // before the scan: see Socket.reserve
 	m.publishTxLocked()
 	// Sockets give up their reservation of p now.
@@ -413,7 +413,7 @@ func (m *Mux) removeLocked(p *Psock) {
 	}
 	// Its reader or writer may still count what it was doing: fold its
 	// counters into the mux's once they are quiet.
-	m.leaving = append(m.leaving, p)
+	m.cold.leaving = append(m.cold.leaving, p)
 	m.foldLeavingLocked()
 	releaseConns(p.layers)
 }
@@ -421,8 +421,8 @@ func (m *Mux) removeLocked(p *Psock) {
 // foldLeavingLocked adds the counters of psocks that left the mux, and
 // whose reader and writer have let go, to the mux's aggregate.
 func (m *Mux) foldLeavingLocked() {
-	kept := m.leaving[:0]
-	for _, p := range m.leaving {
+	kept := m.cold.leaving[:0]
+	for _, p := range m.cold.leaving {
 		p.tx.mu.Lock()
 		busy := p.tx.writing
 		p.tx.mu.Unlock()
@@ -432,8 +432,8 @@ func (m *Mux) foldLeavingLocked() {
 		}
 		m.cold.departed.add(p.statsLocked())
 	}
-	clear(m.leaving[len(kept):])
-	m.leaving = kept
+	clear(m.cold.leaving[len(kept):])
+	m.cold.leaving = kept
 }
 
 // prefixConn is a connection handed back by Unattach: its reads first

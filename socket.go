@@ -740,7 +740,7 @@ func (s *Socket) Close() error {
 			break
 		}
 	}
-	m.sockIdx.free(s.index)
+	m.cold.sockIdx.free(s.index)
 	if len(m.sockets) == 0 {
 		m.dropReadyLocked()
 	}

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/gokcm/kcm"
@@ -22,17 +23,21 @@ func NewCollector() *Collector {
 // Add makes the collector report m with the label mux=name, replacing a mux
 // added before under that name. A closed mux keeps reporting its final
 // counters until it is removed.
+//
+// A name that is not valid UTF-8 (a peer's bytes, say) cannot be a label
+// value: its invalid bytes are replaced with U+FFFD, so that one bad name
+// does not fail every scrape of the registry.
 func (c *Collector) Add(name string, m *kcm.Mux) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.muxes[name] = m
+	c.muxes[strings.ToValidUTF8(name, "\uFFFD")] = m
 }
 
 // Remove stops reporting the mux named name.
 func (c *Collector) Remove(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.muxes, name)
+	delete(c.muxes, strings.ToValidUTF8(name, "\uFFFD"))
 }
 
 // metric is one exported series: its description and how to read it.
