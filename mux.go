@@ -111,6 +111,7 @@ type muxCold struct {
 	departed PsockStats    // counters of psocks that left and went quiet
 	done     chan struct{} // closed by Close
 	byIndex  []*Socket     // open sockets by index, with Affinity only; mu
+	epoch    time.Time     // the origin of the sockets' write deadlines (Socket.wdl)
 	sockIdx  indexSet      // mu
 	leaving  []*Psock      // psocks that left while a reader or writer still ran; mu
 	psockIdx indexSet      // mu
@@ -126,7 +127,7 @@ func (m *Mux) Done() <-chan struct{} { return m.cold.done }
 // NewMux returns a mux configured by cfg; zero fields take their
 // documented defaults.
 func NewMux(cfg Config) *Mux {
-	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{})}}
+	m := &Mux{cfg: cfg.withDefaults(), pool: newBufPool(), cold: &muxCold{done: make(chan struct{}), epoch: time.Now()}}
 	m.affine = m.cfg.Affinity != nil
 	m.maxQueued = max(m.cfg.RecvBuffer/msgCost, minMaxQueued)
 	m.txps.Store(new([]*Psock))

@@ -29,7 +29,10 @@ type Socket struct {
 	rdlSet   bool // rdl is not the zero time
 	hasKept  bool // partial or held holds a message
 
-	wdl atomic.Pointer[time.Time]
+	// The write deadline as time since the mux's epoch (a monotonic
+	// origin), 0 for none: an atomic that a per-message SetWriteDeadline
+	// does not allocate.
+	wdl atomic.Int64
 	aff *sockAff // with Config.Affinity only
 
 	// Guarded by mux.mu.
@@ -460,7 +463,7 @@ func (s *Socket) sendCheck() error {
 	if s.closed() {
 		return s.opError("send", ErrClosed)
 	}
-	if s.wdl.Load() != nil && s.writeExpired() { // no call without a deadline
+	if s.wdl.Load() != 0 && s.writeExpired() { // no call without a deadline
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -500,20 +503,17 @@ func (s *Socket) kickSenders() {
 }
 
 // hasWriteDeadline reports whether the socket has a write deadline.
-func (s *Socket) hasWriteDeadline() bool {
-	dl := s.wdl.Load()
-	return dl != nil && !dl.IsZero()
-}
+func (s *Socket) hasWriteDeadline() bool { return s.wdl.Load() != 0 }
 
 // writeExpired reports whether the socket's write deadline has passed.
 func (s *Socket) writeExpired() bool {
 	dl := s.wdl.Load()
-	return dl != nil && !dl.IsZero() && !time.Now().Before(*dl)
+	return dl != 0 && time.Since(s.mux.cold.epoch) >= time.Duration(dl)
 }
 
 func (s *Socket) writeDeadline() time.Time {
-	if dl := s.wdl.Load(); dl != nil {
-		return *dl
+	if dl := s.wdl.Load(); dl != 0 {
+		return s.mux.cold.epoch.Add(time.Duration(dl))
 	}
 	return time.Time{}
 }
@@ -788,7 +788,15 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 // which a goroutine of the mux's takes over); with a deadline set, it
 // leaves that to the mux at once, between two writes. Zero means none.
 func (s *Socket) SetWriteDeadline(t time.Time) error {
-	s.wdl.Store(&t)
+	var dl time.Duration // none
+	if !t.IsZero() {
+		// Measured on the monotonic clock from here on, as net.Conn's
+		// deadlines are; a deadline at the epoch itself moves 1 ns earlier.
+		if dl = t.Sub(s.mux.cold.epoch); dl == 0 {
+			dl = -1
+		}
+	}
+	s.wdl.Store(int64(dl))
 	s.kickSenders()
 	return nil
 }
