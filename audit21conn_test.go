@@ -8,6 +8,7 @@ package kcm_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -83,23 +84,44 @@ func a21Field(m *kcm.Mux, obj string, i int) string {
 // waits for send buffer room under SO_SNDTIMEO and fails with EAGAIN.
 func TestAudit21WriteDeadlineIgnoredOnStalledPsock(t *testing.T) {
 	t.Skip("BUG: Send on an idle psock whose peer stopped reading ignores the socket's write deadline (writeOwn writes with no deadline), even with no byte of its message accepted")
-	m := newMux(t, kcm.Config{})
-	s := m.NewSocket(kcm.Datagram)
-	c, _ := tcpPair(t) // the peer never reads
-	a21Fill(t, c)
-	if _, err := m.Attach(c, lenPrefix); err != nil {
-		t.Fatal(err)
+	calls := []struct {
+		name string
+		call func(s *kcm.Socket, p *kcm.Psock, b []byte) error
+	}{
+		{"Send", func(s *kcm.Socket, p *kcm.Psock, b []byte) error { return s.Send(b) }},
+		{"SendBatch", func(s *kcm.Socket, p *kcm.Psock, b []byte) error { return s.SendBatch([][]byte{b, b}) }},
+		{"EndMore", func(s *kcm.Socket, p *kcm.Psock, b []byte) error {
+			if err := s.SendMsg(b[:3], kcm.More); err != nil {
+				return err
+			}
+			return s.SendMsg(b[3:], 0)
+		}},
+		{"SendTo", func(s *kcm.Socket, p *kcm.Psock, b []byte) error { return s.SendTo(b, p) }},
+		{"SendBatchTo", func(s *kcm.Socket, p *kcm.Psock, b []byte) error { return s.SendBatchTo([][]byte{b, b}, p) }},
 	}
-	s.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	sent := make(chan error, 1)
-	go func() { sent <- s.Send(msgOf(1, 10)) }()
-	select {
-	case err := <-sent:
-		if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
-			t.Fatalf("Send past its write deadline, nothing accepted: %v, want os.ErrDeadlineExceeded", err)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("Send still blocked 3 s after its 100 ms write deadline (no byte of it accepted by the connection)")
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := newMux(t, kcm.Config{})
+			s := m.NewSocket(kcm.Datagram)
+			conn, _ := tcpPair(t) // the peer never reads
+			a21Fill(t, conn)
+			p, err := m.Attach(conn, lenPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			sent := make(chan error, 1)
+			go func() { sent <- c.call(s, p, msgOf(1, 10)) }()
+			select {
+			case err := <-sent:
+				if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
+					t.Fatalf("%s past its write deadline, nothing accepted: %v, want os.ErrDeadlineExceeded", c.name, err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatalf("%s still blocked 2 s after its 100 ms write deadline (no byte of it accepted by the connection)", c.name)
+			}
+		})
 	}
 }
 
@@ -200,6 +222,84 @@ func TestAudit21WriteDeadlineSetWhileFlushing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAudit21PeekedMessageGoesToAnotherSocket: MSG_PEEK "returns the next
+// message without consuming it" (spec 3) and the kernel "leaves it queued"
+// (spec 8) - on the peeking socket: the kernel queues a delivered message
+// on one KCM socket's receive queue, so the next receive of that socket
+// returns the message it peeked. kcm puts a peeked message back at the
+// head of the mux-wide queue (Mux.peek: ready.pushFront, and wakes a
+// follower), where another socket's receive takes it. The usual "peek to
+// learn the size, then receive into a buffer that size" then receives
+// another message, cut on a Datagram socket: here A peeks a 24-byte
+// message, B receives it, and A's 24-byte receive cuts the next,
+// 204-byte, message (180 bytes lost, ErrTruncated). Nothing in the spec
+// marks this as one of kcm's deliberate departures (its steering rule is
+// about sockets that are not receiving).
+func TestAudit21PeekedMessageGoesToAnotherSocket(t *testing.T) {
+	t.Skip("BUG: a message one socket peeked goes back to the mux-wide queue and another socket's receive takes it; the peeker's next receive gets (and on Datagram truncates) a different message")
+	for _, np := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d psocks", np), func(t *testing.T) {
+			m := newMux(t, kcm.Config{})
+			a, b := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
+			_, peer := attachPeer(t, m)
+			for range np - 1 {
+				attachPeer(t, m)
+			}
+			peeked := make(chan []byte, 1)
+			go func() {
+				buf := make([]byte, 256)
+				n, _, err := a.RecvMsg(buf, kcm.Peek)
+				if err != nil {
+					t.Error(err)
+				}
+				peeked <- buf[:n]
+			}()
+			waitReceiving(t, m, a)
+			gotB := make(chan []byte, 1)
+			go func() {
+				buf := make([]byte, 256)
+				n, err := b.Recv(buf)
+				if err != nil {
+					t.Error(err)
+				}
+				gotB <- buf[:n]
+			}()
+			waitReceiving(t, m, b)
+			m1, m2 := msgOf(1, 20), msgOf(2, 200)
+			peer.Write(m1)
+			var p []byte
+			select {
+			case p = <-peeked:
+			case <-time.After(4 * time.Second):
+				t.Fatal("no peek")
+			}
+			if !bytes.Equal(p, m1) {
+				t.Fatalf("peek got %q, want the first message", p)
+			}
+			peer.Write(m2)
+			select { // b receives one of the two
+			case <-gotB:
+			case <-time.After(4 * time.Second):
+				t.Fatal("b received nothing")
+			}
+			a.SetReadDeadline(time.Now().Add(4 * time.Second))
+			buf := make([]byte, len(p)) // sized by the peek
+			n, fl, err := a.RecvMsg(buf, 0)
+			if err != nil || fl != kcm.EOR || !bytes.Equal(buf[:n], m1) {
+				t.Fatalf("a's receive after peeking message 1: %d bytes of message %d, %v, %v; want message 1 whole", n, checkMsgID(buf[:n]), fl, err)
+			}
+		})
+	}
+}
+
+// checkMsgID returns the id of a msgOf message, or -1, without reporting.
+func checkMsgID(b []byte) int {
+	if len(b) < 8 {
+		return -1
+	}
+	return int(binary.BigEndian.Uint32(b[4:]))
 }
 
 // ---- Verified promises ----------------------------------------------------
