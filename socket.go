@@ -553,7 +553,10 @@ func (s *Socket) Recv(b []byte) (int, error) {
 	return n, err
 }
 
-// RecvMsg is Recv with flags: Peek leaves the message queued, DontWait
+// RecvMsg is Recv with flags: Peek leaves the message queued, first in
+// the mux's line (so another socket's receive may take it before this
+// socket's next one, where the kernel would keep it in the peeking
+// socket's queue: the mux delivers to whichever socket receives), DontWait
 // returns ErrWouldBlock instead of blocking. The returned flags report EOR
 // when the bytes returned end a message and Trunc when a Datagram message
 // was cut.
