@@ -8,7 +8,6 @@ package kcm_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -83,7 +82,6 @@ func a21Field(m *kcm.Mux, obj string, i int) string {
 // I/O operations fail instead of blocking", and the kernel's kcm_sendmsg
 // waits for send buffer room under SO_SNDTIMEO and fails with EAGAIN.
 func TestAudit21WriteDeadlineIgnoredOnStalledPsock(t *testing.T) {
-	t.Skip("BUG: Send on an idle psock whose peer stopped reading ignores the socket's write deadline (writeOwn writes with no deadline), even with no byte of its message accepted")
 	calls := []struct {
 		name string
 		call func(s *kcm.Socket, p *kcm.Psock, b []byte) error
@@ -133,7 +131,6 @@ func TestAudit21WriteDeadlineIgnoredOnStalledPsock(t *testing.T) {
 // parser that makes every byte a message, so that the Socket is a plain
 // byte stream).
 func TestAudit21WriteLoopOnStalledPeerNeverTimesOut(t *testing.T) {
-	t.Skip("BUG: nettest FutureTimeout/PresentTimeout: a Write loop to a stalled peer blocks in writeOwn past the write deadline")
 	s, _ := a21StreamSocket(t, kcm.Datagram) // the peer never reads
 	s.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	done := make(chan error, 1)
@@ -174,9 +171,11 @@ func TestAudit21WriteLoopOnStalledPeerNeverTimesOut(t *testing.T) {
 // SetWriteDeadline promises the deadline applies to sends "including
 // those already waiting".
 func TestAudit21WriteDeadlineSetWhileFlushing(t *testing.T) {
-	t.Skip("BUG: a write deadline set while a Send is blocked in a queue write to a stalled peer (its own message already written, or its uncopied message taken) never releases it; Close does")
 	for _, tc := range []string{"flusher", "taken"} {
 		t.Run(tc, func(t *testing.T) {
+			if tc == "taken" {
+				t.Skip("BUG: a write deadline set while a Send's uncopied message is being written by another send's queue write to a stalled peer does not release it (txWaiter.wait waits for the write); Close does")
+			}
 			m := newMux(t, kcm.Config{})
 			a, b := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
 			c, peer := tcpPair(t)
@@ -222,13 +221,6 @@ func TestAudit21WriteDeadlineSetWhileFlushing(t *testing.T) {
 			}
 		})
 	}
-}
-
-func checkMsgID(b []byte) int {
-	if len(b) < 8 {
-		return -1
-	}
-	return int(binary.BigEndian.Uint32(b[4:]))
 }
 
 // ---- Verified promises ----------------------------------------------------

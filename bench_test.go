@@ -86,6 +86,65 @@ func BenchmarkRR(b *testing.B) {
 	}
 }
 
+// BenchmarkRRDeadline is BenchmarkRR 1 B with a deadline set before
+// every exchange, as net.Conn users do: SetDeadline on the connection for
+// raw, on the socket for kcm.
+func BenchmarkRRDeadline(b *testing.B) {
+	req := frame(make([]byte, 1))
+	for _, impl := range []struct {
+		name string
+		dial func(testing.TB, []byte) func() error
+	}{{"raw", rawRRDeadline}, {"kcm", kcmRRDeadline}} {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			tx := impl.dial(b, req)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := tx(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func rawRRDeadline(tb testing.TB, req []byte) func() error {
+	c, srv := tcpPair(tb)
+	go rawEcho(srv)
+	r := bufio.NewReader(c)
+	buf := make([]byte, len(req))
+	return func() error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(req); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(r, buf[:4]); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(r, buf[4:4+binary.BigEndian.Uint32(buf)])
+		return err
+	}
+}
+
+func kcmRRDeadline(tb testing.TB, req []byte) func() error {
+	c, srv := tcpPair(tb)
+	go kcmEcho(srv)
+	m := kcm.NewMux(kcm.Config{})
+	tb.Cleanup(func() { m.Close() })
+	s := m.NewSocket(kcm.Datagram)
+	if _, err := m.Attach(c, lenPrefix); err != nil {
+		tb.Fatal(err)
+	}
+	buf := make([]byte, len(req))
+	return func() error {
+		s.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := s.Send(req); err != nil {
+			return err
+		}
+		_, err := s.Recv(buf)
+		return err
+	}
+}
+
 // rawRR connects to a raw echo server and returns one request/response
 // exchange of req: a Write, and the response read through bufio.
 func rawRR(tb testing.TB, req []byte) func() error {

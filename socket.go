@@ -785,11 +785,20 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline sets the deadline for sends, including those already
 // waiting: for a psock, or uncopied for their turn on a busy psock. A send
-// called after it fails at once. A message whose writing has begun is
-// never cut by it. A send that wrote its message on an idle psock may go
-// on writing what other sends queued there meanwhile (up to 1 MiB, beyond
-// which a goroutine of the mux's takes over); with a deadline set, it
-// leaves that to the mux at once, between two writes. Zero means none.
+// called after it fails at once. On a TCP or Unix connection it also
+// bounds the writing of the send's own messages, also one under way: a
+// write it stops before a message's first byte fails with
+// os.ErrDeadlineExceeded, that message unsent; one it stops inside a
+// message returns nil, for the message is never cut: its rest is copied
+// and the mux finishes it (or, if the psock fails first, sends it again
+// from its first byte elsewhere, as any copied message). On TLS and other
+// connections, which an interrupted write breaks or leaves uncounted, a
+// write under way goes on. A send that wrote its message on an idle psock
+// may go on writing what other sends queued there meanwhile (up to 1 MiB,
+// beyond which a goroutine of the mux's takes over); with a deadline set,
+// also one set meanwhile, it leaves that to the mux at once. (A send whose
+// uncopied message such a write has taken still waits for that write.)
+// Zero means none.
 func (s *Socket) SetWriteDeadline(t time.Time) error {
 	var dl time.Duration // none
 	if !t.IsZero() {
@@ -801,6 +810,9 @@ func (s *Socket) SetWriteDeadline(t time.Time) error {
 	}
 	s.wdl.Store(int64(dl))
 	s.kickSenders()
+	if p := s.txp.Load(); p != nil {
+		p.tx.newDeadline(p, s, t)
+	}
 	return nil
 }
 

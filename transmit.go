@@ -201,6 +201,7 @@ type txState struct {
 	q       []txEntry // messages waiting for the writer
 
 	cut      bool      // a write stopped in the middle of a message
+	cutAt    int       // bytes written of the message a batch write stopped in; the writer's
 	timed    bool      // writes have a deadline: see armWrite
 	inflight []txEntry // the queue a writer is writing; guarded by mu
 	// flusher is the socket whose send, its own message written, goes on
@@ -304,7 +305,7 @@ func (m *Mux) transmit(s *Socket, b []byte, restart bool) error {
 				m.stats.txRetries.Add(1)
 			}
 			var err error
-			restart, err = m.writeOwn(p, s, b)
+			restart, err = m.writeOwn(p, s, b, false)
 			m.noteTxIdle(p)
 			if !restart {
 				return err
@@ -345,7 +346,7 @@ func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
 	if !t.writing {
 		t.writing, t.writer = true, s
 		t.mu.Unlock()
-		failed, err := m.writeOwn(p, s, b)
+		failed, err := m.writeOwn(p, s, b, true)
 		if failed {
 			return m.pinnedErr(p)
 		}
@@ -385,6 +386,9 @@ func (m *Mux) writeBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 	if err == nil {
 		m.flushQueued(p, msgCount{})
 		return done, nil
+	}
+	if p.ownTimedOut(err) {
+		return m.batchStopped(p, s, msgs, done, true)
 	}
 	if err := m.ownWriteFailed(p, s, len(msgs)-done, cut, err); err != nil {
 		return done, err
@@ -450,7 +454,7 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok, restart bool, err error) {
 	if !p.tx.claim(s) {
 		return false, false, nil
 	}
-	restart, err = m.writeOwn(p, s, b)
+	restart, err = m.writeOwn(p, s, b, false)
 	return !restart, restart, err
 }
 
@@ -458,12 +462,12 @@ func (m *Mux) sendIdle(s *Socket, b []byte) (ok, restart bool, err error) {
 // writing, then flushes what others queued meanwhile and lets go. retry
 // says the write failed and b must go out, whole, on another psock; or,
 // pinned to p (SendTo), nowhere.
-func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
+func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, err error) {
 	// Counted in the psock's load while it is written, so that a write
 	// stuck on a peer that stopped reading steers other messages away.
 	p.tx.load.Add(int64(len(b)))
 	var n int
-	if p.tx.timed {
+	if p.tx.timed || s.wdl.Load() != 0 && p.raw != nil {
 		n, err = p.writeTimed(b)
 	} else {
 		n, err = p.conn.Write(b) // inline: the send fast path gets no extra frame
@@ -476,8 +480,64 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte) (retry bool, err error) {
 	if err == nil {
 		err = io.ErrShortWrite // see write
 	}
+	if p.ownTimedOut(err) {
+		return false, m.ownStopped(p, s, b, n, pinned)
+	}
 	err = m.ownWriteFailed(p, s, 1, n > 0, err)
 	return err == nil, err
+}
+
+// The write deadline of a socket bounds the writes of its own messages on
+// a TCP or Unix connection, which kcm writes itself and can tell how far
+// a write got (elsewhere an interrupted write may have put bytes on the
+// stream kcm cannot count, and it breaks TLS): see armWrite. A write it
+// stops before the first byte of a message leaves the stream intact and
+// the message unsent, and the call fails with os.ErrDeadlineExceeded. One
+// it stops inside a message cannot be undone: the rest of that message is
+// copied and written by a goroutine of the mux's, and the message counts
+// as sent, as one a send copied into a queue does.
+
+// ownTimedOut reports whether err is the writer's socket's write deadline
+// stopping its own write, neither its Close nor the psock's leaving.
+func (p *Psock) ownTimedOut(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !p.ownExpired() {
+		return false
+	}
+	t := &p.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.closeKicked && !t.stopped.Load()
+}
+
+// ownStopped ends a write of s's own messages that its socket's write
+// deadline stopped n bytes into msg (n == len(msg): after it). It returns
+// os.ErrDeadlineExceeded when msg is unsent. Else the message is copied
+// and becomes a queue write already under way, which a goroutine of the
+// mux's finishes from byte n (finishKicked): it is written whole, or, if
+// the psock fails first, sent again from its first byte elsewhere (on p
+// alone when pinned, SendTo's, and lost with p), and ownStopped returns
+// nil.
+func (m *Mux) ownStopped(p *Psock, s *Socket, msg []byte, n int, pinned bool) error {
+	p.disarmWrite() // the deadline may be one SetWriteDeadline put there
+	if n == 0 || n == len(msg) {
+		m.flushQueued(p, msgCount{})
+		return os.ErrDeadlineExceeded
+	}
+	buf := append([]byte(nil), msg...)
+	q := []txEntry{{n: len(buf), s: s, pinned: pinned}}
+	t := &p.tx
+	t.load.Add(int64(len(buf)))
+	t.mu.Lock()
+	t.writer, t.inflight = nil, q // a copy now: the socket's Close lets it go out
+	if t.closeKicked {
+		// A Close since ownTimedOut: its deadline would cut the copy.
+		t.closeKicked, t.flusherKicked = false, false
+		p.conn.SetWriteDeadline(time.Time{})
+	}
+	m.wg.Add(1) // under t.mu, as handKicked
+	t.mu.Unlock()
+	go m.finishKicked(p, q, buf, n)
+	return nil
 }
 
 // ownWriteFailed ends a write of s's own messages on p that failed with
@@ -542,6 +602,10 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) (int, error) {
 			restart = false
 		}
 		done, cut, err := p.writeBatch(msgs)
+		if err != nil && p.ownTimedOut(err) {
+			n, err := m.batchStopped(p, s, msgs, done, false)
+			return total - len(msgs) + n, err
+		}
 		msgs = msgs[done:]
 		if err == nil {
 			m.flushQueued(p, msgCount{})
@@ -595,7 +659,25 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 	if err != nil && done == len(msgs) {
 		err = nil
 	}
+	t.cutAt = n - sent // bytes of msgs[done] written: see batchStopped
 	return done, n > sent, err
+}
+
+// batchStopped ends a writeBatch of msgs that its socket's write deadline
+// stopped after done of them, as ownStopped: it returns how many of msgs
+// are sent or copied, and os.ErrDeadlineExceeded when some are not.
+func (m *Mux) batchStopped(p *Psock, s *Socket, msgs [][]byte, done int, pinned bool) (int, error) {
+	if done == len(msgs) {
+		m.flushQueued(p, msgCount{})
+		return done, nil
+	}
+	if err := m.ownStopped(p, s, msgs[done], p.tx.cutAt, pinned); err != nil {
+		return done, err
+	}
+	if done+1 < len(msgs) {
+		return done + 1, os.ErrDeadlineExceeded
+	}
+	return done + 1, nil
 }
 
 // flushQueued counts done, the caller's own messages, writes what other
@@ -816,7 +898,7 @@ func (p *Psock) queueIOV(q []txEntry, buf []byte) net.Buffers {
 // leave the rest of a message out of the stream (net.Buffers.WriteTo goes
 // on with the next piece).
 func (p *Psock) write(b []byte) (int, error) {
-	if p.tx.timed {
+	if p.tx.timed || p.ownDeadline() {
 		return p.writeTimed(b)
 	}
 	n, err := p.conn.Write(b)
@@ -837,7 +919,7 @@ func (p *Psock) writeTimed(b []byte) (int, error) {
 			err = io.ErrShortWrite // see write
 		}
 		if !p.goOn(armed, n, err) {
-			if armed && p.disarm {
+			if armed && (p.disarm || !p.tx.timed) { // raw: a socket's deadline
 				p.disarmWrite()
 			}
 			return total, err
@@ -856,12 +938,15 @@ func (p *Psock) writev() (int, error) {
 	whole := t.iov
 	total := 0
 	for {
-		armed := t.timed && p.armWrite()
+		armed := (t.timed || p.ownDeadline()) && p.armWrite()
 		n, err := t.iov.WriteTo(p.conn)
 		total += int(n)
 		if len(t.iov) == 0 || !p.goOn(armed, int(n), err) {
 			if err == nil && len(t.iov) > 0 {
 				err = io.ErrShortWrite // see write
+			}
+			if armed && !t.timed { // a socket's deadline
+				p.disarmWrite()
 			}
 			clear(whole) // pieces left unwritten by an error too: see writeJoined
 			t.iov = whole[:0]
@@ -917,7 +1002,32 @@ func (p *Psock) writeJoined() (int, error) {
 // it timed out under its WriteTimeout deadline after some progress, on a
 // plain connection.
 func (p *Psock) goOn(armed bool, n int, err error) bool {
-	return err != nil && armed && n > 0 && p.raw != nil && errors.Is(err, os.ErrDeadlineExceeded)
+	if err == nil || !armed || p.raw == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	if p.ownDeadline() {
+		if p.ownExpired() {
+			return false // the caller's deadline: see ownTimedOut
+		}
+		if !p.tx.timed {
+			return true // its deadline moved later meanwhile
+		}
+	}
+	return n > 0
+}
+
+// ownDeadline reports whether the write under way carries the own
+// messages of a socket with a write deadline, which then bounds it (raw
+// connections only). Only the writer calls it: it alone sets tx.writer.
+func (p *Psock) ownDeadline() bool {
+	w := p.tx.writer
+	return w != nil && p.raw != nil && w.wdl.Load() != 0
+}
+
+// ownExpired reports whether the writer's socket's write deadline passed.
+func (p *Psock) ownExpired() bool {
+	w := p.tx.writer
+	return w != nil && p.raw != nil && w.writeExpired()
 }
 
 // armWrite gives the next write Config.WriteTimeout to make progress and
@@ -932,7 +1042,17 @@ func (p *Psock) armWrite() bool {
 	if t.closeKicked || t.stopped.Load() {
 		return false
 	}
-	p.conn.SetWriteDeadline(time.Now().Add(p.wto))
+	var dl time.Time
+	if t.timed {
+		dl = time.Now().Add(p.wto)
+	}
+	if p.ownDeadline() {
+		// The writer's socket's deadline, when it comes first.
+		if sd := t.writer.writeDeadline(); !sd.IsZero() && (dl.IsZero() || sd.Before(dl)) {
+			dl = sd
+		}
+	}
+	p.conn.SetWriteDeadline(dl)
 	return true
 }
 
@@ -1154,6 +1274,30 @@ func (m *Mux) dropSocketLocked(s *Socket) {
 			p.conn.SetWriteDeadline(aLongTimeAgo)
 		}
 		t.mu.Unlock()
+	}
+}
+
+// newDeadline lets socket s's new write deadline t reach a write of p
+// under way for s (raw connections only: see armWrite): a write of its
+// own messages gets t as the connection's deadline, and a send that
+// writes others' messages leaves them to the mux at once, as with a
+// deadline set before the send (the write is interrupted and finished,
+// where it stopped, by a goroutine of the mux's: see handKicked).
+func (t *txState) newDeadline(p *Psock, s *Socket, dl time.Time) {
+	if p.raw == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.writing || t.closeKicked || t.stopped.Load() {
+		return
+	}
+	switch {
+	case t.writer == s && !t.timed:
+		p.conn.SetWriteDeadline(dl)
+	case t.flusher == s && !dl.IsZero():
+		t.closeKicked, t.flusherKicked = true, true
+		p.conn.SetWriteDeadline(aLongTimeAgo)
 	}
 }
 
