@@ -70,10 +70,10 @@ func BenchmarkRR(b *testing.B) {
 		req := frame(make([]byte, size))
 		for _, impl := range []struct {
 			name string
-			dial func(testing.TB, []byte) func() error
+			dial func(testing.TB, []byte, time.Duration) func() error
 		}{{"raw", rawRR}, {"kcm", kcmRR}} {
 			b.Run("size="+itoa(size)+"/impl="+impl.name, func(b *testing.B) {
-				tx := impl.dial(b, req)
+				tx := impl.dial(b, req, 0)
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
@@ -93,10 +93,10 @@ func BenchmarkRRDeadline(b *testing.B) {
 	req := frame(make([]byte, 1))
 	for _, impl := range []struct {
 		name string
-		dial func(testing.TB, []byte) func() error
-	}{{"raw", rawRRDeadline}, {"kcm", kcmRRDeadline}} {
+		dial func(testing.TB, []byte, time.Duration) func() error
+	}{{"raw", rawRR}, {"kcm", kcmRR}} {
 		b.Run("impl="+impl.name, func(b *testing.B) {
-			tx := impl.dial(b, req)
+			tx := impl.dial(b, req, 5*time.Second)
 			b.ReportAllocs()
 			for b.Loop() {
 				if err := tx(); err != nil {
@@ -107,52 +107,18 @@ func BenchmarkRRDeadline(b *testing.B) {
 	}
 }
 
-func rawRRDeadline(tb testing.TB, req []byte) func() error {
-	c, srv := tcpPair(tb)
-	go rawEcho(srv)
-	r := bufio.NewReader(c)
-	buf := make([]byte, len(req))
-	return func() error {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write(req); err != nil {
-			return err
-		}
-		if _, err := io.ReadFull(r, buf[:4]); err != nil {
-			return err
-		}
-		_, err := io.ReadFull(r, buf[4:4+binary.BigEndian.Uint32(buf)])
-		return err
-	}
-}
-
-func kcmRRDeadline(tb testing.TB, req []byte) func() error {
-	c, srv := tcpPair(tb)
-	go kcmEcho(srv)
-	m := kcm.NewMux(kcm.Config{})
-	tb.Cleanup(func() { m.Close() })
-	s := m.NewSocket(kcm.Datagram)
-	if _, err := m.Attach(c, lenPrefix); err != nil {
-		tb.Fatal(err)
-	}
-	buf := make([]byte, len(req))
-	return func() error {
-		s.SetDeadline(time.Now().Add(5 * time.Second))
-		if err := s.Send(req); err != nil {
-			return err
-		}
-		_, err := s.Recv(buf)
-		return err
-	}
-}
-
 // rawRR connects to a raw echo server and returns one request/response
-// exchange of req: a Write, and the response read through bufio.
-func rawRR(tb testing.TB, req []byte) func() error {
+// exchange of req: a Write, and the response read through bufio; with dl,
+// after a SetDeadline dl from now.
+func rawRR(tb testing.TB, req []byte, dl time.Duration) func() error {
 	c, srv := tcpPair(tb)
 	go rawEcho(srv)
 	r := bufio.NewReader(c)
 	buf := make([]byte, len(req))
 	return func() error {
+		if dl > 0 {
+			c.SetDeadline(time.Now().Add(dl))
+		}
 		if _, err := c.Write(req); err != nil {
 			return err
 		}
@@ -165,8 +131,9 @@ func rawRR(tb testing.TB, req []byte) func() error {
 }
 
 // kcmRR connects a mux of one socket and one psock to a kcm echo server
-// and returns one request/response exchange of req: Send and Recv.
-func kcmRR(tb testing.TB, req []byte) func() error {
+// and returns one request/response exchange of req: Send and Recv; with
+// dl, after the socket's SetDeadline dl from now.
+func kcmRR(tb testing.TB, req []byte, dl time.Duration) func() error {
 	c, srv := tcpPair(tb)
 	go kcmEcho(srv)
 	m := kcm.NewMux(kcm.Config{})
@@ -177,6 +144,9 @@ func kcmRR(tb testing.TB, req []byte) func() error {
 	}
 	buf := make([]byte, len(req))
 	return func() error {
+		if dl > 0 {
+			s.SetDeadline(time.Now().Add(dl))
+		}
 		if err := s.Send(req); err != nil {
 			return err
 		}
@@ -195,10 +165,10 @@ func BenchmarkRRInstances(b *testing.B) {
 	const instances = 200
 	req := frame([]byte{1})
 	b.Run(fmt.Sprintf("instances=%d/impl=raw", instances), func(b *testing.B) {
-		rrParallel(b, instances, func() func() error { return rawRR(b, req) })
+		rrParallel(b, instances, func() func() error { return rawRR(b, req, 0) })
 	})
 	b.Run(fmt.Sprintf("instances=%d/impl=kcm", instances), func(b *testing.B) {
-		rrParallel(b, instances, func() func() error { return kcmRR(b, req) })
+		rrParallel(b, instances, func() func() error { return kcmRR(b, req, 0) })
 	})
 }
 
