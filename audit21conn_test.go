@@ -225,6 +225,32 @@ func TestAudit21WriteDeadlineSetWhileFlushing(t *testing.T) {
 
 // ---- Verified promises ----------------------------------------------------
 
+// a21End ends the call of name on s blocked on ch by how (close, muxclose,
+// a past deadline or one soon, set with setDeadline) and checks its error.
+func a21End(t *testing.T, m *kcm.Mux, s *kcm.Socket, setDeadline func(time.Time) error, how, name string, ch chan error) {
+	t.Helper()
+	switch how {
+	case "close":
+		s.Close()
+	case "muxclose":
+		m.Close()
+	case "past":
+		setDeadline(time.Now().Add(-time.Second))
+	case "soon":
+		setDeadline(time.Now().Add(20 * time.Millisecond))
+	}
+	err := waitErr(t, ch, name)
+	if how == "close" || how == "muxclose" {
+		if !errors.Is(err, net.ErrClosed) || !errors.Is(err, kcm.ErrClosed) {
+			t.Fatalf("%s after %s: %v, want ErrClosed", name, how, err)
+		}
+		return
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
+		t.Fatalf("%s after a deadline: %v, want os.ErrDeadlineExceeded", name, err)
+	}
+}
+
 // Spec 8, observed on a real kernel: a SOCK_DGRAM receive into a 20-byte
 // buffer of a 109-byte message returns 20 with MSG_TRUNC, the rest of that
 // message is gone and the next receive returns the next message; MSG_PEEK
@@ -341,27 +367,7 @@ func TestAudit21BlockedReceivesEnd(t *testing.T) {
 						ch := make(chan error, 1)
 						go func() { ch <- c.call(s) }()
 						waitReceiving(t, m, s)
-						switch how {
-						case "close":
-							s.Close()
-						case "muxclose":
-							m.Close()
-						case "past":
-							s.SetReadDeadline(time.Now().Add(-time.Second))
-						case "soon":
-							s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-						}
-						err := waitErr(t, ch, c.name)
-						if how == "close" || how == "muxclose" {
-							if !errors.Is(err, net.ErrClosed) || !errors.Is(err, kcm.ErrClosed) {
-								t.Fatalf("%s after %s: %v, want ErrClosed", c.name, how, err)
-							}
-							return
-						}
-						var ne net.Error
-						if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
-							t.Fatalf("%s after a deadline: %v, want os.ErrDeadlineExceeded", c.name, err)
-						}
+						a21End(t, m, s, s.SetReadDeadline, how, c.name, ch)
 					})
 				}
 			}
@@ -470,26 +476,7 @@ func TestAudit21BlockedSendsEnd(t *testing.T) {
 					ch := make(chan error, 1)
 					go func() { ch <- c.call(s, p, msgOf(1, 100<<10)) }()
 					waitSendQ(t, m, s, 1)
-					switch how {
-					case "close":
-						s.Close()
-					case "muxclose":
-						m.Close()
-					case "past":
-						s.SetWriteDeadline(time.Now().Add(-time.Second))
-					case "soon":
-						s.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
-					}
-					err := waitErr(t, ch, c.name)
-					if how == "close" || how == "muxclose" {
-						if !errors.Is(err, net.ErrClosed) || !errors.Is(err, kcm.ErrClosed) {
-							t.Fatalf("%s after %s: %v, want ErrClosed", c.name, how, err)
-						}
-						return
-					}
-					if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
-						t.Fatalf("%s after a deadline: %v, want os.ErrDeadlineExceeded", c.name, err)
-					}
+					a21End(t, m, s, s.SetWriteDeadline, how, c.name, ch)
 				})
 			}
 		}
