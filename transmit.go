@@ -35,6 +35,10 @@ const (
 // errRetry tells a waiting sender its message must go to another psock.
 var errRetry = errors.New("kcm: retry on another psock")
 
+// errLeaving tells a writer whose socket's deadline stopped its write that
+// the psock is leaving meanwhile: the write fails as any other.
+var errLeaving = errors.New("kcm: psock leaving")
+
 // errRestart tells a waiting sender its psock failed before writing its
 // message, which must go out again on another one (a retry, in TxRetries,
 // once it does).
@@ -200,8 +204,13 @@ type txState struct {
 	count   msgCount  // messages written, guarded by mu
 	q       []txEntry // messages waiting for the writer
 
-	cut      bool      // a write stopped in the middle of a message
-	cutAt    int       // bytes written of the message a batch write stopped in; the writer's
+	cut   bool // a write stopped in the middle of a message
+	cutAt int  // bytes written of the message a batch write stopped in; the writer's
+	// dlArmed: a socket's write deadline is on the connection, to be taken
+	// off when its writer lets go (without WriteTimeout, which re-arms
+	// every write); mu. wtoAt: the WriteTimeout deadline armed last; mu.
+	dlArmed  bool
+	wtoAt    time.Time
 	timed    bool      // writes have a deadline: see armWrite
 	inflight []txEntry // the queue a writer is writing; guarded by mu
 	// flusher is the socket whose send, its own message written, goes on
@@ -334,6 +343,7 @@ func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
 	if p == nil || p.mux != m {
 		return fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
 	}
+	s.noteSendTo()
 	if err := s.givenUp(); err != nil {
 		return err
 	}
@@ -364,6 +374,7 @@ func (m *Mux) transmitBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 	if p == nil || p.mux != m {
 		return 0, fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
 	}
+	s.noteSendTo()
 	if err := s.givenUp(); err != nil {
 		return 0, err
 	}
@@ -388,7 +399,9 @@ func (m *Mux) writeBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 		return done, nil
 	}
 	if p.ownTimedOut(err) {
-		return m.batchStopped(p, s, msgs, done, true)
+		if n, err := m.batchStopped(p, s, msgs, done, true); err != errLeaving {
+			return n, err
+		}
 	}
 	if err := m.ownWriteFailed(p, s, len(msgs)-done, cut, err); err != nil {
 		return done, err
@@ -481,7 +494,9 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 		err = io.ErrShortWrite // see write
 	}
 	if p.ownTimedOut(err) {
-		return false, m.ownStopped(p, s, b, n, pinned)
+		if err := m.ownStopped(p, s, b, n, pinned); err != errLeaving {
+			return false, err
+		}
 	}
 	err = m.ownWriteFailed(p, s, 1, n > 0, err)
 	return err == nil, err
@@ -518,16 +533,24 @@ func (p *Psock) ownTimedOut(err error) bool {
 // alone when pinned, SendTo's, and lost with p), and ownStopped returns
 // nil.
 func (m *Mux) ownStopped(p *Psock, s *Socket, msg []byte, n int, pinned bool) error {
-	p.disarmWrite() // the deadline may be one SetWriteDeadline put there
 	if n == 0 || n == len(msg) {
 		m.flushQueued(p, msgCount{})
 		return os.ErrDeadlineExceeded
 	}
 	buf := append([]byte(nil), msg...)
-	q := []txEntry{{n: len(buf), s: s, pinned: pinned}}
 	t := &p.tx
-	t.load.Add(int64(len(buf)))
 	t.mu.Lock()
+	if t.stopped.Load() {
+		// Leaving since ownTimedOut (an Unattach, a failure, the mux's
+		// Close): the write ends as theirs.
+		t.mu.Unlock()
+		return errLeaving
+	}
+	// Counted in the send buffer as any copied message (a retry moves it
+	// as one).
+	m.backlog.queued.Add(int64(len(buf)))
+	q := []txEntry{{n: len(buf), s: s, pinned: pinned, owned: true}}
+	t.load.Add(int64(len(buf)))
 	t.writer, t.inflight = nil, q // a copy now: the socket's Close lets it go out
 	if t.closeKicked {
 		// A Close since ownTimedOut: its deadline would cut the copy.
@@ -603,8 +626,9 @@ func (m *Mux) transmitBatch(s *Socket, msgs [][]byte) (int, error) {
 		}
 		done, cut, err := p.writeBatch(msgs)
 		if err != nil && p.ownTimedOut(err) {
-			n, err := m.batchStopped(p, s, msgs, done, false)
-			return total - len(msgs) + n, err
+			if n, err := m.batchStopped(p, s, msgs, done, false); err != errLeaving {
+				return total - len(msgs) + n, err
+			}
 		}
 		msgs = msgs[done:]
 		if err == nil {
@@ -686,7 +710,7 @@ func (m *Mux) batchStopped(p *Psock, s *Socket, msgs [][]byte, done int, pinned 
 func (m *Mux) flushQueued(p *Psock, done msgCount) {
 	t := &p.tx
 	t.mu.Lock()
-	if len(t.q) == 0 && !t.closeKicked && !t.waitIdle && !t.hasSent {
+	if len(t.q) == 0 && !t.closeKicked && !t.waitIdle && !t.hasSent && !t.dlArmed {
 		// Nothing else to do: let go here, in a small frame that touches
 		// only the first line of the transmit state.
 		t.count.add(int(done.msgs), int(done.bytes))
@@ -711,6 +735,13 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 			t.flusher = t.writer // its own message is written
 		}
 		t.writer = nil
+		if t.dlArmed {
+			// Its socket's deadline, which no other write must meet.
+			t.dlArmed = false
+			if !t.closeKicked && !t.stopped.Load() {
+				p.conn.SetWriteDeadline(time.Time{})
+			}
+		}
 		if t.closeKicked {
 			// A socket's close interrupted a write (or meant to: it may
 			// have ended first): undo its deadline.
@@ -1045,12 +1076,14 @@ func (p *Psock) armWrite() bool {
 	var dl time.Time
 	if t.timed {
 		dl = time.Now().Add(p.wto)
+		t.wtoAt = dl
 	}
 	if p.ownDeadline() {
 		// The writer's socket's deadline, when it comes first.
 		if sd := t.writer.writeDeadline(); !sd.IsZero() && (dl.IsZero() || sd.Before(dl)) {
 			dl = sd
 		}
+		t.dlArmed = t.dlArmed || !t.timed
 	}
 	p.conn.SetWriteDeadline(dl)
 	return true
@@ -1070,6 +1103,7 @@ func (p *Psock) disarmWrite() {
 	defer t.mu.Unlock()
 	if !t.closeKicked && !t.stopped.Load() {
 		p.conn.SetWriteDeadline(time.Time{})
+		t.dlArmed = false
 	}
 }
 
@@ -1293,8 +1327,13 @@ func (t *txState) newDeadline(p *Psock, s *Socket, dl time.Time) {
 		return
 	}
 	switch {
-	case t.writer == s && !t.timed:
+	case t.writer == s:
+		// With WriteTimeout, the earlier of its deadline and this one.
+		if t.timed && !t.wtoAt.IsZero() && (dl.IsZero() || t.wtoAt.Before(dl)) {
+			dl = t.wtoAt
+		}
 		p.conn.SetWriteDeadline(dl)
+		t.dlArmed = !t.timed && !dl.IsZero()
 	case t.flusher == s && !dl.IsZero():
 		t.closeKicked, t.flusherKicked = true, true
 		p.conn.SetWriteDeadline(aLongTimeAgo)
