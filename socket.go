@@ -805,8 +805,10 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 // write under way goes on. A send that wrote its message on an idle psock
 // may go on writing what other sends queued there meanwhile (up to 1 MiB,
 // beyond which a goroutine of the mux's takes over); with a deadline set,
-// also one set meanwhile, it leaves that to the mux at once. (A send whose
-// uncopied message such a write has taken still waits for that write.)
+// also one set meanwhile, it leaves that to the mux at once. A send
+// whose uncopied message another send's write of a psock's queue has
+// taken returns nil at its deadline on those connections: the write is
+// interrupted, the message copied, and the mux finishes the write.
 // Zero means none.
 func (s *Socket) SetWriteDeadline(t time.Time) error {
 	var dl time.Duration // none

@@ -1,6 +1,7 @@
 package kcm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,7 @@ type txWaiter struct {
 	// its transmit lock.
 	taken atomic.Bool
 	timer *time.Timer
+	p     *Psock // the psock whose queue holds it; nil in the backlog
 }
 
 // wait blocks until the message is written or must be retried. While it
@@ -107,6 +109,9 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool, m *Mux,
 				return give
 			}
 			mu.Unlock()
+			if give == os.ErrDeadlineExceeded && w.p != nil {
+				w.p.tx.kickTaken(w.p, w)
+			}
 			return <-w.done // being written: it goes out whole
 		}
 		if from != nil && m.idleElsewhere(from) {
@@ -182,6 +187,7 @@ var txWaiterPool = sync.Pool{New: func() any { return &txWaiter{done: make(chan 
 func getTxWaiter() *txWaiter {
 	w := txWaiterPool.Get().(*txWaiter)
 	w.taken.Store(false)
+	w.p = nil
 	return w
 }
 
@@ -220,9 +226,12 @@ type txState struct {
 	// flusherKicked: the flusher's socket closed and interrupted its
 	// write, which a goroutine of the mux's finishes (finishKicked); mu.
 	flusherKicked bool
-	sent          msgCount      // written by the current writer from its own batch, not yet in count
-	idle          chan struct{} // closed when the writer stops, for Unattach
-	load          atomic.Int64  // bytes queued or being written, for psock choice
+	// copyTaken: the kick was for waiting senders whose deadline passed
+	// while the write held their uncopied messages: see kickTaken; mu.
+	copyTaken bool
+	sent      msgCount      // written by the current writer from its own batch, not yet in count
+	idle      chan struct{} // closed when the writer stops, for Unattach
+	load      atomic.Int64  // bytes queued or being written, for psock choice
 
 	cbuf     []byte
 	spareQ   []txEntry
@@ -422,6 +431,7 @@ func (m *Mux) queueLocked(p *Psock, s *Socket, b []byte, pinned bool) error {
 		return nil
 	}
 	w := getTxWaiter()
+	w.p = p
 	t.q = append(t.q, txEntry{ext: b, w: w, s: s, pinned: pinned})
 	t.load.Add(int64(len(b)))
 	t.mu.Unlock()
@@ -745,7 +755,7 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 		if t.closeKicked {
 			// A socket's close interrupted a write (or meant to: it may
 			// have ended first): undo its deadline.
-			t.closeKicked, t.flusherKicked = false, false
+			t.closeKicked, t.flusherKicked, t.copyTaken = false, false, false
 			p.conn.SetWriteDeadline(time.Time{})
 		}
 		if t.stopped.Load() || len(t.q) == 0 {
@@ -838,9 +848,58 @@ func (m *Mux) handKicked(p *Psock, q []txEntry, buf []byte, n int) bool {
 	}
 	t.closeKicked, t.flusherKicked, t.flusher = false, false, nil
 	p.conn.SetWriteDeadline(time.Time{})
+	if t.copyTaken {
+		t.copyTaken = false
+		m.copyExpired(q)
+	}
 	m.wg.Add(1)
 	go m.finishKicked(p, q, buf, n)
 	return true
+}
+
+// kickTaken lets go a sender whose write deadline passed while a queue
+// write holds its uncopied message w: on a TCP or Unix connection the
+// write is interrupted, and handKicked copies the message, releases its
+// sender with nil, and has a goroutine of the mux's finish the write
+// where it stopped. Elsewhere (TLS) the sender waits for the write.
+func (t *txState) kickTaken(p *Psock, w *txWaiter) {
+	if p.raw == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.writing || t.closeKicked || t.stopped.Load() || !holdsWaiter(t.inflight, w) {
+		return
+	}
+	t.closeKicked, t.flusherKicked, t.copyTaken = true, true, true
+	p.conn.SetWriteDeadline(aLongTimeAgo)
+}
+
+// holdsWaiter reports whether q holds w's message.
+func holdsWaiter(q []txEntry, w *txWaiter) bool {
+	for i := range q {
+		if q[i].w == w {
+			return true
+		}
+	}
+	return false
+}
+
+// copyExpired copies the messages of q whose senders wait uncopied past
+// their socket's write deadline, and lets those senders go: the copies go
+// out whole, counted in the send buffer as any copied message. p.tx.mu is
+// held.
+func (m *Mux) copyExpired(q []txEntry) {
+	for i := range q {
+		e := &q[i]
+		if e.w == nil || e.s == nil || !e.s.writeExpired() {
+			continue
+		}
+		w := e.w
+		e.ext, e.w, e.owned = bytes.Clone(e.ext), nil, true
+		m.backlog.queued.Add(int64(len(e.ext)))
+		w.done <- nil
+	}
 }
 
 // finishKicked writes the rest of the queue write q after its first n
