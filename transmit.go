@@ -78,7 +78,9 @@ type txWaiter struct {
 	// its transmit lock.
 	taken atomic.Bool
 	timer *time.Timer
-	p     *Psock // the psock whose queue holds it; nil in the backlog
+	// p is the psock whose queue holds it (nil in the backlog); atomic:
+	// the backlog's flush sets it while its sender waits.
+	p atomic.Pointer[Psock]
 }
 
 // wait blocks until the message is written or must be retried. While it
@@ -109,8 +111,8 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool, m *Mux,
 				return give
 			}
 			mu.Unlock()
-			if give == os.ErrDeadlineExceeded && w.p != nil {
-				w.p.tx.kickTaken(w.p, w)
+			if p := w.p.Load(); give == os.ErrDeadlineExceeded && p != nil {
+				p.tx.kickTaken(m, p, w)
 			}
 			return <-w.done // being written: it goes out whole
 		}
@@ -187,7 +189,7 @@ var txWaiterPool = sync.Pool{New: func() any { return &txWaiter{done: make(chan 
 func getTxWaiter() *txWaiter {
 	w := txWaiterPool.Get().(*txWaiter)
 	w.taken.Store(false)
-	w.p = nil
+	w.p.Store(nil)
 	return w
 }
 
@@ -431,7 +433,7 @@ func (m *Mux) queueLocked(p *Psock, s *Socket, b []byte, pinned bool) error {
 		return nil
 	}
 	w := getTxWaiter()
-	w.p = p
+	w.p.Store(p)
 	t.q = append(t.q, txEntry{ext: b, w: w, s: s, pinned: pinned})
 	t.load.Add(int64(len(b)))
 	t.mu.Unlock()
@@ -857,18 +859,23 @@ func (m *Mux) handKicked(p *Psock, q []txEntry, buf []byte, n int) bool {
 	return true
 }
 
-// kickTaken lets go a sender whose write deadline passed while a queue
-// write holds its uncopied message w: on a TCP or Unix connection the
-// write is interrupted, and handKicked copies the message, releases its
-// sender with nil, and has a goroutine of the mux's finish the write
-// where it stopped. Elsewhere (TLS) the sender waits for the write.
-func (t *txState) kickTaken(p *Psock, w *txWaiter) {
-	if p.raw == nil {
-		return
-	}
+// kickTaken lets go a sender whose write deadline passed while its
+// uncopied message w can no longer be withdrawn. Still queued (it came
+// from the backlog), the message is copied in place. Held by a queue
+// write, on a TCP or Unix connection the write is interrupted, and
+// handKicked copies the message, releases its sender with nil, and has a
+// goroutine of the mux's finish the write where it stopped; elsewhere
+// (TLS) the sender waits for the write.
+func (t *txState) kickTaken(m *Mux, p *Psock, w *txWaiter) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.writing || t.closeKicked || t.stopped.Load() || !holdsWaiter(t.inflight, w) {
+	for i := range t.q {
+		if t.q[i].w == w {
+			m.copyEntry(&t.q[i])
+			return
+		}
+	}
+	if p.raw == nil || !t.writing || t.closeKicked || t.stopped.Load() || !holdsWaiter(t.inflight, w) {
 		return
 	}
 	t.closeKicked, t.flusherKicked, t.copyTaken = true, true, true
@@ -891,15 +898,19 @@ func holdsWaiter(q []txEntry, w *txWaiter) bool {
 // held.
 func (m *Mux) copyExpired(q []txEntry) {
 	for i := range q {
-		e := &q[i]
-		if e.w == nil || e.s == nil || !e.s.writeExpired() {
-			continue
+		if e := &q[i]; e.w != nil && e.s != nil && e.s.writeExpired() {
+			m.copyEntry(e)
 		}
-		w := e.w
-		e.ext, e.w, e.owned = bytes.Clone(e.ext), nil, true
-		m.backlog.queued.Add(int64(len(e.ext)))
-		w.done <- nil
 	}
+}
+
+// copyEntry makes e's waiting sender's message a copy the mux holds and
+// lets the sender go with nil; its psock's tx.mu is held.
+func (m *Mux) copyEntry(e *txEntry) {
+	w := e.w
+	e.ext, e.w, e.owned = bytes.Clone(e.ext), nil, true
+	m.backlog.queued.Add(int64(len(e.ext)))
+	w.done <- nil
 }
 
 // finishKicked writes the rest of the queue write q after its first n
@@ -1667,6 +1678,7 @@ func (b *backlog) flushLocked(p *Psock) {
 	for _, e := range b.q {
 		if e.w != nil {
 			e.w.taken.Store(true)
+			e.w.p.Store(p)
 		}
 		t.q = append(t.q, e)
 		t.load.Add(int64(len(e.ext)))

@@ -144,3 +144,44 @@ func stuckSend(t *testing.T, m *kcm.Mux) (dead *kcm.Psock, s *kcm.Socket, big []
 	waitSmem(t, m, dead.Index(), 4<<20)
 	return dead, s, big, errs
 }
+
+// A sender waiting uncopied in the backlog (no psock, the send buffer too
+// small for a copy) whose message a psock's attach then took, and whose
+// write to a peer that does not read is stuck, is let go at its write
+// deadline: its message is copied and goes out whole once the peer reads.
+func TestWriteDeadlineReleasesSenderTakenFromBacklog(t *testing.T) {
+	m := newMux(t, kcm.Config{SendBuffer: 64 << 10})
+	s := m.NewSocket(kcm.Datagram)
+	// The first message is copied into the empty send buffer; the second,
+	// far more than the connection's buffers, waits uncopied.
+	first, msg := msgOf(0, 32<<10), msgOf(1, 16<<20)
+	if err := s.Send(first); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- s.Send(msg) }()
+	waitSendQ(t, m, s, 2)
+	p, peer := attachStalled(t, m)
+	waitSmem(t, m, p.Index(), int64(len(first)+len(msg)))
+	select {
+	case err := <-errs:
+		t.Fatalf("send returned %v before its deadline: it did not wait uncopied", err)
+	default:
+	}
+	s.SetWriteDeadline(time.Now())
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatalf("send: %v, want nil: its message is copied, the mux's to finish", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("send still blocked 5 s after its write deadline passed")
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for want := range uint32(2) {
+		if id := checkMsg(t, readMsg(t, peer)); id != want {
+			t.Fatalf("peer got message %d, want %d", id, want)
+		}
+	}
+	waitProc(t, m, func(string) bool { _, send := m.Queued(); return send == 0 })
+}
