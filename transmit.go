@@ -111,10 +111,19 @@ func (w *txWaiter) wait(s *Socket, mu *sync.Mutex, withdraw func() bool, m *Mux,
 				return give
 			}
 			mu.Unlock()
-			if p := w.p.Load(); give == os.ErrDeadlineExceeded && p != nil {
-				p.tx.kickTaken(m, p, w)
+			p := w.p.Load()
+			if give != os.ErrDeadlineExceeded || p == nil {
+				return <-w.done // being written: it goes out whole
 			}
-			return <-w.done // being written: it goes out whole
+			p.tx.kickTaken(m, p, w)
+			// A kick may come to nothing (the deadline moved meanwhile, a
+			// TLS write): look again at the next change of the deadline.
+			select {
+			case err := <-w.done:
+				return err
+			case <-sig:
+				continue
+			}
 		}
 		if from != nil && m.idleElsewhere(from) {
 			// Another psock has nothing to write while this message waits
@@ -933,6 +942,9 @@ func (m *Mux) finishKicked(p *Psock, q []txEntry, buf []byte, n int) {
 	}
 	clear(whole) // the pieces skipped too: no reference to senders' messages stays
 	t.iov = whole[:0]
+	if err != nil && m.handKicked(p, q, buf, n+more) {
+		return // kicked again (a waiting sender's deadline): another goroutine goes on
+	}
 	keep := m.completeQueue(p, q, buf, n+more, err)
 	t.mu.Lock()
 	t.queueWritten(q, buf, keep)
@@ -1252,6 +1264,11 @@ func (p *Psock) putBack(m *Mux, rest []txEntry, buf []byte) (ok, keep bool) {
 		if e.s != nil && e.s.closed() {
 			m.finishEntry(p, &e, ErrClosed)
 			continue
+		}
+		if e.w != nil && e.s != nil && e.s.writeExpired() {
+			// A waiting sender past its deadline that a kick meant to
+			// let go (kickTaken), its kick overtaken by a Close's.
+			m.copyEntry(&e)
 		}
 		if e.ext == nil {
 			e.ext = buf[e.off : e.off+e.n] // buf is not reused while it is queued
