@@ -221,13 +221,14 @@ type txState struct {
 	count   msgCount  // messages written, guarded by mu
 	q       []txEntry // messages waiting for the writer
 
-	cut   bool // a write stopped in the middle of a message
-	cutAt int  // bytes written of the message a batch write stopped in; the writer's
+	cut   bool      // a write stopped in the middle of a message
+	cutAt int       // bytes written of the message a batch write stopped in; the writer's
+	wtoAt time.Time // the WriteTimeout deadline armed last; mu
 	// dlArmed: a socket's write deadline is on the connection, to be taken
 	// off when its writer lets go (without WriteTimeout, which re-arms
-	// every write); mu. wtoAt: the WriteTimeout deadline armed last; mu.
+	// every write); mu. Only a writer whose socket has a deadline can find
+	// it set, so the idle path looks at that instead, on a line it has.
 	dlArmed  bool
-	wtoAt    time.Time
 	timed    bool      // writes have a deadline: see armWrite
 	inflight []txEntry // the queue a writer is writing; guarded by mu
 	// flusher is the socket whose send, its own message written, goes on
@@ -573,11 +574,11 @@ func (m *Mux) ownStopped(p *Psock, s *Socket, msg []byte, n int, pinned bool) er
 	q := []txEntry{{n: len(buf), s: s, pinned: pinned, owned: true}}
 	t.load.Add(int64(len(buf)))
 	t.writer, t.inflight = nil, q // a copy now: the socket's Close lets it go out
-	if t.closeKicked {
-		// A Close since ownTimedOut: its deadline would cut the copy.
-		t.closeKicked, t.flusherKicked = false, false
-		p.conn.SetWriteDeadline(time.Time{})
-	}
+	// The deadline that stopped the write (perhaps one SetWriteDeadline put
+	// there, not taken off: dlArmed), or a Close's since ownTimedOut,
+	// would stop the copy's write too.
+	t.closeKicked, t.flusherKicked, t.dlArmed = false, false, false
+	p.conn.SetWriteDeadline(time.Time{})
 	m.wg.Add(1) // under t.mu, as handKicked
 	t.mu.Unlock()
 	go m.finishKicked(p, q, buf, n)
@@ -731,7 +732,7 @@ func (m *Mux) batchStopped(p *Psock, s *Socket, msgs [][]byte, done int, pinned 
 func (m *Mux) flushQueued(p *Psock, done msgCount) {
 	t := &p.tx
 	t.mu.Lock()
-	if len(t.q) == 0 && !t.closeKicked && !t.waitIdle && !t.hasSent && !t.dlArmed {
+	if len(t.q) == 0 && !t.closeKicked && !t.waitIdle && !t.hasSent && (t.writer == nil || t.writer.wdl.Load() == 0) {
 		// Nothing else to do: let go here, in a small frame that touches
 		// only the first line of the transmit state.
 		t.count.add(int(done.msgs), int(done.bytes))

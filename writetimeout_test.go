@@ -185,3 +185,29 @@ func TestWriteDeadlineReleasesSenderTakenFromBacklog(t *testing.T) {
 	}
 	waitProc(t, m, func(string) bool { _, send := m.Queued(); return send == 0 })
 }
+
+// A deadline set while a send writes its own message with none (a plain
+// write, blocked on a peer that does not read) stops it inside the
+// message: the send returns nil, and the message, copied, goes out whole
+// once the peer reads, on the same psock (the deadline that stopped the
+// write is not left on the connection for the copy's write).
+func TestWriteDeadlineSetDuringPlainWriteFinishesTheMessage(t *testing.T) {
+	m := newMux(t, kcm.Config{})
+	s := m.NewSocket(kcm.Datagram)
+	p, peer := attachStalled(t, m)
+	msg := msgOf(1, 4<<20)
+	errs := make(chan error, 1)
+	go func() { errs <- s.Send(msg) }()
+	waitSmem(t, m, p.Index(), int64(len(msg)))
+	s.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	if err := waitErr(t, errs, "send"); err != nil {
+		t.Fatalf("send: %v, want nil: its message is copied, the mux's to finish", err)
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if id := checkMsg(t, readMsg(t, peer)); id != 1 {
+		t.Fatalf("peer got message %d, want 1", id)
+	}
+	if err := p.Err(); err != nil {
+		t.Fatalf("psock failed: %v", err)
+	}
+}
