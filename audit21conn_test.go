@@ -155,55 +155,36 @@ func TestAudit21WriteLoopOnStalledPeerNeverTimesOut(t *testing.T) {
 }
 
 // TestAudit21WriteDeadlineSetWhileFlushing: a deadline set while a send
-// is blocked does not reach two kinds of send blocked in a write to a
-// peer that stopped reading, which Socket.Close does release:
+// is blocked in a write to a peer that stopped reading lets it go, as
+// Socket.Close does, for two kinds of send that once stayed blocked:
 //
 //   - flusher: a Send whose own message is written whole and which goes on
-//     writing what other sockets queued meanwhile (flushQueuedLocked). Its
-//     deadline is looked at only between two writes; Close instead
-//     interrupts the write and hands it to a goroutine of the mux's
-//     (flusherKicked, finishKicked). Nothing of the caller's is at stake.
+//     writing what other sockets queued meanwhile. The write is
+//     interrupted and handed to a goroutine of the mux's (flusherKicked,
+//     finishKicked); the send returns nil.
 //   - taken: a Send whose uncopied message (over 64 KiB) waited in the
-//     queue and was taken into that write: txWaiter.wait returns
-//     <-w.done, "being written: it goes out whole", and waits for the
-//     stalled write. (Close interrupts it: holdsSender(inflight).)
+//     queue and was taken into that write. The write is interrupted, the
+//     message copied (kickTaken, copyExpired); the send returns nil.
 //
-// SetWriteDeadline promises the deadline applies to sends "including
-// those already waiting".
+// Either way the messages reach the peer whole once it reads, and the
+// send buffer empties.
 func TestAudit21WriteDeadlineSetWhileFlushing(t *testing.T) {
 	for _, tc := range []string{"flusher", "taken"} {
 		t.Run(tc, func(t *testing.T) {
 			m := newMux(t, kcm.Config{})
 			a, b := m.NewSocket(kcm.Datagram), m.NewSocket(kcm.Datagram)
-			c, peer := tcpPair(t)
-			c.(*net.TCPConn).SetWriteBuffer(32 << 10)
-			peer.(*net.TCPConn).SetReadBuffer(32 << 10)
-			if _, err := m.Attach(c, lenPrefix); err != nil {
-				t.Fatal(err)
-			}
-			m1 := msgOf(1, 256<<10)
-			errA := make(chan error, 1)
-			go func() { errA <- a.Send(m1) }()
-			// a writes m1 itself (the psock's load is m1 while it writes).
-			waitProc(t, m, func(string) bool { return a21Field(m, "psock-0", 8) == strconv.Itoa(len(m1)) })
 			errB := make(chan error, 1)
-			if tc == "flusher" {
-				for i := range 14 { // copied into the queue: under flushBudget together
-					if err := b.Send(msgOf(uint32(10+i), 60<<10)); err != nil {
-						t.Fatal(err)
+			peer, errA := stalledQueueWrite(t, m, a, func() {
+				if tc == "flusher" {
+					for i := range 14 { // copied into the queue: under flushBudget together
+						if err := b.Send(msgOf(uint32(10+i), 60<<10)); err != nil {
+							t.Fatal(err)
+						}
 					}
+					return
 				}
-			} else {
 				go func() { errB <- b.Send(msgOf(2, 900<<10)) }() // uncopied
 				waitSendQ(t, m, b, 1)
-			}
-			// The peer takes m1 and no more: a's own message is written,
-			// and a writes the queue, which the connection cannot take.
-			if _, err := io.ReadFull(peer, make([]byte, len(m1))); err != nil {
-				t.Fatal(err)
-			}
-			waitProc(t, m, func(string) bool {
-				return a21Field(m, "psock-0", 3) == "1" && a21Field(m, "psock-0", 7) == "0"
 			})
 			who, errc := a, errA
 			if tc == "taken" {

@@ -23,36 +23,46 @@ func r17Within(t *testing.T, ch <-chan error, d time.Duration, what string) erro
 	}
 }
 
-// r17TakenWrite sets up a's Send writing m1 (256 KiB) itself on a stalled
-// TCP psock, then queues each of the senders' uncopied 900 KiB messages
-// (ids 2, 3, ...) behind it, lets the peer take m1, and waits until a's
-// send writes the queue, which the connection cannot take: every sender
-// waits taken. It returns the peer and the senders' error channels.
-func r17TakenWrite(t *testing.T, m *kcm.Mux, a *kcm.Socket, senders ...*kcm.Socket) (net.Conn, chan error, []chan error) {
+// stalledQueueWrite attaches to m a TCP psock whose peer stops reading,
+// starts a's Send of m1 (256 KiB), which a writes itself, lets queue put
+// messages behind it, lets the peer take m1 and no more, and waits until
+// a's send writes the queue, which the connection cannot take. It returns
+// the peer and a's error channel.
+func stalledQueueWrite(t *testing.T, m *kcm.Mux, a *kcm.Socket, queue func()) (net.Conn, chan error) {
 	t.Helper()
-	c, peer := tcpPair(t)
-	c.(*net.TCPConn).SetWriteBuffer(32 << 10)
-	peer.(*net.TCPConn).SetReadBuffer(32 << 10)
+	c, peer := stalledPair(t)
 	if _, err := m.Attach(c, lenPrefix); err != nil {
 		t.Fatal(err)
 	}
 	m1 := msgOf(1, 256<<10)
 	errA := make(chan error, 1)
 	go func() { errA <- a.Send(m1) }()
+	// a writes m1 itself (the psock's load is m1 while it writes).
 	waitProc(t, m, func(string) bool { return a21Field(m, "psock-0", 8) == strconv.Itoa(len(m1)) })
-	var errs []chan error
-	for i, s := range senders {
-		ch := make(chan error, 1)
-		errs = append(errs, ch)
-		msg := msgOf(uint32(2+i), 900<<10)
-		go func() { ch <- s.Send(msg) }()
-		waitSendQ(t, m, s, 1)
-	}
+	queue()
 	if _, err := io.ReadFull(peer, make([]byte, len(m1))); err != nil {
 		t.Fatal(err)
 	}
 	waitProc(t, m, func(string) bool {
 		return a21Field(m, "psock-0", 3) == "1" && a21Field(m, "psock-0", 7) == "0"
+	})
+	return peer, errA
+}
+
+// r17TakenWrite is stalledQueueWrite with each of the senders' uncopied
+// 900 KiB messages (ids 2, 3, ...) queued: every sender waits taken. It
+// returns the peer and the senders' error channels.
+func r17TakenWrite(t *testing.T, m *kcm.Mux, a *kcm.Socket, senders ...*kcm.Socket) (net.Conn, chan error, []chan error) {
+	t.Helper()
+	var errs []chan error
+	peer, errA := stalledQueueWrite(t, m, a, func() {
+		for i, s := range senders {
+			ch := make(chan error, 1)
+			errs = append(errs, ch)
+			msg := msgOf(uint32(2+i), 900<<10)
+			go func() { ch <- s.Send(msg) }()
+			waitSendQ(t, m, s, 1)
+		}
 	})
 	return peer, errA, errs
 }
