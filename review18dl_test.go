@@ -18,7 +18,6 @@ import (
 // deadline set then goes to p2 alone: the Send blocked on p1 writes on
 // without a deadline and never returns while p1's peer does not read.
 func TestReview18DeadlineMissesOwnWriteAfterTxpMoved(t *testing.T) {
-	t.Skip("BUG: SetWriteDeadline reaches only s.txp: a Send blocked on a psock the socket no longer reserves ignores it")
 	m := newMux(t, kcm.Config{})
 	p1, _ := attachStalled(t, m)
 	s := m.NewSocket(kcm.Datagram)

@@ -22,7 +22,7 @@ type Socket struct {
 	mux   *Mux
 	stats socketCounters
 	txp   atomic.Pointer[Psock] // the psock reserved for transmit
-	state atomic.Uint32         // sockHeld, sockShut, sockSentTo: for lock-free checks
+	state atomic.Uint32         // sockHeld, sockShut: for lock-free checks
 
 	// Guarded by mux.mu.
 	disabled bool
@@ -56,9 +56,8 @@ type Socket struct {
 }
 
 const (
-	sockHeld   uint32 = 1 << iota // open or batch hold something
-	sockShut                      // closed; changes only under mux.mu
-	sockSentTo                    // it sent with SendTo: see SetWriteDeadline
+	sockHeld uint32 = 1 << iota // open or batch hold something
+	sockShut                    // closed; changes only under mux.mu
 )
 
 // closed reports whether the socket was closed.
@@ -503,14 +502,6 @@ func (s *Socket) kickSenders() {
 	}
 }
 
-// noteSendTo records that s sends with SendTo, on psocks it does not
-// reserve.
-func (s *Socket) noteSendTo() {
-	if s.state.Load()&sockSentTo == 0 {
-		s.state.Or(sockSentTo)
-	}
-}
-
 // hasWriteDeadline reports whether the socket has a write deadline.
 func (s *Socket) hasWriteDeadline() bool { return s.wdl.Load() != 0 }
 
@@ -821,13 +812,10 @@ func (s *Socket) SetWriteDeadline(t time.Time) error {
 	}
 	s.wdl.Store(int64(dl))
 	s.kickSenders()
-	// A write under way for s is on its reserved psock, or, for a socket
-	// that sends with SendTo, on any.
-	if s.state.Load()&sockSentTo != 0 {
-		for _, p := range *s.mux.txps.Load() {
-			p.tx.newDeadline(p, s, t)
-		}
-	} else if p := s.txp.Load(); p != nil {
+	// A write under way for s may be on any psock: its reserved one, one
+	// it reserved before (another of its sends is still writing there),
+	// or one of its SendTo's. So this costs a lock for every psock.
+	for _, p := range *s.mux.txps.Load() {
 		p.tx.newDeadline(p, s, t)
 	}
 	return nil

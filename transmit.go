@@ -364,7 +364,6 @@ func (m *Mux) transmitTo(s *Socket, p *Psock, b []byte) error {
 	if p == nil || p.mux != m {
 		return fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
 	}
-	s.noteSendTo()
 	if err := s.givenUp(); err != nil {
 		return err
 	}
@@ -395,7 +394,6 @@ func (m *Mux) transmitBatchTo(s *Socket, p *Psock, msgs [][]byte) (int, error) {
 	if p == nil || p.mux != m {
 		return 0, fmt.Errorf("%w: the psock is not one of the socket's mux", ErrNotAttached)
 	}
-	s.noteSendTo()
 	if err := s.givenUp(); err != nil {
 		return 0, err
 	}
@@ -506,6 +504,9 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 		n, err = p.writeTimed(b)
 	} else {
 		n, err = p.conn.Write(b) // inline: the send fast path gets no extra frame
+		if err != nil {
+			n, err = p.writeOn(b, n, err)
+		}
 	}
 	p.tx.load.Add(-int64(len(b)))
 	if n == len(b) {
@@ -1016,10 +1017,35 @@ func (p *Psock) write(b []byte) (int, error) {
 		return p.writeTimed(b)
 	}
 	n, err := p.conn.Write(b)
+	if err != nil {
+		n, err = p.writeOn(b, n, err)
+	}
 	if err == nil && n < len(b) {
 		err = io.ErrShortWrite
 	}
 	return n, err
+}
+
+// writeOn goes on with a write of b that err stopped after n bytes, if
+// err is a deadline a SetWriteDeadline put on the write under way
+// (newDeadline) and then moved or cleared as it passed: the stream is
+// intact, and nothing asked the write to stop. Any other err is returned.
+func (p *Psock) writeOn(b []byte, n int, err error) (int, error) {
+	for n < len(b) && errors.Is(err, os.ErrDeadlineExceeded) && p.raw != nil && !p.tx.timed && !p.ownExpired() && p.deadlineOnly() {
+		var k int
+		k, err = p.writeTimed(b[n:])
+		n += k
+	}
+	return n, err
+}
+
+// deadlineOnly reports whether no Close or leaving stopped the writer: a
+// timeout was a deadline's alone.
+func (p *Psock) deadlineOnly() bool {
+	t := &p.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.closeKicked && !t.stopped.Load()
 }
 
 // writeTimed is write under a WriteTimeout.
@@ -1411,10 +1437,16 @@ func (t *txState) newDeadline(p *Psock, s *Socket, dl time.Time) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.writing || t.closeKicked || t.stopped.Load() {
+	if t.closeKicked || t.stopped.Load() {
 		return
 	}
 	switch {
+	case t.dlArmed && (!t.writing || t.writer != s):
+		// A deadline of s's own write that ended as s changed it (its
+		// writer let go the idle way, seeing the new deadline): off.
+		t.dlArmed = false
+		p.conn.SetWriteDeadline(time.Time{})
+	case !t.writing:
 	case t.writer == s:
 		// With WriteTimeout, the earlier of its deadline and this one.
 		if t.timed && !t.wtoAt.IsZero() && (dl.IsZero() || t.wtoAt.Before(dl)) {
