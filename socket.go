@@ -800,7 +800,9 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 // whose uncopied message another send's write of a psock's queue has
 // taken returns nil at its deadline on those connections: the write is
 // interrupted, the message copied, and the mux finishes the write.
-// Zero means none.
+// Zero means none. To reach a write under way it looks at every psock of
+// the mux (a brief lock each): on a mux of many psocks, a deadline per
+// message costs that much per message.
 func (s *Socket) SetWriteDeadline(t time.Time) error {
 	var dl time.Duration // none
 	if !t.IsZero() {
