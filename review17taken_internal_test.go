@@ -13,7 +13,7 @@ import (
 // write stopped, in either order: Close sets closeKicked with
 // flusherKicked false (overriding kickTaken's true), or kickTaken finds
 // closeKicked already set and does nothing. Either way handKicked does not
-// hand the write on (copyTaken is never acted on), and completeQueue puts
+// hand the write on (it copied no waiter then), and completeQueue puts
 // the unwritten messages back (stopped between two messages) with b's
 // entry in the queue again: b, past its deadline, blocked in <-w.done
 // after its one kickTaken, is not let go and waits for the next write of

@@ -106,7 +106,7 @@ func TestReview17SecondTakenKickDuringFinishKicked(t *testing.T) {
 // TestReview17FlusherKickThenTakenKick: the same through the flusher's
 // deadline: a's deadline, set while its send writes the queue that holds
 // b's uncopied message, hands the write to finishKicked without copying
-// b's (copyTaken unset: b's deadline had not passed). b's deadline then
+// b's (b's deadline had not passed). b's deadline then
 // passes: kickTaken interrupts finishKicked's write, which fails the
 // psock (or puts the queue back under a b that waits for ever).
 func TestReview17FlusherKickThenTakenKick(t *testing.T) {

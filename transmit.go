@@ -238,12 +238,9 @@ type txState struct {
 	// flusherKicked: the flusher's socket closed and interrupted its
 	// write, which a goroutine of the mux's finishes (finishKicked); mu.
 	flusherKicked bool
-	// copyTaken: the kick was for waiting senders whose deadline passed
-	// while the write held their uncopied messages: see kickTaken; mu.
-	copyTaken bool
-	sent      msgCount      // written by the current writer from its own batch, not yet in count
-	idle      chan struct{} // closed when the writer stops, for Unattach
-	load      atomic.Int64  // bytes queued or being written, for psock choice
+	sent          msgCount      // written by the current writer from its own batch, not yet in count
+	idle          chan struct{} // closed when the writer stops, for Unattach
+	load          atomic.Int64  // bytes queued or being written, for psock choice
 
 	cbuf     []byte
 	spareQ   []txEntry
@@ -768,7 +765,7 @@ func (m *Mux) flushQueuedLocked(p *Psock, done msgCount, budget int) {
 		if t.closeKicked {
 			// A socket's close interrupted a write (or meant to: it may
 			// have ended first): undo its deadline.
-			t.closeKicked, t.flusherKicked, t.copyTaken = false, false, false
+			t.closeKicked, t.flusherKicked = false, false
 			p.conn.SetWriteDeadline(time.Time{})
 		}
 		if t.stopped.Load() || len(t.q) == 0 {
@@ -861,10 +858,7 @@ func (m *Mux) handKicked(p *Psock, q []txEntry, buf []byte, n int) bool {
 	}
 	t.closeKicked, t.flusherKicked, t.flusher = false, false, nil
 	p.conn.SetWriteDeadline(time.Time{})
-	if t.copyTaken {
-		t.copyTaken = false
-		m.copyExpired(q)
-	}
+	m.copyExpired(q) // waiters past their deadline go, whoever kicked
 	m.wg.Add(1)
 	go m.finishKicked(p, q, buf, n)
 	return true
@@ -889,7 +883,7 @@ func (t *txState) kickTaken(m *Mux, p *Psock, w *txWaiter) {
 	if p.raw == nil || !t.writing || t.closeKicked || t.stopped.Load() || !holdsWaiter(t.inflight, w) {
 		return
 	}
-	t.closeKicked, t.flusherKicked, t.copyTaken = true, true, true
+	t.closeKicked, t.flusherKicked = true, true
 	p.conn.SetWriteDeadline(aLongTimeAgo)
 }
 
@@ -1471,8 +1465,8 @@ func holdsSender(q []txEntry, s *Socket) bool {
 	return false
 }
 
-// dropEntries removes s's copied messages from q (waiting senders withdraw
-// their own).
+// dropEntries removes s's copied messages from q, and its waiting senders
+// that came from the backlog (others withdraw their own).
 func (m *Mux) dropEntries(p *Psock, q []txEntry, cbuf []byte, s *Socket) []txEntry {
 	out := q[:0]
 	for i := range q {
@@ -1483,6 +1477,12 @@ func (m *Mux) dropEntries(p *Psock, q []txEntry, cbuf []byte, s *Socket) []txEnt
 			if p != nil {
 				p.tx.load.Add(-int64(size))
 			}
+			continue
+		}
+		if p != nil && e.s == s && e.w != nil && e.w.taken.Load() {
+			// A waiter the backlog's flush queued here (taken: its own
+			// withdraw looks in the backlog): it is told here.
+			m.finishEntry(p, e, ErrClosed)
 			continue
 		}
 		out = append(out, *e)
