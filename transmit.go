@@ -224,6 +224,10 @@ type txState struct {
 	cut   bool      // a write stopped in the middle of a message
 	cutAt int       // bytes written of the message a batch write stopped in; the writer's
 	wtoAt time.Time // the WriteTimeout deadline armed last; mu
+	// ownStop: the writer's own write stopped at its socket's deadline,
+	// decided where the timeout was seen (the deadline may move before
+	// ownTimedOut looks again); the writer's.
+	ownStop bool
 	// dlArmed: a socket's write deadline is on the connection, to be taken
 	// off when its writer lets go (without WriteTimeout, which re-arms
 	// every write); mu. Only a writer whose socket has a deadline can find
@@ -535,7 +539,9 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 // ownTimedOut reports whether err is the writer's socket's write deadline
 // stopping its own write, neither its Close nor the psock's leaving.
 func (p *Psock) ownTimedOut(err error) bool {
-	if !errors.Is(err, os.ErrDeadlineExceeded) || !p.ownExpired() {
+	stop := p.tx.ownStop
+	p.tx.ownStop = false
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !stop && !p.ownExpired() {
 		return false
 	}
 	t := &p.tx
@@ -1025,7 +1031,14 @@ func (p *Psock) write(b []byte) (int, error) {
 // (newDeadline) and then moved or cleared as it passed: the stream is
 // intact, and nothing asked the write to stop. Any other err is returned.
 func (p *Psock) writeOn(b []byte, n int, err error) (int, error) {
-	for n < len(b) && errors.Is(err, os.ErrDeadlineExceeded) && p.raw != nil && !p.tx.timed && !p.ownExpired() && p.deadlineOnly() {
+	for n < len(b) && errors.Is(err, os.ErrDeadlineExceeded) && p.raw != nil && !p.tx.timed {
+		if p.ownExpired() {
+			p.tx.ownStop = true // decided once: see ownTimedOut
+			break
+		}
+		if !p.deadlineOnly() {
+			break
+		}
 		var k int
 		k, err = p.writeTimed(b[n:])
 		n += k
@@ -1139,12 +1152,16 @@ func (p *Psock) goOn(armed bool, n int, err error) bool {
 	if err == nil || !armed || p.raw == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
 	}
-	if p.ownDeadline() {
+	if t := &p.tx; t.writer != nil {
+		// The writer's own messages, which its socket's deadline bounds.
 		if p.ownExpired() {
-			return false // the caller's deadline: see ownTimedOut
+			t.ownStop = true // decided once: see ownTimedOut
+			return false
 		}
-		if !p.tx.timed {
-			return true // its deadline moved later meanwhile
+		if !t.timed || time.Now().Before(t.wtoAt) {
+			// Not WriteTimeout's: its socket's deadline, moved or cleared
+			// as it fired (a kick's stays, and armWrite then refuses).
+			return true
 		}
 	}
 	return n > 0
