@@ -62,6 +62,12 @@ func (e *txEntry) bytes(cbuf []byte) []byte {
 	return cbuf[e.off : e.off+e.n]
 }
 
+// expiredWaiter reports whether e's sender waits for it, uncopied, past
+// its socket's write deadline.
+func (e *txEntry) expiredWaiter() bool {
+	return e.w != nil && e.s != nil && e.s.writeExpired()
+}
+
 // size is the message's length.
 func (e *txEntry) size() int {
 	if e.ext != nil {
@@ -541,17 +547,11 @@ func (m *Mux) writeOwn(p *Psock, s *Socket, b []byte, pinned bool) (retry bool, 
 func (p *Psock) ownTimedOut(err error) bool {
 	stop := p.tx.ownStop
 	p.tx.ownStop = false
-	if !errors.Is(err, os.ErrDeadlineExceeded) || !stop && !p.ownExpired() {
-		return false
-	}
-	t := &p.tx
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return !t.closeKicked && !t.stopped.Load()
+	return errors.Is(err, os.ErrDeadlineExceeded) && (stop || p.ownExpired()) && p.deadlineOnly()
 }
 
 // ownStopped ends a write of s's own messages that its socket's write
-// deadline stopped n bytes into msg (n == len(msg): after it). It returns
+// deadline stopped n bytes into msg (n < len(msg)). It returns
 // os.ErrDeadlineExceeded when msg is unsent. Else the message is copied
 // and becomes a queue write already under way, which a goroutine of the
 // mux's finishes from byte n (finishKicked): it is written whole, or, if
@@ -559,7 +559,7 @@ func (p *Psock) ownTimedOut(err error) bool {
 // alone when pinned, SendTo's, and lost with p), and ownStopped returns
 // nil.
 func (m *Mux) ownStopped(p *Psock, s *Socket, msg []byte, n int, pinned bool) error {
-	if n == 0 || n == len(msg) {
+	if n == 0 {
 		m.flushQueued(p, msgCount{})
 		return os.ErrDeadlineExceeded
 	}
@@ -716,11 +716,9 @@ func (p *Psock) writeBatch(msgs [][]byte) (done int, cut bool, err error) {
 // batchStopped ends a writeBatch of msgs that its socket's write deadline
 // stopped after done of them, as ownStopped: it returns how many of msgs
 // are sent or copied, and os.ErrDeadlineExceeded when some are not.
+// (A write error after every message leaves done == len(msgs) with no
+// error from writeBatch, so msgs[done] exists here.)
 func (m *Mux) batchStopped(p *Psock, s *Socket, msgs [][]byte, done int, pinned bool) (int, error) {
-	if done == len(msgs) {
-		m.flushQueued(p, msgCount{})
-		return done, nil
-	}
 	if err := m.ownStopped(p, s, msgs[done], p.tx.cutAt, pinned); err != nil {
 		return done, err
 	}
@@ -909,7 +907,7 @@ func holdsWaiter(q []txEntry, w *txWaiter) bool {
 // held.
 func (m *Mux) copyExpired(q []txEntry) {
 	for i := range q {
-		if e := &q[i]; e.w != nil && e.s != nil && e.s.writeExpired() {
+		if e := &q[i]; e.expiredWaiter() {
 			m.copyEntry(e)
 		}
 	}
@@ -1303,7 +1301,7 @@ func (p *Psock) putBack(m *Mux, rest []txEntry, buf []byte) (ok, keep bool) {
 			m.finishEntry(p, &e, ErrClosed)
 			continue
 		}
-		if e.w != nil && e.s != nil && e.s.writeExpired() {
+		if e.expiredWaiter() {
 			// A waiting sender past its deadline that a kick meant to
 			// let go (kickTaken), its kick overtaken by a Close's.
 			m.copyEntry(&e)
